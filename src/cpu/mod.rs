@@ -1,0 +1,4 @@
+//! CPU paths. `reference` is the yardstick of SPEC.md; faster paths are
+//! checked against it.
+
+pub mod reference;

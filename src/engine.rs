@@ -1,0 +1,264 @@
+//! Device choice, fallback and the public entry points.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
+
+use ndarray::{Array4, ArrayView4, AsArray, Ix4};
+
+use crate::check;
+use crate::cpu::reference;
+use crate::error::{Error, Result};
+use crate::gpu::{GpuContext, GpuOptions};
+use crate::shape::{Conv2dSpec, Pool2dSpec, PoolMode};
+
+/// Which hardware an [`Engine`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Device {
+    /// A hardware GPU when one works, otherwise the CPU.
+    #[default]
+    Auto,
+    /// A GPU adapter (software adapters included); an error if none exists.
+    Gpu,
+    /// The CPU.
+    Cpu,
+}
+
+impl FromStr for Device {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Device::Auto),
+            "gpu" => Ok(Device::Gpu),
+            "cpu" => Ok(Device::Cpu),
+            _ => Err(Error::invalid(
+                "device",
+                format!("expected auto, cpu or gpu, got {text:?}"),
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Device::Auto => "auto",
+            Device::Gpu => "gpu",
+            Device::Cpu => "cpu",
+        })
+    }
+}
+
+/// How to build an [`Engine`].
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    /// Which device.
+    pub device: Device,
+    /// Run the CPU reference after every GPU call and fail on a difference
+    /// beyond SPEC.md's tolerance.
+    pub verify: bool,
+    /// Knobs of the GPU path (forced limits, adapter choice).
+    pub gpu: GpuOptions,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Cpu,
+    Gpu(Arc<GpuContext>),
+}
+
+/// Runs convolutions and poolings on the device it was built for.
+///
+/// An engine is `Send + Sync`: share one between threads rather than
+/// building one per call (building one opens a GPU device).
+#[derive(Debug, Clone)]
+pub struct Engine {
+    backend: Backend,
+    reason: String,
+    verify: bool,
+}
+
+impl Engine {
+    /// An engine on the requested device.
+    ///
+    /// `Auto` takes a hardware GPU when one works and otherwise the CPU; a
+    /// software adapter (lavapipe, llvmpipe: wgpu's `DeviceType::Cpu`) is
+    /// hundreds of times slower than the CPU path, so `Auto` never takes it,
+    /// while `Gpu` does.
+    pub fn new(device: Device) -> Result<Self> {
+        Engine::with_options(EngineOptions {
+            device,
+            ..Default::default()
+        })
+    }
+
+    /// An engine with every option spelled out.
+    pub fn with_options(options: EngineOptions) -> Result<Self> {
+        let (backend, reason) = match options.device {
+            Device::Cpu => (Backend::Cpu, "CPU (asked for)".to_string()),
+            Device::Gpu => {
+                let ctx = GpuContext::new(&options.gpu)?;
+                let reason = format!("GPU {} (asked for)", describe_adapter(&ctx));
+                (Backend::Gpu(ctx), reason)
+            }
+            Device::Auto => match GpuContext::new(&options.gpu) {
+                Ok(ctx) if !ctx.adapter().software => {
+                    let reason = format!("GPU {} (hardware adapter found)", describe_adapter(&ctx));
+                    (Backend::Gpu(ctx), reason)
+                }
+                Ok(ctx) => (
+                    Backend::Cpu,
+                    format!(
+                        "CPU (the only adapter, {}, is a software renderer, slower than the CPU path; \
+                         ask for the GPU to use it anyway)",
+                        describe_adapter(&ctx)
+                    ),
+                ),
+                Err(e) => (Backend::Cpu, format!("CPU ({e})")),
+            },
+        };
+        Ok(Engine {
+            backend,
+            reason,
+            verify: options.verify,
+        })
+    }
+
+    /// An engine on the CPU.
+    pub fn cpu() -> Self {
+        Engine {
+            backend: Backend::Cpu,
+            reason: "CPU (asked for)".into(),
+            verify: false,
+        }
+    }
+
+    /// The same engine with verify mode switched on or off.
+    pub fn with_verify(mut self, verify: bool) -> Self {
+        self.verify = verify;
+        self
+    }
+
+    /// The process-wide engine of `Device::Auto`, built on first use; the
+    /// seed functions run on it.
+    pub fn shared() -> &'static Engine {
+        static SHARED: OnceLock<Engine> = OnceLock::new();
+        SHARED.get_or_init(|| Engine::new(Device::Auto).unwrap_or_else(|_| Engine::cpu()))
+    }
+
+    /// Which device this engine took and why.
+    pub fn describe(&self) -> &str {
+        &self.reason
+    }
+
+    /// Whether this engine runs on a GPU.
+    pub fn is_gpu(&self) -> bool {
+        matches!(self.backend, Backend::Gpu(_))
+    }
+
+    /// The GPU context, when this engine runs on a GPU.
+    pub fn gpu(&self) -> Option<&GpuContext> {
+        match &self.backend {
+            Backend::Gpu(ctx) => Some(ctx),
+            Backend::Cpu => None,
+        }
+    }
+
+    /// 2-D cross-correlation of NHWC `images` with HWIO `kernels`; returns
+    /// `(m, oh, ow, nc)`.
+    pub fn conv2d<'a>(
+        &self,
+        images: impl AsArray<'a, f32, Ix4>,
+        kernels: impl AsArray<'a, f32, Ix4>,
+        spec: &Conv2dSpec,
+    ) -> Result<Array4<f32>> {
+        let images: ArrayView4<f32> = images.into();
+        let kernels: ArrayView4<f32> = kernels.into();
+        let g = spec.resolve(dims(&images), dims(&kernels))?;
+        if g.m == 0 {
+            return Ok(Array4::zeros(g.output_shape()));
+        }
+        match &self.backend {
+            Backend::Cpu => Ok(reference::conv2d(images, kernels, &g)),
+            Backend::Gpu(ctx) => {
+                let out = ctx.conv2d(images, kernels, &g)?;
+                if self.verify {
+                    let want = reference::conv2d(images, kernels, &g);
+                    let tol = check::conv_tolerance(
+                        g.reduction_len(),
+                        check::max_abs_finite(want.view()),
+                    );
+                    verify("conv2d", &out, &want, tol, false)?;
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// Max or average pooling of NHWC `images`; returns `(m, oh, ow, c)`.
+    pub fn pool2d<'a>(
+        &self,
+        images: impl AsArray<'a, f32, Ix4>,
+        spec: &Pool2dSpec,
+    ) -> Result<Array4<f32>> {
+        let images: ArrayView4<f32> = images.into();
+        let g = spec.resolve(dims(&images))?;
+        if g.m == 0 {
+            return Ok(Array4::zeros(g.output_shape()));
+        }
+        match &self.backend {
+            Backend::Cpu => Ok(reference::pool2d(images, &g)),
+            Backend::Gpu(ctx) => {
+                let out = ctx.pool2d(images, &g)?;
+                if self.verify {
+                    let want = reference::pool2d(images, &g);
+                    let exact = g.mode == PoolMode::Max;
+                    let tol = if exact {
+                        0.0
+                    } else {
+                        check::avg_tolerance(check::max_abs_finite(want.view()))
+                    };
+                    verify("pool2d", &out, &want, tol, exact)?;
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+fn describe_adapter(ctx: &GpuContext) -> String {
+    let a = ctx.adapter();
+    format!("{} ({}, {})", a.name, a.backend, a.device_type)
+}
+
+fn verify(
+    op: &'static str,
+    got: &Array4<f32>,
+    want: &Array4<f32>,
+    tolerance: f64,
+    exact: bool,
+) -> Result<()> {
+    let ok = if exact {
+        check::largest_difference(got.view(), want.view(), true).max_abs_diff == 0.0
+    } else {
+        check::within(got.view(), want.view(), tolerance)
+    };
+    if ok {
+        return Ok(());
+    }
+    let d = check::largest_difference(got.view(), want.view(), exact);
+    Err(Error::VerifyMismatch {
+        op,
+        max_abs_diff: d.max_abs_diff,
+        index: d.index,
+        gpu: d.got,
+        reference: d.reference,
+        tolerance,
+    })
+}
+
+fn dims(a: &ArrayView4<f32>) -> [usize; 4] {
+    let (m, h, w, c) = a.dim();
+    [m, h, w, c]
+}

@@ -1,0 +1,205 @@
+//! The one error type of the crate.
+//!
+//! Every variant names the argument it is about and the shapes involved, so a
+//! message read on its own (in a log, on a terminal) says what to fix.
+
+use std::fmt;
+
+/// Shorthand for `std::result::Result<T, convpool::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A shape written the way numpy prints it, `(2, 8, 8, 3)`, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shape(pub Vec<usize>);
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("(")?;
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{d}")?;
+        }
+        if self.0.len() == 1 {
+            f.write_str(",")?;
+        }
+        f.write_str(")")
+    }
+}
+
+impl From<&[usize]> for Shape {
+    fn from(dims: &[usize]) -> Self {
+        Shape(dims.to_vec())
+    }
+}
+
+/// Everything that can go wrong in convpool.
+///
+/// Validation errors are raised before any work starts (in particular before
+/// anything is uploaded to a GPU), so an `Err` never leaves partial results.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An array has the wrong number of dimensions.
+    #[error("{arg}: expected {expected}, got an array of shape {shape} ({} dimensions)", shape.0.len())]
+    Rank {
+        /// Which argument (`images`, `kernels`, ...).
+        arg: &'static str,
+        /// What was expected, e.g. `(m, h, w, c)`.
+        expected: &'static str,
+        /// The shape that was passed.
+        shape: Shape,
+    },
+
+    /// A dimension that must be at least 1 is 0.
+    #[error("{arg}: {dim} must be at least 1, got shape {shape}")]
+    EmptyDimension {
+        /// Which argument.
+        arg: &'static str,
+        /// Which dimension (`height`, `channels`, ...).
+        dim: &'static str,
+        /// The shape that was passed.
+        shape: Shape,
+    },
+
+    /// The channel count of the images and of the kernels differ.
+    #[error("channel mismatch: images {images} have {image_channels} channels but kernels {kernels} expect {kernel_channels}")]
+    ChannelMismatch {
+        /// Shape of the images, NHWC.
+        images: Shape,
+        /// Shape of the kernels, HWIO.
+        kernels: Shape,
+        /// `c` of the images.
+        image_channels: usize,
+        /// `c` of the kernels.
+        kernel_channels: usize,
+    },
+
+    /// A stride, dilation or window entry is zero.
+    #[error("{arg} must be at least 1 in each dimension, got ({}, {})", value.0, value.1)]
+    ZeroParameter {
+        /// `stride`, `dilation` or `window`.
+        arg: &'static str,
+        /// The value that was passed.
+        value: (usize, usize),
+    },
+
+    /// The (dilated) kernel or window does not fit in the padded image, so
+    /// the output would have fewer than one row or column.
+    #[error("{arg} {kernel} (dilated extent {extent_h}x{extent_w}) is larger than the padded image {padded_h}x{padded_w} (images {images}, pads top/bottom/left/right {pads:?}): the output would be empty")]
+    KernelTooLarge {
+        /// `kernels` or `window`.
+        arg: &'static str,
+        /// Kernel or window shape.
+        kernel: Shape,
+        /// Dilated kernel height.
+        extent_h: usize,
+        /// Dilated kernel width.
+        extent_w: usize,
+        /// Padded image height.
+        padded_h: usize,
+        /// Padded image width.
+        padded_w: usize,
+        /// Shape of the images.
+        images: Shape,
+        /// The resolved pads.
+        pads: [usize; 4],
+    },
+
+    /// A pooling pad is as large as the dilated window, so whole windows would
+    /// lie in padding (PyTorch and ONNX refuse this too).
+    #[error("padding: pooling pads top/bottom/left/right {pads:?} must each be smaller than the dilated window {extent_h}x{extent_w} (window {window}, images {images})")]
+    PoolPaddingTooLarge {
+        /// The resolved pads.
+        pads: [usize; 4],
+        /// Dilated window height.
+        extent_h: usize,
+        /// Dilated window width.
+        extent_w: usize,
+        /// The window shape.
+        window: Shape,
+        /// Shape of the images.
+        images: Shape,
+    },
+
+    /// A size computation overflows `usize` (or a device's 32-bit indexing).
+    #[error("{what} overflows: {detail}")]
+    Overflow {
+        /// What was being computed.
+        what: &'static str,
+        /// The shapes and parameters involved.
+        detail: String,
+    },
+
+    /// A padding description could not be understood.
+    #[error("padding: cannot parse {text:?}: {reason}")]
+    InvalidPadding {
+        /// The text that was given.
+        text: String,
+        /// Why it was refused.
+        reason: String,
+    },
+
+    /// Any other argument that is out of its domain.
+    #[error("{arg}: {message}")]
+    InvalidArgument {
+        /// Which argument.
+        arg: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+
+    /// A `.npy` file is malformed, truncated or of an unsupported dtype.
+    #[error("{path}: {message}")]
+    Npy {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
+
+    /// `Device::Gpu` was asked for but no usable adapter exists.
+    #[error("no GPU adapter found: {0}")]
+    NoAdapter(String),
+
+    /// The GPU reported an error (device lost, out of memory, validation).
+    #[error("GPU error: {0}")]
+    Gpu(String),
+
+    /// Verify mode found the GPU result outside the tolerance of SPEC.md.
+    #[error("verify: {op} on the GPU differs from the CPU reference by {max_abs_diff:e} at index {index:?} (gpu {gpu}, reference {reference}; allowed {tolerance:e})")]
+    VerifyMismatch {
+        /// `conv2d` or `pool2d`.
+        op: &'static str,
+        /// Largest absolute difference (NaN/inf mismatches count as infinite).
+        max_abs_diff: f64,
+        /// NHWC index of the largest difference.
+        index: [usize; 4],
+        /// GPU value there.
+        gpu: f32,
+        /// Reference value there.
+        reference: f32,
+        /// The tolerance that was exceeded.
+        tolerance: f64,
+    },
+}
+
+impl Error {
+    /// Helper for [`Error::InvalidArgument`].
+    pub fn invalid(arg: &'static str, message: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            arg,
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! Buffers reused across calls: each grows (to a power of two, within the
+//! binding limit) when a call needs more and is kept for the next call.
+
+/// One reusable buffer.
+#[derive(Default)]
+pub struct Slot {
+    buffer: Option<wgpu::Buffer>,
+}
+
+impl Slot {
+    /// A buffer of at least `bytes` (at least 4), created or grown as needed.
+    pub fn ensure(
+        &mut self,
+        device: &wgpu::Device,
+        bytes: u64,
+        cap: u64,
+        usage: wgpu::BufferUsages,
+        label: &'static str,
+    ) -> &wgpu::Buffer {
+        let bytes = bytes.max(4);
+        if self.buffer.as_ref().is_none_or(|b| b.size() < bytes) {
+            let size = bytes.next_power_of_two().min(cap.max(bytes));
+            self.buffer = Some(device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size,
+                usage,
+                mapped_at_creation: false,
+            }));
+        }
+        self.buffer.as_ref().expect("buffer was just ensured")
+    }
+}
+
+/// The buffers one call uses.
+#[derive(Default)]
+pub struct Buffers {
+    /// Params uniform.
+    pub params: Slot,
+    /// Image chunk.
+    pub input: Slot,
+    /// Kernels.
+    pub kernels: Slot,
+    /// Output chunk.
+    pub output: Slot,
+    /// Mappable copy of the output chunk.
+    pub staging: Slot,
+}

@@ -1,0 +1,206 @@
+//! Instance, adapter choice and device: the part of the GPU path that talks
+//! to the driver once, when an engine is built.
+
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+
+use super::buffers::Buffers;
+use super::pipelines::Pipelines;
+
+/// Knobs of the GPU path.
+#[derive(Debug, Clone, Default)]
+pub struct GpuOptions {
+    /// Use at most this many bytes per buffer binding (below the device's
+    /// own limit), so tests can exercise chunking on small data.
+    pub max_binding_bytes: Option<u64>,
+    /// Use at most this many workgroups per dispatch dimension.
+    pub max_workgroups_per_dim: Option<u32>,
+    /// Only adapters whose name contains this text (case-insensitive); the
+    /// environment variable `CONVPOOL_ADAPTER` sets it too.
+    pub adapter: Option<String>,
+}
+
+/// What `convpool devices` prints about an adapter.
+#[derive(Debug, Clone)]
+pub struct AdapterSummary {
+    /// Adapter name as the driver reports it.
+    pub name: String,
+    /// Vulkan, Metal, Dx12, Gl.
+    pub backend: String,
+    /// Discrete, integrated, virtual, CPU (software) or other.
+    pub device_type: String,
+    /// Driver name and version.
+    pub driver: String,
+    /// Largest storage buffer binding, bytes.
+    pub max_storage_buffer_binding_size: u64,
+    /// Largest buffer, bytes.
+    pub max_buffer_size: u64,
+    /// Largest workgroup count per dispatch dimension.
+    pub max_compute_workgroups_per_dimension: u32,
+    /// Whether this is a software rasteriser (lavapipe, llvmpipe, WARP).
+    pub software: bool,
+}
+
+/// Backends to search: `WGPU_BACKEND` when set (for example `gl`), else the
+/// primary ones (Vulkan, Metal, DX12), so Mesa's GL adapter is not taken by
+/// accident.
+fn instance() -> (wgpu::Instance, wgpu::Backends) {
+    let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY);
+    let desc = wgpu::InstanceDescriptor {
+        backends,
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    };
+    (wgpu::Instance::new(desc), backends)
+}
+
+fn summary(adapter: &wgpu::Adapter) -> AdapterSummary {
+    let info = adapter.get_info();
+    let limits = adapter.limits();
+    AdapterSummary {
+        name: info.name.clone(),
+        backend: format!("{:?}", info.backend),
+        device_type: format!("{:?}", info.device_type),
+        driver: format!("{} {}", info.driver, info.driver_info)
+            .trim()
+            .to_string(),
+        max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
+        max_buffer_size: limits.max_buffer_size,
+        max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
+        software: info.device_type == wgpu::DeviceType::Cpu,
+    }
+}
+
+/// Every adapter wgpu finds on the searched backends.
+pub fn list_adapters() -> Vec<AdapterSummary> {
+    let (instance, backends) = instance();
+    pollster::block_on(instance.enumerate_adapters(backends))
+        .iter()
+        .map(summary)
+        .collect()
+}
+
+fn rank(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+/// A device with its queue, pipelines and reusable buffers.
+pub struct GpuContext {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    pub(crate) summary: AdapterSummary,
+    /// Largest binding this context uses, bytes (a multiple of 4).
+    pub(crate) max_binding_bytes: u64,
+    /// Largest workgroup count per dispatch dimension this context uses.
+    pub(crate) max_groups_per_dim: u32,
+    pub(crate) pipelines: Pipelines,
+    /// Idle buffer sets; a call takes one (or makes one) and gives it back,
+    /// so concurrent calls never share buffers and never wait on each other.
+    pub(crate) idle: Mutex<Vec<Buffers>>,
+}
+
+impl std::fmt::Debug for GpuContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuContext")
+            .field("adapter", &self.summary.name)
+            .field("backend", &self.summary.backend)
+            .field("max_binding_bytes", &self.max_binding_bytes)
+            .field("max_groups_per_dim", &self.max_groups_per_dim)
+            .finish()
+    }
+}
+
+impl GpuContext {
+    /// Finds the best adapter (hardware before software) and opens a device
+    /// with the adapter's own limits.
+    pub fn new(options: &GpuOptions) -> Result<Arc<Self>> {
+        let (instance, backends) = instance();
+        let filter = options
+            .adapter
+            .clone()
+            .or_else(|| std::env::var("CONVPOOL_ADAPTER").ok())
+            .filter(|s| !s.is_empty())
+            .map(|s| s.to_lowercase());
+        let mut adapters: Vec<wgpu::Adapter> =
+            pollster::block_on(instance.enumerate_adapters(backends))
+                .into_iter()
+                .filter(|a| {
+                    let info = a.get_info();
+                    filter
+                        .as_ref()
+                        .is_none_or(|f| info.name.to_lowercase().contains(f))
+                })
+                .collect();
+        adapters.sort_by_key(|a| rank(a.get_info().device_type));
+        let adapter = adapters.into_iter().next().ok_or_else(|| {
+            Error::NoAdapter(match &filter {
+                Some(f) => format!("no adapter on backends {backends:?} has {f:?} in its name"),
+                None => format!(
+                    "wgpu found no adapter on backends {backends:?} (install a Vulkan driver, e.g. \
+                     mesa-vulkan-drivers, or set WGPU_BACKEND)"
+                ),
+            })
+        })?;
+        let summary = summary(&adapter);
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("convpool"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|e| Error::NoAdapter(format!("{}: cannot open a device: {e}", summary.name)))?;
+        // Errors are collected with error scopes around each call; anything
+        // that escapes them must not abort the process.
+        device.on_uncaptured_error(Arc::new(|e| {
+            eprintln!("convpool: uncaptured GPU error: {e}")
+        }));
+        // Indices in the shaders are u32 element offsets; 1 GiB keeps every
+        // one of them far from overflow.
+        let device_binding = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
+        let max_binding_bytes = options
+            .max_binding_bytes
+            .unwrap_or(u64::MAX)
+            .min(device_binding)
+            .min(1 << 30)
+            & !3;
+        let max_groups_per_dim = options
+            .max_workgroups_per_dim
+            .unwrap_or(u32::MAX)
+            .min(limits.max_compute_workgroups_per_dimension)
+            .max(1);
+        let pipelines = Pipelines::new(&device);
+        Ok(Arc::new(GpuContext {
+            device,
+            queue,
+            summary,
+            max_binding_bytes: max_binding_bytes.max(4),
+            max_groups_per_dim,
+            pipelines,
+            idle: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// The adapter this context runs on.
+    pub fn adapter(&self) -> &AdapterSummary {
+        &self.summary
+    }
+
+    /// Largest binding this context uses, bytes.
+    pub fn max_binding_bytes(&self) -> u64 {
+        self.max_binding_bytes
+    }
+
+    /// Largest workgroup count per dispatch dimension this context uses.
+    pub fn max_groups_per_dim(&self) -> u32 {
+        self.max_groups_per_dim
+    }
+}

@@ -1,0 +1,451 @@
+//! Convolution and pooling on a [`GpuContext`]: validation of device limits,
+//! chunk planning, upload, dispatch and the one readback path.
+
+use bytemuck::Pod;
+use ndarray::{Array4, ArrayView4};
+
+use crate::error::{Error, Result};
+use crate::shape::{Conv2dGeometry, Pool2dGeometry, PoolMode};
+
+use super::buffers::Buffers;
+use super::chunk::{plan, Chunk, ChunkLimits, Problem};
+use super::context::GpuContext;
+use super::params::{ConvParams, PoolParams};
+use super::pipelines::{ConvTiling, POOL_WG};
+
+fn u32_of(what: &'static str, v: usize) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::Overflow {
+        what,
+        detail: format!("{v} does not fit the GPU's 32-bit indices"),
+    })
+}
+
+/// The shaders compute coordinates in i32: refuse geometries where the last
+/// tap of a window would not fit.
+fn check_i32(
+    what: &'static str,
+    out: usize,
+    stride: usize,
+    k: usize,
+    d: usize,
+    len: usize,
+) -> Result<()> {
+    let reach = (out.saturating_sub(1))
+        .checked_mul(stride)
+        .and_then(|v| v.checked_add((k - 1).checked_mul(d)?))
+        .and_then(|v| v.checked_add(len));
+    match reach {
+        Some(v) if v < i32::MAX as usize => Ok(()),
+        _ => Err(Error::Overflow {
+            what,
+            detail: format!("output {out}, stride {stride}, kernel {k}, dilation {d}, size {len} exceed the GPU's 32-bit coordinates"),
+        }),
+    }
+}
+
+/// Folds `groups` workgroups into `(x, y)` with both at most `max_dim`.
+fn fold(groups: u64, max_dim: u32) -> Result<(u32, u32)> {
+    if groups == 0 {
+        return Ok((0, 0));
+    }
+    let x = groups.min(max_dim as u64);
+    let y = groups.div_ceil(x);
+    if y > max_dim as u64 {
+        return Err(Error::Gpu(format!(
+            "{groups} workgroups do not fold into {max_dim} x {max_dim}"
+        )));
+    }
+    Ok((x as u32, y as u32))
+}
+
+/// One chunk ready to dispatch.
+struct Step<P> {
+    params: P,
+    groups: (u32, u32, u32),
+}
+
+impl GpuContext {
+    fn limits(&self) -> ChunkLimits {
+        let d = self.max_groups_per_dim as u64;
+        ChunkLimits {
+            max_binding_bytes: self.max_binding_bytes,
+            max_groups: d * d,
+        }
+    }
+
+    fn take_buffers(&self) -> Buffers {
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+
+    fn give_buffers(&self, b: Buffers) {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(b);
+    }
+
+    /// Convolution on the GPU. `g` must come from [`crate::Conv2dSpec::resolve`].
+    pub fn conv2d(
+        &self,
+        images: ArrayView4<f32>,
+        kernels: ArrayView4<f32>,
+        g: &Conv2dGeometry,
+    ) -> Result<Array4<f32>> {
+        check_i32("conv2d rows", g.oh, g.sh, g.kh, g.dh, g.h + g.pads.top)?;
+        check_i32("conv2d columns", g.ow, g.sw, g.kw, g.dw, g.w + g.pads.left)?;
+        let kernel_bytes = (g.kh * g.kw * g.c * g.nc * 4) as u64;
+        if kernel_bytes > self.max_binding_bytes {
+            return Err(Error::Gpu(format!(
+                "kernels {:?} take {kernel_bytes} bytes, more than one GPU binding holds ({} bytes)",
+                g.kernel_shape(),
+                self.max_binding_bytes
+            )));
+        }
+        let tiling = ConvTiling::for_channels(g.nc);
+        let tiles_n = g.nc.div_ceil(tiling.tile_n() as usize);
+        if tiles_n > self.max_groups_per_dim as usize {
+            return Err(Error::Gpu(format!(
+                "{} output channels need more workgroups than the device allows",
+                g.nc
+            )));
+        }
+        let problem = Problem {
+            m: g.m,
+            h: g.h,
+            in_row_elems: g.w * g.c,
+            oh: g.oh,
+            out_row_elems: g.ow * g.nc,
+            sh: g.sh,
+            ekh: (g.kh - 1) * g.dh + 1,
+            pad_top: g.pads.top,
+            units_per_group: tiling.tile_m() as usize,
+            units_per_out_row: g.ow,
+        };
+        let chunks = plan(&problem, &self.limits())?;
+        let base = ConvParams {
+            h: u32_of("height", g.h)?,
+            w: u32_of("width", g.w)?,
+            c: u32_of("channels", g.c)?,
+            ow: u32_of("output width", g.ow)?,
+            nc: u32_of("kernel count", g.nc)?,
+            kh: u32_of("kernel height", g.kh)?,
+            kw: u32_of("kernel width", g.kw)?,
+            sh: u32_of("stride", g.sh)?,
+            sw: u32_of("stride", g.sw)?,
+            dh: u32_of("dilation", g.dh)?,
+            dw: u32_of("dilation", g.dw)?,
+            pad_top: u32_of("padding", g.pads.top)?,
+            pad_left: u32_of("padding", g.pads.left)?,
+            k_total: u32_of("kernel size", g.kh * g.kw * g.c)?,
+            ..Default::default()
+        };
+        let max_dim = self.max_groups_per_dim;
+        let step = |ch: &Chunk| -> Result<Step<ConvParams>> {
+            let m_total = ch.batch * ch.out_rows * g.ow;
+            let tiles_m = m_total.div_ceil(tiling.tile_m() as usize);
+            let (x, y) = fold(tiles_m as u64, max_dim)?;
+            Ok(Step {
+                params: ConvParams {
+                    batch: ch.batch as u32,
+                    band_h: ch.in_rows as u32,
+                    in_row0: ch.in_row0 as u32,
+                    out_row0: ch.out_row0 as u32,
+                    oh_chunk: ch.out_rows as u32,
+                    m_total: u32_of("chunk pixels", m_total)?,
+                    tiles_m: tiles_m as u32,
+                    ..base
+                },
+                groups: (x, y, tiles_n as u32),
+            })
+        };
+        let pipeline = self.pipelines.conv(&self.device, tiling);
+        let kernels = kernels.as_standard_layout();
+        let kernels = kernels.as_slice().expect("standard layout");
+        self.execute(
+            &pipeline,
+            &self.pipelines.conv_layout,
+            images,
+            Some(kernels),
+            g.output_shape(),
+            &problem,
+            &chunks,
+            step,
+        )
+    }
+
+    /// Pooling on the GPU. `g` must come from [`crate::Pool2dSpec::resolve`].
+    pub fn pool2d(&self, images: ArrayView4<f32>, g: &Pool2dGeometry) -> Result<Array4<f32>> {
+        check_i32(
+            "pool2d rows",
+            g.oh,
+            g.sh,
+            g.kh,
+            g.dh,
+            g.h + g.pads.top + g.pads.bottom,
+        )?;
+        check_i32(
+            "pool2d columns",
+            g.ow,
+            g.sw,
+            g.kw,
+            g.dw,
+            g.w + g.pads.left + g.pads.right,
+        )?;
+        let problem = Problem {
+            m: g.m,
+            h: g.h,
+            in_row_elems: g.w * g.c,
+            oh: g.oh,
+            out_row_elems: g.ow * g.c,
+            sh: g.sh,
+            ekh: (g.kh - 1) * g.dh + 1,
+            pad_top: g.pads.top,
+            units_per_group: POOL_WG as usize,
+            units_per_out_row: g.ow * g.c,
+        };
+        let chunks = plan(&problem, &self.limits())?;
+        let base = PoolParams {
+            h: u32_of("height", g.h)?,
+            w: u32_of("width", g.w)?,
+            c: u32_of("channels", g.c)?,
+            ow: u32_of("output width", g.ow)?,
+            kh: u32_of("window height", g.kh)?,
+            kw: u32_of("window width", g.kw)?,
+            sh: u32_of("stride", g.sh)?,
+            sw: u32_of("stride", g.sw)?,
+            dh: u32_of("dilation", g.dh)?,
+            dw: u32_of("dilation", g.dw)?,
+            pad_top: u32_of("padding", g.pads.top)?,
+            pad_bottom: u32_of("padding", g.pads.bottom)?,
+            pad_left: u32_of("padding", g.pads.left)?,
+            pad_right: u32_of("padding", g.pads.right)?,
+            mode: match g.mode {
+                PoolMode::Max => 0,
+                PoolMode::Avg => 1,
+            },
+            count_include_pad: g.count_include_pad as u32,
+            ..Default::default()
+        };
+        let max_dim = self.max_groups_per_dim;
+        let step = |ch: &Chunk| -> Result<Step<PoolParams>> {
+            let total = ch.batch * ch.out_rows * g.ow * g.c;
+            let (x, y) = fold(total.div_ceil(POOL_WG as usize) as u64, max_dim)?;
+            Ok(Step {
+                params: PoolParams {
+                    batch: ch.batch as u32,
+                    band_h: ch.in_rows as u32,
+                    in_row0: ch.in_row0 as u32,
+                    out_row0: ch.out_row0 as u32,
+                    oh_chunk: ch.out_rows as u32,
+                    total: u32_of("chunk outputs", total)?,
+                    row_pitch: x * POOL_WG,
+                    ..base
+                },
+                groups: (x, y, 1),
+            })
+        };
+        let pipeline = self.pipelines.pool(&self.device);
+        self.execute(
+            &pipeline,
+            &self.pipelines.pool_layout,
+            images,
+            None,
+            g.output_shape(),
+            &problem,
+            &chunks,
+            step,
+        )
+    }
+
+    /// Runs every chunk in order and stitches the output together. GPU
+    /// errors raised meanwhile are caught by error scopes and returned.
+    #[allow(clippy::too_many_arguments)]
+    fn execute<P: Pod>(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        layout: &wgpu::BindGroupLayout,
+        images: ArrayView4<f32>,
+        kernels: Option<&[f32]>,
+        out_shape: [usize; 4],
+        problem: &Problem,
+        chunks: &[Chunk],
+        step: impl Fn(&Chunk) -> Result<Step<P>>,
+    ) -> Result<Array4<f32>> {
+        // Every step is planned (and so validated) before anything is uploaded.
+        let steps = chunks.iter().map(&step).collect::<Result<Vec<_>>>()?;
+        let images = images.as_standard_layout();
+        let images = images.as_slice().expect("standard layout");
+        let mut out = Array4::<f32>::zeros(out_shape);
+        let out_slice = out.as_slice_mut().expect("fresh array is contiguous");
+
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let mut buffers = self.take_buffers();
+        let result = self.execute_steps(
+            &mut buffers,
+            pipeline,
+            layout,
+            images,
+            kernels,
+            out_slice,
+            problem,
+            chunks,
+            &steps,
+        );
+        let scoped = pollster::block_on(validation.pop()).or_else(|| pollster::block_on(oom.pop()));
+        if let Some(e) = scoped {
+            // The buffers may be in any state after an error: drop them.
+            return Err(Error::Gpu(e.to_string()));
+        }
+        self.give_buffers(buffers);
+        result.map(|()| out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn execute_steps<P: Pod>(
+        &self,
+        b: &mut Buffers,
+        pipeline: &wgpu::ComputePipeline,
+        layout: &wgpu::BindGroupLayout,
+        images: &[f32],
+        kernels: Option<&[f32]>,
+        out: &mut [f32],
+        problem: &Problem,
+        chunks: &[Chunk],
+        steps: &[Step<P>],
+    ) -> Result<()> {
+        use wgpu::BufferUsages as U;
+        let dev = &self.device;
+        let cap = self.max_binding_bytes;
+        let in_bytes = chunks
+            .iter()
+            .map(|c| (c.batch * c.in_rows * problem.in_row_elems * 4) as u64)
+            .max()
+            .unwrap_or(0);
+        let out_bytes = chunks
+            .iter()
+            .map(|c| (c.batch * c.out_rows * problem.out_row_elems * 4) as u64)
+            .max()
+            .unwrap_or(0);
+        let params_buf = b.params.ensure(
+            dev,
+            std::mem::size_of::<P>() as u64,
+            u64::MAX,
+            U::UNIFORM | U::COPY_DST,
+            "params",
+        );
+        let input = b
+            .input
+            .ensure(dev, in_bytes, cap, U::STORAGE | U::COPY_DST, "images");
+        let output = b
+            .output
+            .ensure(dev, out_bytes, cap, U::STORAGE | U::COPY_SRC, "output");
+        let staging = b
+            .staging
+            .ensure(dev, out_bytes, cap, U::MAP_READ | U::COPY_DST, "staging");
+        let kernel_buf = match kernels {
+            Some(k) => {
+                let buf = b.kernels.ensure(
+                    dev,
+                    (k.len() * 4) as u64,
+                    cap,
+                    U::STORAGE | U::COPY_DST,
+                    "kernels",
+                );
+                self.queue.write_buffer(buf, 0, bytemuck::cast_slice(k));
+                Some(buf)
+            }
+            None => None,
+        };
+        let mut entries = vec![
+            wgpu::BindGroupEntry {
+                binding: 0,
+                resource: params_buf.as_entire_binding(),
+            },
+            wgpu::BindGroupEntry {
+                binding: 1,
+                resource: input.as_entire_binding(),
+            },
+        ];
+        if let Some(k) = kernel_buf {
+            entries.push(wgpu::BindGroupEntry {
+                binding: 2,
+                resource: k.as_entire_binding(),
+            });
+        }
+        entries.push(wgpu::BindGroupEntry {
+            binding: entries.len() as u32,
+            resource: output.as_entire_binding(),
+        });
+        let bind_group = dev.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout,
+            entries: &entries,
+        });
+
+        for (chunk, step) in chunks.iter().zip(steps) {
+            let in_start = (chunk.n0 * problem.h + chunk.in_row0) * problem.in_row_elems;
+            let in_len = chunk.batch * chunk.in_rows * problem.in_row_elems;
+            if in_len > 0 {
+                self.queue.write_buffer(
+                    input,
+                    0,
+                    bytemuck::cast_slice(&images[in_start..in_start + in_len]),
+                );
+            }
+            self.queue
+                .write_buffer(params_buf, 0, bytemuck::bytes_of(&step.params));
+            let out_start = (chunk.n0 * problem.oh + chunk.out_row0) * problem.out_row_elems;
+            let out_len = chunk.batch * chunk.out_rows * problem.out_row_elems;
+            let bytes = (out_len * 4) as u64;
+
+            let mut encoder =
+                dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+                pass.set_pipeline(pipeline);
+                pass.set_bind_group(0, &bind_group, &[]);
+                let (x, y, z) = step.groups;
+                pass.dispatch_workgroups(x, y, z);
+            }
+            encoder.copy_buffer_to_buffer(output, 0, staging, 0, bytes);
+            self.queue.submit([encoder.finish()]);
+            read_back(
+                dev,
+                staging,
+                bytes,
+                &mut out[out_start..out_start + out_len],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Maps `staging`, copies its first `bytes` into `dst` and unmaps it.
+fn read_back(
+    device: &wgpu::Device,
+    staging: &wgpu::Buffer,
+    bytes: u64,
+    dst: &mut [f32],
+) -> Result<()> {
+    let slice = staging.slice(0..bytes);
+    let (tx, rx) = std::sync::mpsc::channel();
+    slice.map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    device
+        .poll(wgpu::PollType::wait_indefinitely())
+        .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+    rx.recv()
+        .map_err(|_| Error::Gpu("the GPU dropped a readback".into()))?
+        .map_err(|e| Error::Gpu(format!("mapping the output: {e}")))?;
+    {
+        let view = slice
+            .get_mapped_range()
+            .map_err(|e| Error::Gpu(format!("mapping the output: {e}")))?;
+        dst.copy_from_slice(bytemuck::cast_slice(&view));
+    }
+    staging.unmap();
+    Ok(())
+}

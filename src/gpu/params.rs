@@ -1,0 +1,109 @@
+//! Host mirrors of the WGSL params structs. Field order, types and size must
+//! match the shaders exactly; `tests/gpu_params.rs` checks them against the
+//! structs naga parses out of the WGSL sources.
+
+use bytemuck::{Pod, Zeroable};
+
+/// Mirrors `ConvParams` in `shaders/conv2d.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct ConvParams {
+    /// Images in this chunk.
+    pub batch: u32,
+    /// Image height (whole image).
+    pub h: u32,
+    /// Image width.
+    pub w: u32,
+    /// Channels.
+    pub c: u32,
+    /// Image rows held in the input buffer per image.
+    pub band_h: u32,
+    /// First image row held in the input buffer.
+    pub in_row0: u32,
+    /// First output row computed by this chunk.
+    pub out_row0: u32,
+    /// Output rows computed by this chunk.
+    pub oh_chunk: u32,
+    /// Output width.
+    pub ow: u32,
+    /// Output channels.
+    pub nc: u32,
+    /// Kernel height.
+    pub kh: u32,
+    /// Kernel width.
+    pub kw: u32,
+    /// Vertical stride.
+    pub sh: u32,
+    /// Horizontal stride.
+    pub sw: u32,
+    /// Vertical dilation.
+    pub dh: u32,
+    /// Horizontal dilation.
+    pub dw: u32,
+    /// Rows of padding above the image.
+    pub pad_top: u32,
+    /// Columns of padding left of the image.
+    pub pad_left: u32,
+    /// `batch * oh_chunk * ow`.
+    pub m_total: u32,
+    /// `kh * kw * c`.
+    pub k_total: u32,
+    /// Output tiles along the pixel axis.
+    pub tiles_m: u32,
+    /// Padding to a multiple of 16 bytes.
+    pub _pad: [u32; 3],
+}
+
+/// Mirrors `PoolParams` in `shaders/pool2d.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct PoolParams {
+    /// Images in this chunk.
+    pub batch: u32,
+    /// Image height (whole image).
+    pub h: u32,
+    /// Image width.
+    pub w: u32,
+    /// Channels.
+    pub c: u32,
+    /// Image rows held in the input buffer per image.
+    pub band_h: u32,
+    /// First image row held in the input buffer.
+    pub in_row0: u32,
+    /// First output row computed by this chunk.
+    pub out_row0: u32,
+    /// Output rows computed by this chunk.
+    pub oh_chunk: u32,
+    /// Output width.
+    pub ow: u32,
+    /// Window height.
+    pub kh: u32,
+    /// Window width.
+    pub kw: u32,
+    /// Vertical stride.
+    pub sh: u32,
+    /// Horizontal stride.
+    pub sw: u32,
+    /// Vertical dilation.
+    pub dh: u32,
+    /// Horizontal dilation.
+    pub dw: u32,
+    /// Rows of padding above.
+    pub pad_top: u32,
+    /// Rows of padding below.
+    pub pad_bottom: u32,
+    /// Columns of padding on the left.
+    pub pad_left: u32,
+    /// Columns of padding on the right.
+    pub pad_right: u32,
+    /// 0 max, 1 avg.
+    pub mode: u32,
+    /// 0 or 1.
+    pub count_include_pad: u32,
+    /// `batch * oh_chunk * ow * c`.
+    pub total: u32,
+    /// Invocations per row of the folded 2-D dispatch.
+    pub row_pitch: u32,
+    /// Padding to a multiple of 16 bytes.
+    pub _pad: u32,
+}

@@ -1,0 +1,179 @@
+//! Shader modules, bind-group layouts and a cache of compute pipelines keyed
+//! by kernel family and override constants: no pipeline is built per call.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Which shader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// `shaders/conv2d.wgsl`.
+    Conv2d,
+    /// `shaders/pool2d.wgsl`.
+    Pool2d,
+}
+
+/// Workgroup extents of the conv kernel, chosen by output-channel count so a
+/// narrow convolution does not waste most of a 64-channel tile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConvTiling {
+    /// Invocations along output channels (tile width / 4).
+    pub wg_n: u32,
+    /// Invocations along output pixels (tile height / 4).
+    pub wg_m: u32,
+}
+
+impl ConvTiling {
+    /// Register block of one invocation, as in the shader (RM = RN = 4).
+    pub const BLOCK: u32 = 4;
+
+    /// The tiling for `nc` output channels.
+    pub fn for_channels(nc: usize) -> Self {
+        match nc {
+            0..=4 => ConvTiling { wg_n: 1, wg_m: 64 },
+            5..=16 => ConvTiling { wg_n: 4, wg_m: 64 },
+            _ => ConvTiling { wg_n: 16, wg_m: 16 },
+        }
+    }
+
+    /// Output pixels per workgroup.
+    pub fn tile_m(&self) -> u32 {
+        self.wg_m * Self::BLOCK
+    }
+
+    /// Output channels per workgroup.
+    pub fn tile_n(&self) -> u32 {
+        self.wg_n * Self::BLOCK
+    }
+}
+
+/// Invocations per workgroup of the pooling kernel.
+pub const POOL_WG: u32 = 256;
+
+fn storage(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}
+
+fn uniform(binding: u32) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Uniform,
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}
+
+/// Modules, layouts and the pipeline cache of one device.
+pub struct Pipelines {
+    conv_module: wgpu::ShaderModule,
+    pool_module: wgpu::ShaderModule,
+    pub(crate) conv_layout: wgpu::BindGroupLayout,
+    pub(crate) pool_layout: wgpu::BindGroupLayout,
+    conv_pipeline_layout: wgpu::PipelineLayout,
+    pool_pipeline_layout: wgpu::PipelineLayout,
+    cache: Mutex<HashMap<(Family, [u32; 2]), wgpu::ComputePipeline>>,
+}
+
+impl Pipelines {
+    /// Compiles the shader modules and builds the layouts.
+    pub fn new(device: &wgpu::Device) -> Self {
+        let conv_module =
+            device.create_shader_module(wgpu::include_wgsl!("../../shaders/conv2d.wgsl"));
+        let pool_module =
+            device.create_shader_module(wgpu::include_wgsl!("../../shaders/pool2d.wgsl"));
+        let conv_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("conv2d"),
+            entries: &[
+                uniform(0),
+                storage(1, true),
+                storage(2, true),
+                storage(3, false),
+            ],
+        });
+        let pool_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("pool2d"),
+            entries: &[uniform(0), storage(1, true), storage(2, false)],
+        });
+        let layout = |bgl: &wgpu::BindGroupLayout| {
+            device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: None,
+                bind_group_layouts: &[Some(bgl)],
+                immediate_size: 0,
+            })
+        };
+        Pipelines {
+            conv_pipeline_layout: layout(&conv_layout),
+            pool_pipeline_layout: layout(&pool_layout),
+            conv_module,
+            pool_module,
+            conv_layout,
+            pool_layout,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(
+        &self,
+        device: &wgpu::Device,
+        family: Family,
+        consts: [u32; 2],
+    ) -> wgpu::ComputePipeline {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .entry((family, consts))
+            .or_insert_with(|| {
+                let (module, layout, names): (_, _, &[&str]) = match family {
+                    Family::Conv2d => (
+                        &self.conv_module,
+                        &self.conv_pipeline_layout,
+                        &["WG_N", "WG_M"],
+                    ),
+                    Family::Pool2d => (&self.pool_module, &self.pool_pipeline_layout, &["WG"]),
+                };
+                let constants: Vec<(&str, f64)> = names
+                    .iter()
+                    .zip(consts)
+                    .map(|(n, v)| (*n, v as f64))
+                    .collect();
+                device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(match family {
+                        Family::Conv2d => "conv2d",
+                        Family::Pool2d => "pool2d",
+                    }),
+                    layout: Some(layout),
+                    module,
+                    entry_point: Some("main"),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: &constants,
+                        // Every workgroup variable is written before it is read.
+                        zero_initialize_workgroup_memory: false,
+                    },
+                    cache: None,
+                })
+            })
+            .clone()
+    }
+
+    /// The conv pipeline for a tiling.
+    pub fn conv(&self, device: &wgpu::Device, t: ConvTiling) -> wgpu::ComputePipeline {
+        self.get(device, Family::Conv2d, [t.wg_n, t.wg_m])
+    }
+
+    /// The pooling pipeline.
+    pub fn pool(&self, device: &wgpu::Device) -> wgpu::ComputePipeline {
+        self.get(device, Family::Pool2d, [POOL_WG, 0])
+    }
+}

@@ -1,0 +1,185 @@
+//! `.npy` files in and out, as the command line uses them.
+//!
+//! Reading accepts every real numeric dtype numpy writes (float16/32/64,
+//! signed and unsigned integers of 8 to 64 bits, either byte order, C or
+//! Fortran order) and converts to f32, as SPEC.md "Numbers" asks; booleans,
+//! complex numbers, strings and objects are refused with the dtype named.
+//! Writing is atomic: a temporary file in the target folder is renamed into
+//! place, so a failure never leaves a partial output behind.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::Path;
+
+use ndarray::{ArrayD, ArrayViewD, IxDyn, ShapeBuilder};
+use ndarray_npy::npy::header::Header;
+use ndarray_npy::{ReadNpyError, ReadNpyExt, ReadableElement, WriteNpyExt};
+
+use crate::error::{Error, Result};
+
+fn npy_error(path: &Path, message: impl Into<String>) -> Error {
+    Error::Npy {
+        path: path.display().to_string(),
+        message: message.into(),
+    }
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn describe_read_error(e: ReadNpyError) -> String {
+    match e {
+        ReadNpyError::MissingData => {
+            "the file holds fewer bytes than its header's shape needs (truncated?)".into()
+        }
+        ReadNpyError::ExtraBytes(n) => {
+            format!("the file holds {n} bytes more than its header's shape needs")
+        }
+        ReadNpyError::LengthOverflow => "the header's shape is too large".into(),
+        ReadNpyError::ParseHeader(e) => format!("not a valid .npy header: {e}"),
+        other => format!("not a valid .npy file: {other}"),
+    }
+}
+
+/// The dtype text of a header, e.g. `<f4`, without Python quotes.
+fn descr(header: &Header) -> String {
+    header
+        .type_descriptor
+        .to_string()
+        .trim_matches('\'')
+        .to_string()
+}
+
+fn read_as<T: ReadableElement + Copy>(
+    path: &Path,
+    convert: impl Fn(T) -> f32,
+) -> Result<ArrayD<f32>> {
+    let file = File::open(path).map_err(|e| io_error(path, e))?;
+    let array = ArrayD::<T>::read_npy(BufReader::new(file))
+        .map_err(|e| npy_error(path, describe_read_error(e)))?;
+    Ok(array.mapv(convert))
+}
+
+/// float16 has no reader in ndarray-npy: decode the raw little/big-endian
+/// halves after the header.
+fn read_f16(path: &Path, header: &Header, big_endian: bool) -> Result<ArrayD<f32>> {
+    let file = File::open(path).map_err(|e| io_error(path, e))?;
+    let mut reader = BufReader::new(file);
+    Header::from_reader(&mut reader)
+        .map_err(|e| npy_error(path, format!("not a valid .npy header: {e}")))?;
+    let elems = header
+        .shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| npy_error(path, "the header's shape is too large"))?;
+    let mut bytes = Vec::new();
+    reader
+        .read_to_end(&mut bytes)
+        .map_err(|e| io_error(path, e))?;
+    if bytes.len() != elems * 2 {
+        return Err(npy_error(
+            path,
+            format!(
+                "the header's shape {:?} needs {} bytes of float16 data, the file holds {}",
+                header.shape,
+                elems * 2,
+                bytes.len()
+            ),
+        ));
+    }
+    let values: Vec<f32> = bytes
+        .chunks_exact(2)
+        .map(|b| {
+            let bits = if big_endian {
+                u16::from_be_bytes([b[0], b[1]])
+            } else {
+                u16::from_le_bytes([b[0], b[1]])
+            };
+            half::f16::from_bits(bits).to_f32()
+        })
+        .collect();
+    let shape = IxDyn(&header.shape).set_f(header.layout.is_fortran());
+    ArrayD::from_shape_vec(shape, values).map_err(|e| npy_error(path, e.to_string()))
+}
+
+/// Reads a `.npy` file of any real numeric dtype as f32.
+pub fn read_f32(path: impl AsRef<Path>) -> Result<ArrayD<f32>> {
+    let path = path.as_ref();
+    let file = File::open(path).map_err(|e| io_error(path, e))?;
+    let header = Header::from_reader(&mut BufReader::new(file))
+        .map_err(|e| npy_error(path, format!("not a valid .npy file: {e}")))?;
+    let dtype = descr(&header);
+    let (order, code) = match dtype.as_bytes() {
+        [o @ (b'<' | b'>' | b'|' | b'='), rest @ ..] => {
+            (*o, std::str::from_utf8(rest).unwrap_or(""))
+        }
+        _ => (b'<', dtype.as_str()),
+    };
+    let big = order == b'>';
+    let array = match code {
+        "f4" => read_as::<f32>(path, |v| v)?,
+        "f8" => read_as::<f64>(path, |v| v as f32)?,
+        "f2" | "e" => read_f16(path, &header, big)?,
+        "u1" | "B" => read_as::<u8>(path, f32::from)?,
+        "i1" | "b" => read_as::<i8>(path, f32::from)?,
+        "u2" => read_as::<u16>(path, f32::from)?,
+        "i2" => read_as::<i16>(path, f32::from)?,
+        "u4" => read_as::<u32>(path, |v| v as f32)?,
+        "i4" => read_as::<i32>(path, |v| v as f32)?,
+        "u8" => read_as::<u64>(path, |v| v as f32)?,
+        "i8" => read_as::<i64>(path, |v| v as f32)?,
+        _ => {
+            let kind = match code.as_bytes().first() {
+                Some(b'b') | Some(b'?') => "boolean",
+                Some(b'c') => "complex",
+                Some(b'U') | Some(b'S') | Some(b'a') => "string",
+                Some(b'O') => "object",
+                Some(b'M') | Some(b'm') => "date/time",
+                _ => "unsupported",
+            };
+            return Err(npy_error(
+                path,
+                format!("dtype {dtype} is {kind}; convpool reads real numbers only (float16/32/64, int8..int64, uint8..uint64)"),
+            ));
+        }
+    };
+    // Fortran-order files arrive with Fortran strides; callers want C order.
+    Ok(if array.is_standard_layout() {
+        array
+    } else {
+        array.as_standard_layout().into_owned()
+    })
+}
+
+/// Writes `array` as a little-endian f32 `.npy`, atomically: the data goes to
+/// a temporary file beside `path` that is renamed into place only once
+/// complete.
+pub fn write_f32_atomic(path: impl AsRef<Path>, array: ArrayViewD<f32>) -> Result<()> {
+    let path = path.as_ref();
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".convpool-").suffix(".npy.part");
+    // tempfile defaults to 0600; an output file should get the usual 0666 & !umask.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let tmp = builder.tempfile_in(dir).map_err(|e| io_error(path, e))?;
+    {
+        let mut w = BufWriter::new(tmp.as_file());
+        array
+            .write_npy(&mut w)
+            .map_err(|e| npy_error(path, format!("cannot write: {e}")))?;
+        w.flush().map_err(|e| io_error(path, e))?;
+    }
+    tmp.persist(path).map_err(|e| io_error(path, e.error))?;
+    Ok(())
+}
