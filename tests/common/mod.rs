@@ -1,0 +1,234 @@
+//! Shared test helpers: the GPU engine (failing instead of skipping under
+//! `CONVPOOL_REQUIRE_GPU=1`), the golden cases and their comparison.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use convpool::shape::{images_nhwc, kernels_hwio};
+use convpool::{Conv2dSpec, Device, Engine, EngineOptions, GpuOptions, Padding, Pool2dSpec, PoolMode, Window};
+use ndarray::{Array4, ArrayD, Axis, Dimension, Ix4};
+use ndarray_npy::NpzReader;
+use serde_json::Value;
+
+/// Whether a missing adapter must fail the test run (CI sets it).
+pub fn gpu_required() -> bool {
+    std::env::var("CONVPOOL_REQUIRE_GPU").is_ok_and(|v| v == "1")
+}
+
+/// A verify-mode GPU engine with the given options, or `None` (with the
+/// reason printed) when no adapter exists and the GPU is not required.
+pub fn gpu_engine_with(gpu: GpuOptions) -> Option<Engine> {
+    match Engine::with_options(EngineOptions {
+        device: Device::Gpu,
+        verify: true,
+        gpu,
+    }) {
+        Ok(e) => Some(e),
+        Err(e) if gpu_required() => panic!("CONVPOOL_REQUIRE_GPU=1 but no GPU engine: {e}"),
+        Err(e) => {
+            eprintln!("skipping GPU test: {e} (set CONVPOOL_REQUIRE_GPU=1 to make this a failure)");
+            None
+        }
+    }
+}
+
+/// The default verify-mode GPU engine, shared by the tests of one binary.
+pub fn gpu_engine() -> Option<&'static Engine> {
+    static ENGINE: std::sync::OnceLock<Option<Engine>> = std::sync::OnceLock::new();
+    ENGINE.get_or_init(|| gpu_engine_with(GpuOptions::default())).as_ref()
+}
+
+/// One golden case of `tests/golden/manifest.json`.
+pub struct Case {
+    pub name: String,
+    pub op: String,
+    pub params: Value,
+    pub exact: bool,
+    pub images: ArrayD<f32>,
+    pub kernels: Option<ArrayD<f32>>,
+    pub expected: ArrayD<f64>,
+}
+
+pub fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+pub fn load_cases() -> Vec<Case> {
+    let dir = golden_dir();
+    let manifest: Value = serde_json::from_reader(File::open(dir.join("manifest.json")).unwrap()).unwrap();
+    manifest["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let mut npz = NpzReader::new(File::open(dir.join(c["file"].as_str().unwrap())).unwrap()).unwrap();
+            let names = npz.names().unwrap();
+            let kernels = names
+                .iter()
+                .any(|n| n == "kernels")
+                .then(|| npz.by_name("kernels.npy").unwrap());
+            Case {
+                name: c["name"].as_str().unwrap().to_string(),
+                op: c["op"].as_str().unwrap().to_string(),
+                params: c["params"].clone(),
+                exact: c["exact"].as_bool().unwrap(),
+                images: npz.by_name("images.npy").unwrap(),
+                kernels,
+                expected: npz.by_name("expected.npy").unwrap(),
+            }
+        })
+        .collect()
+}
+
+fn pair(v: &Value) -> (usize, usize) {
+    (v[0].as_u64().unwrap() as usize, v[1].as_u64().unwrap() as usize)
+}
+
+fn padding(v: &Value) -> Padding {
+    match v {
+        Value::String(s) => s.parse().unwrap(),
+        Value::Array(a) => {
+            let p: Vec<usize> = a.iter().map(|x| x.as_u64().unwrap() as usize).collect();
+            match p[..] {
+                [ph, pw] => Padding::Symmetric(ph, pw),
+                [top, bottom, left, right] => Padding::Explicit {
+                    top,
+                    bottom,
+                    left,
+                    right,
+                },
+                _ => panic!("bad padding {v}"),
+            }
+        }
+        _ => panic!("bad padding {v}"),
+    }
+}
+
+fn seed_padding(v: &Value) -> convpool::compat::SeedPadding {
+    match v {
+        Value::String(s) => s.parse().unwrap(),
+        _ => pair(v).into(),
+    }
+}
+
+pub fn d2(a: &ArrayD<f32>) -> ndarray::ArrayView2<'_, f32> {
+    a.view().into_dimensionality().unwrap()
+}
+
+pub fn d3(a: &ArrayD<f32>) -> ndarray::ArrayView3<'_, f32> {
+    a.view().into_dimensionality().unwrap()
+}
+
+pub fn d4(a: &ArrayD<f32>) -> ndarray::ArrayView4<'_, f32> {
+    a.view().into_dimensionality().unwrap()
+}
+
+pub fn seed_padding_of(v: &Value) -> convpool::compat::SeedPadding {
+    seed_padding(v)
+}
+
+pub fn pair_of(v: &Value) -> (usize, usize) {
+    pair(v)
+}
+
+fn to4(a: &ArrayD<f32>, dims: [usize; 4]) -> Array4<f32> {
+    a.to_shape(dims.to_vec())
+        .unwrap()
+        .to_owned()
+        .into_dimensionality::<Ix4>()
+        .unwrap()
+}
+
+/// Runs a case's operation on `engine` with the case's own API.
+pub fn run_case(engine: &Engine, case: &Case) -> convpool::Result<ArrayD<f32>> {
+    let p = &case.params;
+    let seed = engine.seed();
+    let img = &case.images;
+    let ker = case.kernels.as_ref();
+
+    Ok(match case.op.as_str() {
+        "convolve_grayscale_valid" => seed.convolve_grayscale_valid(d3(img), d2(ker.unwrap()))?.into_dyn(),
+        "convolve_grayscale_same" => seed.convolve_grayscale_same(d3(img), d2(ker.unwrap()))?.into_dyn(),
+        "convolve_grayscale_padding" => seed
+            .convolve_grayscale_padding(d3(img), d2(ker.unwrap()), pair(&p["padding"]))?
+            .into_dyn(),
+        "convolve_grayscale" => seed
+            .convolve_grayscale(d3(img), d2(ker.unwrap()), seed_padding(&p["padding"]), pair(&p["stride"]))?
+            .into_dyn(),
+        "convolve_channels" => seed
+            .convolve_channels(d4(img), d3(ker.unwrap()), seed_padding(&p["padding"]), pair(&p["stride"]))?
+            .into_dyn(),
+        "convolve" => seed
+            .convolve(d4(img), d4(ker.unwrap()), seed_padding(&p["padding"]), pair(&p["stride"]))?
+            .into_dyn(),
+        "pool" => {
+            let mode: PoolMode = p["mode"].as_str().unwrap().parse().unwrap();
+            seed.pool(d4(img), pair(&p["kernel_shape"]), pair(&p["stride"]), mode)?
+                .into_dyn()
+        }
+        "conv2d" => {
+            let (sh, sw) = pair(&p["stride"]);
+            let (dh, dw) = pair(&p["dilation"]);
+            let spec = Conv2dSpec::new(padding(&p["padding"]))
+                .with_stride(sh, sw)
+                .with_dilation(dh, dw);
+            let k = ker.unwrap();
+            let out = engine.conv2d(
+                &to4(img, images_nhwc(img.shape())?),
+                &to4(k, kernels_hwio(k.shape())?),
+                &spec,
+            )?;
+            if k.ndim() < 4 {
+                out.index_axis_move(Axis(3), 0).into_dyn()
+            } else {
+                out.into_dyn()
+            }
+        }
+        "pool2d" => {
+            let (kh, kw) = pair(&p["window"]);
+            let (sh, sw) = pair(&p["stride"]);
+            let (dh, dw) = if p["dilation"].is_null() { (1, 1) } else { pair(&p["dilation"]) };
+            let mode: PoolMode = p["mode"].as_str().unwrap().parse().unwrap();
+            let mut spec = Pool2dSpec::new(mode, kh, kw)
+                .with_stride(sh, sw)
+                .with_dilation(dh, dw)
+                .with_padding(padding(&p["padding"]))
+                .with_ceil_mode(p["ceil_mode"].as_bool().unwrap())
+                .with_count_include_pad(p["count_include_pad"].as_bool().unwrap());
+            if p["window"].is_null() {
+                spec.window = Window::Global;
+            }
+            engine.pool2d(&to4(img, images_nhwc(img.shape())?), &spec)?.into_dyn()
+        }
+        other => panic!("unknown op {other}"),
+    })
+}
+
+/// Checks `out` against the case's float64 expectation with SPEC.md's rule.
+pub fn check_case(case: &Case, out: &ArrayD<f32>) -> Result<(), String> {
+    if out.shape() != case.expected.shape() {
+        return Err(format!("shape {:?}, expected {:?}", out.shape(), case.expected.shape()));
+    }
+    let max_ref = case
+        .expected
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold(0f64, |m, v| m.max(v.abs()));
+    let tol = 1e-4 * max_ref.max(1.0);
+    for ((idx, &got), &want) in out.indexed_iter().zip(case.expected.iter()) {
+        let ok = if want.is_nan() {
+            got.is_nan()
+        } else if want.is_infinite() {
+            got as f64 == want
+        } else if case.exact {
+            got as f64 == want
+        } else {
+            got.is_finite() && (got as f64 - want).abs() <= tol
+        };
+        if !ok {
+            return Err(format!("at {:?}: got {got}, expected {want} (tolerance {tol:e})", idx.slice()));
+        }
+    }
+    Ok(())
+}
