@@ -14,4 +14,5 @@ pub mod ops;
 pub mod params;
 pub mod pipelines;
 
+pub use chunk::Chunk;
 pub use context::{list_adapters, AdapterSummary, GpuContext, GpuOptions};

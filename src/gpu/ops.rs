@@ -64,7 +64,47 @@ struct Step<P> {
     groups: (u32, u32, u32),
 }
 
+fn conv_problem(g: &Conv2dGeometry) -> Problem {
+    Problem {
+        m: g.m,
+        h: g.h,
+        in_row_elems: g.w * g.c,
+        oh: g.oh,
+        out_row_elems: g.ow * g.nc,
+        sh: g.sh,
+        ekh: (g.kh - 1) * g.dh + 1,
+        pad_top: g.pads.top,
+        units_per_group: ConvTiling::for_channels(g.nc).tile_m() as usize,
+        units_per_out_row: g.ow,
+    }
+}
+
+fn pool_problem(g: &Pool2dGeometry) -> Problem {
+    Problem {
+        m: g.m,
+        h: g.h,
+        in_row_elems: g.w * g.c,
+        oh: g.oh,
+        out_row_elems: g.ow * g.c,
+        sh: g.sh,
+        ekh: (g.kh - 1) * g.dh + 1,
+        pad_top: g.pads.top,
+        units_per_group: POOL_WG as usize,
+        units_per_out_row: g.ow * g.c,
+    }
+}
+
 impl GpuContext {
+    /// The chunks a convolution is split into on this device.
+    pub fn plan_conv(&self, g: &Conv2dGeometry) -> Result<Vec<Chunk>> {
+        plan(&conv_problem(g), &self.limits())
+    }
+
+    /// The chunks a pooling is split into on this device.
+    pub fn plan_pool(&self, g: &Pool2dGeometry) -> Result<Vec<Chunk>> {
+        plan(&pool_problem(g), &self.limits())
+    }
+
     fn limits(&self) -> ChunkLimits {
         let d = self.max_groups_per_dim as u64;
         ChunkLimits {
@@ -192,18 +232,7 @@ impl GpuContext {
             g.dw,
             g.w + g.pads.left + g.pads.right,
         )?;
-        let problem = Problem {
-            m: g.m,
-            h: g.h,
-            in_row_elems: g.w * g.c,
-            oh: g.oh,
-            out_row_elems: g.ow * g.c,
-            sh: g.sh,
-            ekh: (g.kh - 1) * g.dh + 1,
-            pad_top: g.pads.top,
-            units_per_group: POOL_WG as usize,
-            units_per_out_row: g.ow * g.c,
-        };
+        let problem = pool_problem(g);
         let chunks = plan(&problem, &self.limits())?;
         let base = PoolParams {
             h: u32_of("height", g.h)?,

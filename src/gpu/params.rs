@@ -105,5 +105,5 @@ pub struct PoolParams {
     /// Invocations per row of the folded 2-D dispatch.
     pub row_pitch: u32,
     /// Padding to a multiple of 16 bytes.
-    pub _pad: u32,
+    pub _pad: [u32; 1],
 }

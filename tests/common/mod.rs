@@ -6,7 +6,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use convpool::shape::{images_nhwc, kernels_hwio};
-use convpool::{Conv2dSpec, Device, Engine, EngineOptions, GpuOptions, Padding, Pool2dSpec, PoolMode, Window};
+use convpool::{
+    Conv2dSpec, Device, Engine, EngineOptions, GpuOptions, Padding, Pool2dSpec, PoolMode, Window,
+};
 use ndarray::{Array4, ArrayD, Axis, Dimension, Ix4};
 use ndarray_npy::NpzReader;
 use serde_json::Value;
@@ -36,7 +38,9 @@ pub fn gpu_engine_with(gpu: GpuOptions) -> Option<Engine> {
 /// The default verify-mode GPU engine, shared by the tests of one binary.
 pub fn gpu_engine() -> Option<&'static Engine> {
     static ENGINE: std::sync::OnceLock<Option<Engine>> = std::sync::OnceLock::new();
-    ENGINE.get_or_init(|| gpu_engine_with(GpuOptions::default())).as_ref()
+    ENGINE
+        .get_or_init(|| gpu_engine_with(GpuOptions::default()))
+        .as_ref()
 }
 
 /// One golden case of `tests/golden/manifest.json`.
@@ -56,13 +60,15 @@ pub fn golden_dir() -> PathBuf {
 
 pub fn load_cases() -> Vec<Case> {
     let dir = golden_dir();
-    let manifest: Value = serde_json::from_reader(File::open(dir.join("manifest.json")).unwrap()).unwrap();
+    let manifest: Value =
+        serde_json::from_reader(File::open(dir.join("manifest.json")).unwrap()).unwrap();
     manifest["cases"]
         .as_array()
         .unwrap()
         .iter()
         .map(|c| {
-            let mut npz = NpzReader::new(File::open(dir.join(c["file"].as_str().unwrap())).unwrap()).unwrap();
+            let mut npz =
+                NpzReader::new(File::open(dir.join(c["file"].as_str().unwrap())).unwrap()).unwrap();
             let names = npz.names().unwrap();
             let kernels = names
                 .iter()
@@ -82,7 +88,10 @@ pub fn load_cases() -> Vec<Case> {
 }
 
 fn pair(v: &Value) -> (usize, usize) {
-    (v[0].as_u64().unwrap() as usize, v[1].as_u64().unwrap() as usize)
+    (
+        v[0].as_u64().unwrap() as usize,
+        v[1].as_u64().unwrap() as usize,
+    )
 }
 
 fn padding(v: &Value) -> Padding {
@@ -148,19 +157,38 @@ pub fn run_case(engine: &Engine, case: &Case) -> convpool::Result<ArrayD<f32>> {
     let ker = case.kernels.as_ref();
 
     Ok(match case.op.as_str() {
-        "convolve_grayscale_valid" => seed.convolve_grayscale_valid(d3(img), d2(ker.unwrap()))?.into_dyn(),
-        "convolve_grayscale_same" => seed.convolve_grayscale_same(d3(img), d2(ker.unwrap()))?.into_dyn(),
+        "convolve_grayscale_valid" => seed
+            .convolve_grayscale_valid(d3(img), d2(ker.unwrap()))?
+            .into_dyn(),
+        "convolve_grayscale_same" => seed
+            .convolve_grayscale_same(d3(img), d2(ker.unwrap()))?
+            .into_dyn(),
         "convolve_grayscale_padding" => seed
             .convolve_grayscale_padding(d3(img), d2(ker.unwrap()), pair(&p["padding"]))?
             .into_dyn(),
         "convolve_grayscale" => seed
-            .convolve_grayscale(d3(img), d2(ker.unwrap()), seed_padding(&p["padding"]), pair(&p["stride"]))?
+            .convolve_grayscale(
+                d3(img),
+                d2(ker.unwrap()),
+                seed_padding(&p["padding"]),
+                pair(&p["stride"]),
+            )?
             .into_dyn(),
         "convolve_channels" => seed
-            .convolve_channels(d4(img), d3(ker.unwrap()), seed_padding(&p["padding"]), pair(&p["stride"]))?
+            .convolve_channels(
+                d4(img),
+                d3(ker.unwrap()),
+                seed_padding(&p["padding"]),
+                pair(&p["stride"]),
+            )?
             .into_dyn(),
         "convolve" => seed
-            .convolve(d4(img), d4(ker.unwrap()), seed_padding(&p["padding"]), pair(&p["stride"]))?
+            .convolve(
+                d4(img),
+                d4(ker.unwrap()),
+                seed_padding(&p["padding"]),
+                pair(&p["stride"]),
+            )?
             .into_dyn(),
         "pool" => {
             let mode: PoolMode = p["mode"].as_str().unwrap().parse().unwrap();
@@ -188,7 +216,11 @@ pub fn run_case(engine: &Engine, case: &Case) -> convpool::Result<ArrayD<f32>> {
         "pool2d" => {
             let (kh, kw) = pair(&p["window"]);
             let (sh, sw) = pair(&p["stride"]);
-            let (dh, dw) = if p["dilation"].is_null() { (1, 1) } else { pair(&p["dilation"]) };
+            let (dh, dw) = if p["dilation"].is_null() {
+                (1, 1)
+            } else {
+                pair(&p["dilation"])
+            };
             let mode: PoolMode = p["mode"].as_str().unwrap().parse().unwrap();
             let mut spec = Pool2dSpec::new(mode, kh, kw)
                 .with_stride(sh, sw)
@@ -199,7 +231,9 @@ pub fn run_case(engine: &Engine, case: &Case) -> convpool::Result<ArrayD<f32>> {
             if p["window"].is_null() {
                 spec.window = Window::Global;
             }
-            engine.pool2d(&to4(img, images_nhwc(img.shape())?), &spec)?.into_dyn()
+            engine
+                .pool2d(&to4(img, images_nhwc(img.shape())?), &spec)?
+                .into_dyn()
         }
         other => panic!("unknown op {other}"),
     })
@@ -208,7 +242,11 @@ pub fn run_case(engine: &Engine, case: &Case) -> convpool::Result<ArrayD<f32>> {
 /// Checks `out` against the case's float64 expectation with SPEC.md's rule.
 pub fn check_case(case: &Case, out: &ArrayD<f32>) -> Result<(), String> {
     if out.shape() != case.expected.shape() {
-        return Err(format!("shape {:?}, expected {:?}", out.shape(), case.expected.shape()));
+        return Err(format!(
+            "shape {:?}, expected {:?}",
+            out.shape(),
+            case.expected.shape()
+        ));
     }
     let max_ref = case
         .expected
@@ -227,7 +265,10 @@ pub fn check_case(case: &Case, out: &ArrayD<f32>) -> Result<(), String> {
             got.is_finite() && (got as f64 - want).abs() <= tol
         };
         if !ok {
-            return Err(format!("at {:?}: got {got}, expected {want} (tolerance {tol:e})", idx.slice()));
+            return Err(format!(
+                "at {:?}: got {got}, expected {want} (tolerance {tol:e})",
+                idx.slice()
+            ));
         }
     }
     Ok(())

@@ -1,0 +1,283 @@
+//! The GPU path on whatever adapter wgpu finds (Mesa's lavapipe in CI).
+//! Every engine here runs in verify mode, so each call is also compared with
+//! the CPU reference under SPEC.md's tolerance.
+
+mod common;
+
+use common::{gpu_engine, gpu_engine_with};
+use convpool::{Conv2dSpec, Engine, GpuOptions, Padding, Pool2dSpec, PoolMode};
+use ndarray::Array4;
+use proptest::prelude::*;
+
+fn array(shape: [usize; 4], seed: u64) -> Array4<f32> {
+    let mut s = seed | 1;
+    Array4::from_shape_fn(shape, |_| {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    })
+}
+
+#[test]
+fn device_runs_a_small_dispatch_with_hand_computed_values() {
+    let Some(engine) = gpu_engine() else { return };
+    assert!(engine.is_gpu(), "{}", engine.describe());
+    let x = Array4::from_shape_vec((1, 2, 3, 1), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+    let k = Array4::from_shape_vec((1, 2, 1, 2), vec![1.0, 10.0, 1.0, -1.0]).unwrap();
+    let y = engine.conv2d(&x, &k, &Conv2dSpec::default()).unwrap();
+    // Channel 0 sums neighbours, channel 1 is 10 * left - right.
+    assert_eq!(y.shape(), &[1, 2, 2, 2]);
+    assert_eq!(
+        y.iter().copied().collect::<Vec<_>>(),
+        vec![3.0, 8.0, 5.0, 17.0, 9.0, 35.0, 11.0, 44.0]
+    );
+    let y = engine
+        .pool2d(&x, &Pool2dSpec::new(PoolMode::Max, 2, 2).with_stride(1, 1))
+        .unwrap();
+    assert_eq!(y.iter().copied().collect::<Vec<_>>(), vec![5.0, 6.0]);
+}
+
+fn forced(max_binding_bytes: Option<u64>, max_workgroups_per_dim: Option<u32>) -> Option<Engine> {
+    gpu_engine_with(GpuOptions {
+        max_binding_bytes,
+        max_workgroups_per_dim,
+        ..Default::default()
+    })
+}
+
+/// The same call on a default engine and a forced-limit engine must agree
+/// bit for bit: chunking changes where work runs, not what it computes.
+fn assert_chunked_equal(
+    small: &Engine,
+    x: &Array4<f32>,
+    k: &Array4<f32>,
+    conv: &Conv2dSpec,
+    pool: &Pool2dSpec,
+) {
+    let Some(big) = gpu_engine() else { return };
+    let ctx = small.gpu().unwrap();
+    let conv_chunks = ctx
+        .plan_conv(&conv.resolve(dims(x), dims(k)).unwrap())
+        .unwrap();
+    let pool_chunks = ctx.plan_pool(&pool.resolve(dims(x)).unwrap()).unwrap();
+    eprintln!("conv chunks {conv_chunks:?}\npool chunks {pool_chunks:?}");
+    let one_image = (x.len() / x.dim().0 * 4) as u64;
+    if ctx.max_binding_bytes() < one_image {
+        // Row bands of single images, with every output row covered once.
+        assert!(conv_chunks
+            .iter()
+            .all(|c| c.batch == 1 && c.out_rows < x.dim().1));
+        assert!(pool_chunks.iter().all(|c| c.batch == 1));
+    } else if ctx.max_binding_bytes() < x.len() as u64 * 4 {
+        assert!(conv_chunks.len() > 1 && conv_chunks.iter().all(|c| c.out_row0 == 0));
+    }
+    assert_eq!(
+        big.conv2d(x, k, conv).unwrap(),
+        small.conv2d(x, k, conv).unwrap()
+    );
+    let a = big.pool2d(x, pool).unwrap();
+    let b = small.pool2d(x, pool).unwrap();
+    assert!(a
+        .iter()
+        .zip(b.iter())
+        .all(|(p, q)| p.to_bits() == q.to_bits()));
+}
+
+fn dims(a: &Array4<f32>) -> [usize; 4] {
+    let (m, h, w, c) = a.dim();
+    [m, h, w, c]
+}
+
+#[test]
+fn chunking_over_the_batch() {
+    // One image is 12 * 11 * 3 * 4 = 1584 bytes: 4 KiB holds two.
+    let Some(small) = forced(Some(4096), None) else {
+        return;
+    };
+    let x = array([7, 12, 11, 3], 1);
+    let k = array([3, 3, 3, 5], 2);
+    let conv = Conv2dSpec::new(Padding::Same);
+    let pool = Pool2dSpec::new(PoolMode::Avg, 3, 3)
+        .with_stride(2, 2)
+        .with_padding(Padding::Same);
+    assert_chunked_equal(&small, &x, &k, &conv, &pool);
+}
+
+#[test]
+fn chunking_over_rows_of_one_image() {
+    // One row is 40 * 2 * 4 = 320 bytes and an output row reads 9 of them
+    // (dilated kernel): 4 KiB forces bands of 2 output rows with their halo.
+    let Some(small) = forced(Some(4096), None) else {
+        return;
+    };
+    let x = array([2, 37, 40, 2], 3);
+    let k = array([5, 3, 2, 3], 4);
+    let conv = Conv2dSpec::new(Padding::Explicit {
+        top: 3,
+        bottom: 1,
+        left: 2,
+        right: 0,
+    })
+    .with_stride(2, 1)
+    .with_dilation(2, 1);
+    let pool = Pool2dSpec::new(PoolMode::Max, 3, 2)
+        .with_stride(2, 1)
+        .with_padding(Padding::Symmetric(1, 1))
+        .with_ceil_mode(true);
+    assert_chunked_equal(&small, &x, &k, &conv, &pool);
+}
+
+#[test]
+fn dispatch_folding_past_the_workgroup_limit() {
+    // With at most 3 workgroups per dimension the conv needs 9 x 9 and the
+    // pooling 3 x 3 folded dispatches, and larger problems are chunked.
+    let Some(small) = forced(None, Some(3)) else {
+        return;
+    };
+    let x = array([3, 20, 20, 4], 5);
+    let k = array([3, 3, 4, 6], 6);
+    let conv = Conv2dSpec::new(Padding::Same);
+    let pool = Pool2dSpec::new(PoolMode::Avg, 2, 2).with_count_include_pad(true);
+    assert_chunked_equal(&small, &x, &k, &conv, &pool);
+}
+
+#[test]
+fn nan_and_infinities_follow_spec() {
+    let Some(engine) = gpu_engine() else { return };
+    let mut x = array([2, 9, 8, 3], 7);
+    x[[0, 3, 3, 0]] = f32::NAN;
+    x[[0, 6, 2, 1]] = f32::INFINITY;
+    x[[1, 1, 1, 2]] = f32::NEG_INFINITY;
+    x[[1, 1, 2, 2]] = f32::INFINITY;
+    // Positive weights, so +inf and -inf products meet as NaN.
+    let k = array([3, 3, 3, 2], 8).mapv(|v| v.abs() + 0.1);
+    // Verify mode compares NaN and infinities exactly.
+    let y = engine
+        .conv2d(&x, &k, &Conv2dSpec::new(Padding::Same))
+        .unwrap();
+    assert!(y[[0, 3, 3, 0]].is_nan());
+    assert!(y[[1, 1, 1, 0]].is_nan()); // +inf and -inf meet
+    for mode in [PoolMode::Max, PoolMode::Avg] {
+        let spec = Pool2dSpec::new(mode, 3, 3)
+            .with_stride(2, 2)
+            .with_padding(Padding::Same);
+        let y = engine.pool2d(&x, &spec).unwrap();
+        assert!(y[[0, 1, 1, 0]].is_nan(), "{mode}: NaN beats every number");
+    }
+}
+
+#[test]
+fn empty_batch_on_the_gpu() {
+    let Some(engine) = gpu_engine() else { return };
+    let y = engine
+        .conv2d(
+            &Array4::zeros((0, 5, 6, 3)),
+            &Array4::zeros((3, 3, 3, 2)),
+            &Conv2dSpec::new(Padding::Same),
+        )
+        .unwrap();
+    assert_eq!(y.shape(), &[0, 5, 6, 2]);
+    let y = engine
+        .pool2d(
+            &Array4::zeros((0, 6, 6, 2)),
+            &Pool2dSpec::new(PoolMode::Max, 2, 2),
+        )
+        .unwrap();
+    assert_eq!(y.shape(), &[0, 3, 3, 2]);
+}
+
+#[test]
+fn concurrent_calls_from_eight_threads_agree() {
+    let Some(engine) = gpu_engine() else { return };
+    let x = array([3, 16, 15, 5], 9);
+    let k = array([3, 3, 5, 7], 10);
+    let spec = Conv2dSpec::new(Padding::Same).with_stride(1, 2);
+    let pool = Pool2dSpec::new(PoolMode::Avg, 2, 2);
+    let want = engine.conv2d(&x, &k, &spec).unwrap();
+    let want_pool = engine.pool2d(&x, &pool).unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                for _ in 0..4 {
+                    assert_eq!(engine.conv2d(&x, &k, &spec).unwrap(), want);
+                    assert_eq!(engine.pool2d(&x, &pool).unwrap(), want_pool);
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn errors_come_before_the_gpu_is_touched() {
+    let Some(engine) = gpu_engine() else { return };
+    let e = engine
+        .conv2d(
+            &Array4::zeros((1, 5, 5, 3)),
+            &Array4::zeros((3, 3, 2, 1)),
+            &Conv2dSpec::default(),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("channel mismatch"), "{e}");
+}
+
+fn padding() -> impl Strategy<Value = Padding> {
+    prop_oneof![
+        Just(Padding::Valid),
+        Just(Padding::Same),
+        Just(Padding::SameLower),
+        Just(Padding::SeedSame),
+        (0usize..3, 0usize..3).prop_map(|(a, b)| Padding::Symmetric(a, b)),
+        (0usize..3, 0usize..3, 0usize..3, 0usize..3).prop_map(|(top, bottom, left, right)| {
+            Padding::Explicit {
+                top,
+                bottom,
+                left,
+                right,
+            }
+        }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// GPU against the CPU reference (verify mode) on random problems.
+    #[test]
+    fn gpu_conv_matches_reference(
+        (m, h, w, c) in (0usize..=9, 1usize..12, 1usize..12, 1usize..=17),
+        (kh, kw, nc) in (1usize..5, 1usize..5, 1usize..=40),
+        (sh, sw, dh, dw) in (1usize..4, 1usize..4, 1usize..3, 1usize..3),
+        padding in padding(),
+        seed in any::<u64>(),
+    ) {
+        let Some(engine) = gpu_engine() else { return Ok(()) };
+        let spec = Conv2dSpec::new(padding).with_stride(sh, sw).with_dilation(dh, dw);
+        prop_assume!(spec.resolve([m, h, w, c], [kh, kw, c, nc]).is_ok());
+        let x = array([m, h, w, c], seed);
+        let k = array([kh, kw, c, nc], !seed);
+        let y = engine.conv2d(&x, &k, &spec);
+        prop_assert!(y.is_ok(), "{}", y.unwrap_err());
+    }
+
+    #[test]
+    fn gpu_pool_matches_reference(
+        (m, h, w, c) in (0usize..=9, 1usize..12, 1usize..12, 1usize..=17),
+        (kh, kw, sh, sw, dh, dw) in (1usize..5, 1usize..5, 1usize..4, 1usize..4, 1usize..3, 1usize..3),
+        padding in padding(),
+        (avg, ceil_mode, count_include_pad) in (any::<bool>(), any::<bool>(), any::<bool>()),
+        seed in any::<u64>(),
+    ) {
+        let Some(engine) = gpu_engine() else { return Ok(()) };
+        let mode = if avg { PoolMode::Avg } else { PoolMode::Max };
+        let spec = Pool2dSpec::new(mode, kh, kw)
+            .with_stride(sh, sw)
+            .with_dilation(dh, dw)
+            .with_padding(padding)
+            .with_ceil_mode(ceil_mode)
+            .with_count_include_pad(count_include_pad);
+        prop_assume!(spec.resolve([m, h, w, c]).is_ok());
+        let y = engine.pool2d(&array([m, h, w, c], seed), &spec);
+        prop_assert!(y.is_ok(), "{}", y.unwrap_err());
+    }
+}
