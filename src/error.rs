@@ -10,7 +10,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A shape written the way numpy prints it, `(2, 8, 8, 3)`, for messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Shape(pub Vec<usize>);
+pub struct Shape(Box<[usize]>);
+
+impl Shape {
+    /// The dimensions.
+    pub fn dims(&self) -> &[usize] {
+        &self.0
+    }
+}
 
 impl fmt::Display for Shape {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -30,7 +37,13 @@ impl fmt::Display for Shape {
 
 impl From<&[usize]> for Shape {
     fn from(dims: &[usize]) -> Self {
-        Shape(dims.to_vec())
+        Shape(dims.into())
+    }
+}
+
+impl<const N: usize> From<[usize; N]> for Shape {
+    fn from(dims: [usize; N]) -> Self {
+        Shape(dims.into())
     }
 }
 
@@ -42,7 +55,7 @@ impl From<&[usize]> for Shape {
 #[non_exhaustive]
 pub enum Error {
     /// An array has the wrong number of dimensions.
-    #[error("{arg}: expected {expected}, got an array of shape {shape} ({} dimensions)", shape.0.len())]
+    #[error("{arg}: expected {expected}, got an array of shape {shape} ({} dimensions)", shape.dims().len())]
     Rank {
         /// Which argument (`images`, `kernels`, ...).
         arg: &'static str,
@@ -87,20 +100,17 @@ pub enum Error {
 
     /// The (dilated) kernel or window does not fit in the padded image, so
     /// the output would have fewer than one row or column.
-    #[error("{arg} {kernel} (dilated extent {extent_h}x{extent_w}) is larger than the padded image {padded_h}x{padded_w} (images {images}, pads top/bottom/left/right {pads:?}): the output would be empty")]
+    #[error("{arg} {kernel} (dilated extent {}x{}) is larger than the padded image {}x{} (images {images}, pads top/bottom/left/right {pads:?}): the output would be empty",
+        extent.0, extent.1, padded.0, padded.1)]
     KernelTooLarge {
         /// `kernels` or `window`.
         arg: &'static str,
         /// Kernel or window shape.
         kernel: Shape,
-        /// Dilated kernel height.
-        extent_h: usize,
-        /// Dilated kernel width.
-        extent_w: usize,
-        /// Padded image height.
-        padded_h: usize,
-        /// Padded image width.
-        padded_w: usize,
+        /// Dilated kernel height and width.
+        extent: (usize, usize),
+        /// Padded image height and width.
+        padded: (usize, usize),
         /// Shape of the images.
         images: Shape,
         /// The resolved pads.
@@ -109,14 +119,12 @@ pub enum Error {
 
     /// A pooling pad is as large as the dilated window, so whole windows would
     /// lie in padding (PyTorch and ONNX refuse this too).
-    #[error("padding: pooling pads top/bottom/left/right {pads:?} must each be smaller than the dilated window {extent_h}x{extent_w} (window {window}, images {images})")]
+    #[error("padding: pooling pads top/bottom/left/right {pads:?} must each be smaller than the dilated window {}x{} (window {window}, images {images})", extent.0, extent.1)]
     PoolPaddingTooLarge {
         /// The resolved pads.
         pads: [usize; 4],
-        /// Dilated window height.
-        extent_h: usize,
-        /// Dilated window width.
-        extent_w: usize,
+        /// Dilated window height and width.
+        extent: (usize, usize),
         /// The window shape.
         window: Shape,
         /// Shape of the images.

@@ -292,7 +292,7 @@ pub fn checked_elems(what: &'static str, shape: &[usize]) -> Result<usize> {
         .ok_or_else(|| {
             overflow(
                 what,
-                format!("element count of shape {}", Shape(shape.to_vec())),
+                format!("element count of shape {}", Shape::from(shape)),
             )
         })
 }
@@ -361,8 +361,8 @@ impl Conv2dSpec {
     ) -> Result<Conv2dGeometry> {
         let [m, h, w, c] = images_nhwc;
         let [kh, kw, kc, nc] = kernels_hwio;
-        let images = Shape(images_nhwc.to_vec());
-        let kernels = Shape(kernels_hwio.to_vec());
+        let images = Shape::from(images_nhwc);
+        let kernels = Shape::from(kernels_hwio);
         for (dim, name) in [(h, "height"), (w, "width"), (c, "channels")] {
             if dim == 0 {
                 return Err(Error::EmptyDimension {
@@ -411,10 +411,11 @@ impl Conv2dSpec {
         let too_large = || Error::KernelTooLarge {
             arg: "kernels",
             kernel: kernels.clone(),
-            extent_h: ekh,
-            extent_w: ekw,
-            padded_h: h.saturating_add(pt).saturating_add(pb),
-            padded_w: w.saturating_add(pl).saturating_add(pr),
+            extent: (ekh, ekw),
+            padded: (
+                h.saturating_add(pt).saturating_add(pb),
+                w.saturating_add(pl).saturating_add(pr),
+            ),
             images: images.clone(),
             pads: pads.tblr(),
         };
@@ -629,7 +630,7 @@ impl Pool2dSpec {
     /// Validates the spec against NHWC images and resolves pads and output.
     pub fn resolve(&self, images_nhwc: [usize; 4]) -> Result<Pool2dGeometry> {
         let [m, h, w, c] = images_nhwc;
-        let images = Shape(images_nhwc.to_vec());
+        let images = Shape::from(images_nhwc);
         for (dim, name) in [(h, "height"), (w, "width"), (c, "channels")] {
             if dim == 0 {
                 return Err(Error::EmptyDimension {
@@ -663,12 +664,11 @@ impl Pool2dSpec {
             left: pl,
             right: pr,
         };
-        let window = Shape(vec![kh, kw]);
+        let window = Shape::from([kh, kw]);
         if pt >= ekh || pb >= ekh || pl >= ekw || pr >= ekw {
             return Err(Error::PoolPaddingTooLarge {
                 pads: pads.tblr(),
-                extent_h: ekh,
-                extent_w: ekw,
+                extent: (ekh, ekw),
                 window,
                 images,
             });
@@ -676,10 +676,11 @@ impl Pool2dSpec {
         let too_large = || Error::KernelTooLarge {
             arg: "window",
             kernel: window.clone(),
-            extent_h: ekh,
-            extent_w: ekw,
-            padded_h: h.saturating_add(pt).saturating_add(pb),
-            padded_w: w.saturating_add(pl).saturating_add(pr),
+            extent: (ekh, ekw),
+            padded: (
+                h.saturating_add(pt).saturating_add(pb),
+                w.saturating_add(pl).saturating_add(pr),
+            ),
             images: images.clone(),
             pads: pads.tblr(),
         };

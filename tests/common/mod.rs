@@ -257,9 +257,7 @@ pub fn check_case(case: &Case, out: &ArrayD<f32>) -> Result<(), String> {
     for ((idx, &got), &want) in out.indexed_iter().zip(case.expected.iter()) {
         let ok = if want.is_nan() {
             got.is_nan()
-        } else if want.is_infinite() {
-            got as f64 == want
-        } else if case.exact {
+        } else if want.is_infinite() || case.exact {
             got as f64 == want
         } else {
             got.is_finite() && (got as f64 - want).abs() <= tol

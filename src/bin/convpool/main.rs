@@ -40,13 +40,13 @@ struct Common {
     #[arg(long, value_name = "X.npy")]
     images: PathBuf,
     /// valid | same | same_lower | seed_same | PH,PW | T,B,L,R.
-    #[arg(long, default_value = "valid")]
+    #[arg(long, default_value = "valid", allow_hyphen_values = true)]
     padding: String,
     /// SH,SW (or one number for both).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     stride: Option<String>,
     /// DH,DW (or one number for both).
-    #[arg(long, default_value = "1,1")]
+    #[arg(long, default_value = "1,1", allow_hyphen_values = true)]
     dilation: String,
     /// auto (hardware GPU if any, else CPU) | cpu | gpu.
     #[arg(long, default_value = "auto")]
@@ -71,7 +71,7 @@ struct ConvArgs {
 #[derive(Args, Debug)]
 struct PoolArgs {
     /// KH,KW (or one number for both), or `global`.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     window: String,
     /// max | avg.
     #[arg(long, default_value = "max")]
@@ -116,7 +116,7 @@ fn parse_padding(text: &str) -> Result<Padding, Error> {
 }
 
 fn shape_of(a: &ArrayD<f32>) -> Shape {
-    Shape(a.shape().to_vec())
+    Shape::from(a.shape())
 }
 
 fn to4(a: ArrayD<f32>, dims: [usize; 4]) -> Array4<f32> {
@@ -155,7 +155,7 @@ fn conv(args: &ConvArgs) -> Result<String, Error> {
     let out = engine.conv2d(&to4(images, nhwc), &to4(kernels, hwio), &spec)?;
     let secs = start.elapsed().as_secs_f64();
     // The seed's shapes: a 2-D or 3-D kernel gives (m, oh, ow).
-    let out = if kernels_shape.0.len() < 4 {
+    let out = if kernels_shape.dims().len() < 4 {
         out.index_axis_move(Axis(3), 0).into_dyn()
     } else {
         out.into_dyn()
@@ -163,7 +163,7 @@ fn conv(args: &ConvArgs) -> Result<String, Error> {
     npy::write_f32_atomic(&c.out, out.view())?;
     Ok(format!(
         "conv {images_shape} * {kernels_shape} -> {} on {} in {secs:.3} s",
-        Shape(out.shape().to_vec()),
+        Shape::from(out.shape()),
         engine.describe()
     ))
 }
@@ -202,7 +202,7 @@ fn pool(args: &PoolArgs) -> Result<String, Error> {
     npy::write_f32_atomic(&c.out, out.view().into_dyn())?;
     Ok(format!(
         "pool {images_shape} -> {} on {} in {secs:.3} s",
-        Shape(out.shape().to_vec()),
+        Shape::from(out.shape()),
         engine.describe()
     ))
 }
@@ -248,9 +248,10 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 };
             }
-            // One line: clap's first line, without its usage block.
+            // One line: clap's message up to its usage block, lines joined.
             let rendered = e.render().to_string();
-            let line = rendered.lines().next().unwrap_or("invalid arguments");
+            let message = rendered.split("\n\n").next().unwrap_or("invalid arguments");
+            let line = message.split_whitespace().collect::<Vec<_>>().join(" ");
             eprintln!("convpool: {line} (see convpool --help)");
             return ExitCode::from(2);
         }

@@ -1,0 +1,402 @@
+//! The command line as a user meets it: real `.npy` files in, `.npy` out,
+//! one clear line and no output file on bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use convpool::{Conv2dSpec, Engine, Padding, Pool2dSpec, PoolMode};
+use ndarray::{Array, Array2, Array3, Array4, ArrayD};
+use ndarray_npy::{read_npy, write_npy};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_convpool"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("convpool runs")
+}
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+fn p(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn images() -> Array4<f32> {
+    Array::from_shape_fn((2, 9, 8, 3), |(n, y, x, c)| {
+        ((n * 7 + y * 5 + x * 3 + c) % 11) as f32 - 5.0
+    })
+}
+
+fn kernels() -> Array4<f32> {
+    Array::from_shape_fn((3, 3, 3, 4), |(i, j, c, k)| {
+        ((i * 3 + j + c * 2 + k) % 5) as f32 - 2.0
+    })
+}
+
+/// A bad input: non-zero exit, exactly one error line naming `needle`, no output file.
+fn assert_refused(out: &Output, needle: &str, out_file: &Path) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let ours: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("convpool"))
+        .collect();
+    assert!(!out.status.success(), "exit 0 for {needle}: {stderr}");
+    assert_eq!(ours.len(), 1, "one line expected, got {stderr}");
+    assert!(
+        ours[0].to_lowercase().contains(&needle.to_lowercase()),
+        "{needle:?} not in {:?}",
+        ours[0]
+    );
+    assert!(!out_file.exists(), "partial output left behind");
+    let leftovers: Vec<_> = std::fs::read_dir(out_file.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left behind");
+}
+
+#[test]
+fn conv_writes_what_the_library_computes() {
+    let d = tmp();
+    let (x, k, y) = (
+        p(d.path(), "x.npy"),
+        p(d.path(), "k.npy"),
+        p(d.path(), "y.npy"),
+    );
+    write_npy(&x, &images()).unwrap();
+    write_npy(&k, &kernels()).unwrap();
+    let out = run(&[
+        "conv",
+        "--images",
+        s(&x),
+        "--kernels",
+        s(&k),
+        "--padding",
+        "same",
+        "--stride",
+        "2,1",
+        "--device",
+        "cpu",
+        "--out",
+        s(&y),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Array4<f32> = read_npy(&y).unwrap();
+    let want = Engine::cpu()
+        .conv2d(
+            &images(),
+            &kernels(),
+            &Conv2dSpec::new(Padding::Same).with_stride(2, 1),
+        )
+        .unwrap();
+    assert_eq!(got, want);
+    assert_eq!(got.shape(), &[2, 5, 8, 4]);
+}
+
+#[test]
+fn integer_inputs_and_the_seed_shapes() {
+    // uint8 grayscale images and an int64 Sobel kernel, as numpy users have them.
+    let d = tmp();
+    let (x, k, y) = (
+        p(d.path(), "x.npy"),
+        p(d.path(), "k.npy"),
+        p(d.path(), "y.npy"),
+    );
+    let img: Array3<u8> =
+        Array::from_shape_fn((2, 6, 7), |(n, r, c)| (n * 40 + r * 30 + c * 7) as u8);
+    let sobel: Array2<i64> = ndarray::arr2(&[[1, 0, -1], [2, 0, -2], [1, 0, -1]]);
+    write_npy(&x, &img).unwrap();
+    write_npy(&k, &sobel).unwrap();
+    let out = run(&[
+        "conv",
+        "--images",
+        s(&x),
+        "--kernels",
+        s(&k),
+        "--device",
+        "cpu",
+        "--out",
+        s(&y),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Array3<f32> = read_npy(&y).unwrap();
+    assert_eq!(got.shape(), &[2, 4, 5]);
+    // Horizontal ramp of 7 per column: 1*(-14) + 2*(-14) + 1*(-14) = -56.
+    assert!(got.iter().all(|&v| v == -56.0), "{got}");
+}
+
+#[test]
+fn pool_defaults_to_a_stride_equal_to_the_window() {
+    let d = tmp();
+    let (x, y) = (p(d.path(), "x.npy"), p(d.path(), "y.npy"));
+    write_npy(&x, &images()).unwrap();
+    let out = run(&[
+        "pool",
+        "--images",
+        s(&x),
+        "--window",
+        "2,2",
+        "--mode",
+        "avg",
+        "--device",
+        "cpu",
+        "--out",
+        s(&y),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Array4<f32> = read_npy(&y).unwrap();
+    let want = Engine::cpu()
+        .pool2d(&images(), &Pool2dSpec::new(PoolMode::Avg, 2, 2))
+        .unwrap();
+    assert_eq!(got, want);
+    assert_eq!(got.shape(), &[2, 4, 4, 3]);
+}
+
+/// A raw `.npy` with any header, for dtypes and damage ndarray-npy won't write.
+fn raw_npy(path: &Path, descr: &str, shape: &str, data: &[u8]) {
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(data);
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn float16_and_fortran_order_are_read() {
+    let d = tmp();
+    let (x, k, y) = (
+        p(d.path(), "x.npy"),
+        p(d.path(), "k.npy"),
+        p(d.path(), "y.npy"),
+    );
+    // float16 1.0, 2.0, 3.0, 4.0 as a (1, 2, 2) image.
+    let halves: Vec<u8> = [0x3c00u16, 0x4000, 0x4200, 0x4400]
+        .iter()
+        .flat_map(|h| h.to_le_bytes())
+        .collect();
+    raw_npy(&x, "<f2", "(1, 2, 2)", &halves);
+    // A (2, 1) kernel [1, 10] in Fortran order is the same bytes as C order.
+    let k_arr: ArrayD<f64> =
+        Array::from_shape_vec(ndarray::IxDyn(&[2, 1]), vec![1.0, 10.0]).unwrap();
+    write_npy(
+        &k,
+        &k_arr.reversed_axes().as_standard_layout().reversed_axes(),
+    )
+    .unwrap();
+    let out = run(&[
+        "conv",
+        "--images",
+        s(&x),
+        "--kernels",
+        s(&k),
+        "--device",
+        "cpu",
+        "--out",
+        s(&y),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Array3<f32> = read_npy(&y).unwrap();
+    assert_eq!(got.iter().copied().collect::<Vec<_>>(), vec![31.0, 42.0]);
+}
+
+#[test]
+fn bad_inputs_are_refused_with_one_line() {
+    let d = tmp();
+    let dir = d.path();
+    let (x, k, y) = (p(dir, "x.npy"), p(dir, "k.npy"), p(dir, "y.npy"));
+    write_npy(&x, &images()).unwrap();
+    write_npy(&k, &kernels()).unwrap();
+    let conv = |images: &Path, kernels: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "conv",
+            "--images",
+            s(images),
+            "--kernels",
+            s(kernels),
+            "--device",
+            "cpu",
+            "--out",
+            s(&y),
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    assert_refused(&conv(&p(dir, "missing.npy"), &k, &[]), "missing.npy", &y);
+
+    let truncated = p(dir, "truncated.npy");
+    let bytes = std::fs::read(&x).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() - 10]).unwrap();
+    assert_refused(&conv(&truncated, &k, &[]), "truncated", &y);
+
+    let mismatch = p(dir, "mismatch.npy");
+    raw_npy(&mismatch, "<f4", "(2, 2, 2)", &[0u8; 4 * 9]);
+    assert_refused(&conv(&mismatch, &k, &[]), "more than its header", &y);
+
+    let garbage = p(dir, "garbage.npy");
+    std::fs::write(&garbage, b"this is not numpy").unwrap();
+    assert_refused(&conv(&garbage, &k, &[]), "not a valid .npy", &y);
+
+    let boolean = p(dir, "bool.npy");
+    raw_npy(&boolean, "|b1", "(1, 2, 2)", &[1, 0, 1, 0]);
+    assert_refused(&conv(&boolean, &k, &[]), "|b1", &y);
+
+    let complex = p(dir, "complex.npy");
+    raw_npy(&complex, "<c8", "(1, 2, 2)", &[0; 32]);
+    assert_refused(&conv(&complex, &k, &[]), "complex", &y);
+
+    let flat = p(dir, "flat.npy");
+    write_npy(&flat, &ndarray::arr1(&[1f32, 2.0, 3.0])).unwrap();
+    assert_refused(&conv(&flat, &k, &[]), "images: expected", &y);
+
+    assert_refused(&conv(&x, &k, &["--padding", "sideways"]), "padding", &y);
+    assert_refused(&conv(&x, &k, &["--padding", "1.5,2"]), "padding", &y);
+    assert_refused(&conv(&x, &k, &["--stride", "0,1"]), "stride", &y);
+    assert_refused(&conv(&x, &k, &["--dilation", "-1"]), "dilation", &y);
+
+    let k2 = p(dir, "k2.npy");
+    write_npy(&k2, &Array4::<f32>::zeros((3, 3, 2, 1))).unwrap();
+    assert_refused(&conv(&x, &k2, &[]), "channel mismatch", &y);
+
+    let big = p(dir, "big.npy");
+    write_npy(&big, &Array4::<f32>::zeros((12, 12, 3, 1))).unwrap();
+    assert_refused(&conv(&x, &big, &[]), "larger than the padded image", &y);
+
+    assert_refused(
+        &run(&["pool", "--images", s(&x), "--window", "0,2", "--out", s(&y)]),
+        "window",
+        &y,
+    );
+    assert_refused(
+        &run(&[
+            "pool",
+            "--images",
+            s(&x),
+            "--window",
+            "2",
+            "--padding",
+            "2,2",
+            "--out",
+            s(&y),
+        ]),
+        "smaller than the dilated window",
+        &y,
+    );
+    assert_refused(
+        &run(&[
+            "pool",
+            "--images",
+            s(&x),
+            "--window",
+            "2",
+            "--mode",
+            "median",
+            "--out",
+            s(&y),
+        ]),
+        "mode",
+        &y,
+    );
+    assert_refused(
+        &run(&["conv", "--images", s(&x), "--out", s(&y)]),
+        "--kernels",
+        &y,
+    );
+}
+
+#[test]
+fn unwritable_output_leaves_nothing() {
+    let d = tmp();
+    let x = p(d.path(), "x.npy");
+    write_npy(&x, &images()).unwrap();
+    let y = d.path().join("no-such-dir").join("y.npy");
+    let out = run(&[
+        "pool",
+        "--images",
+        s(&x),
+        "--window",
+        "2",
+        "--device",
+        "cpu",
+        "--out",
+        s(&y),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-dir"));
+    assert!(!y.exists());
+}
+
+#[test]
+fn gpu_without_an_adapter_is_an_error_that_says_so() {
+    // DX12 does not exist on Linux: wgpu finds no adapter there.
+    if !cfg!(target_os = "linux") {
+        return;
+    }
+    let d = tmp();
+    let (x, y) = (p(d.path(), "x.npy"), p(d.path(), "y.npy"));
+    write_npy(&x, &images()).unwrap();
+    let out = bin()
+        .args([
+            "pool",
+            "--images",
+            s(&x),
+            "--window",
+            "2",
+            "--device",
+            "gpu",
+            "--out",
+            s(&y),
+        ])
+        .env("WGPU_BACKEND", "dx12")
+        .output()
+        .unwrap();
+    assert_refused(&out, "no GPU adapter", &y);
+    // auto falls back to the CPU instead.
+    let out = bin()
+        .args(["pool", "--images", s(&x), "--window", "2", "--out", s(&y)])
+        .env("WGPU_BACKEND", "dx12")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("on CPU"));
+}
+
+#[test]
+fn devices_lists_adapters_or_says_none() {
+    let out = run(&["devices"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("max storage binding") || text.contains("no GPU adapter found"),
+        "{text}"
+    );
+    assert!(text.contains("--device auto"), "{text}");
+}
