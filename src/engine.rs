@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use ndarray::{Array4, ArrayView4, AsArray, Ix4};
 
 use crate::check;
-use crate::cpu::reference;
+use crate::cpu::{fast, reference};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuOptions};
 use crate::shape::{Conv2dSpec, Pool2dSpec, PoolMode};
@@ -60,10 +60,14 @@ pub struct EngineOptions {
     pub verify: bool,
     /// Knobs of the GPU path (forced limits, adapter choice).
     pub gpu: GpuOptions,
+    /// On the CPU, run the plain f64 reference instead of the fast path
+    /// (slow; for checking other paths).
+    pub reference: bool,
 }
 
 #[derive(Debug, Clone)]
 enum Backend {
+    Reference,
     Cpu,
     Gpu(Arc<GpuContext>),
 }
@@ -96,6 +100,7 @@ impl Engine {
     /// An engine with every option spelled out.
     pub fn with_options(options: EngineOptions) -> Result<Self> {
         let (backend, reason) = match options.device {
+            Device::Cpu if options.reference => (Backend::Reference, "CPU reference (asked for)".to_string()),
             Device::Cpu => (Backend::Cpu, "CPU (asked for)".to_string()),
             Device::Gpu => {
                 let ctx = GpuContext::new(&options.gpu)?;
@@ -134,6 +139,16 @@ impl Engine {
         }
     }
 
+    /// An engine on the CPU reference: plain loops accumulating in f64, the
+    /// yardstick of every other path.
+    pub fn cpu_reference() -> Self {
+        Engine {
+            backend: Backend::Reference,
+            reason: "CPU reference (asked for)".into(),
+            verify: false,
+        }
+    }
+
     /// The same engine with verify mode switched on or off.
     pub fn with_verify(mut self, verify: bool) -> Self {
         self.verify = verify;
@@ -161,7 +176,7 @@ impl Engine {
     pub fn gpu(&self) -> Option<&GpuContext> {
         match &self.backend {
             Backend::Gpu(ctx) => Some(ctx),
-            Backend::Cpu => None,
+            Backend::Cpu | Backend::Reference => None,
         }
     }
 
@@ -179,21 +194,17 @@ impl Engine {
         if g.m == 0 {
             return Ok(Array4::zeros(g.output_shape()));
         }
-        match &self.backend {
-            Backend::Cpu => Ok(reference::conv2d(images, kernels, &g)),
-            Backend::Gpu(ctx) => {
-                let out = ctx.conv2d(images, kernels, &g)?;
-                if self.verify {
-                    let want = reference::conv2d(images, kernels, &g);
-                    let tol = check::conv_tolerance(
-                        g.reduction_len(),
-                        check::max_abs_finite(want.view()),
-                    );
-                    verify("conv2d", &out, &want, tol, false)?;
-                }
-                Ok(out)
-            }
+        let out = match &self.backend {
+            Backend::Reference => return Ok(reference::conv2d(images, kernels, &g)),
+            Backend::Cpu => fast::conv2d(images, kernels, &g),
+            Backend::Gpu(ctx) => ctx.conv2d(images, kernels, &g)?,
+        };
+        if self.verify {
+            let want = reference::conv2d(images, kernels, &g);
+            let tol = check::conv_tolerance(g.reduction_len(), check::max_abs_finite(want.view()));
+            self.check("conv2d", &out, &want, tol, false)?;
         }
+        Ok(out)
     }
 
     /// Max or average pooling of NHWC `images`; returns `(m, oh, ow, c)`.
@@ -207,55 +218,61 @@ impl Engine {
         if g.m == 0 {
             return Ok(Array4::zeros(g.output_shape()));
         }
-        match &self.backend {
-            Backend::Cpu => Ok(reference::pool2d(images, &g)),
-            Backend::Gpu(ctx) => {
-                let out = ctx.pool2d(images, &g)?;
-                if self.verify {
-                    let want = reference::pool2d(images, &g);
-                    let exact = g.mode == PoolMode::Max;
-                    let tol = if exact {
-                        0.0
-                    } else {
-                        check::avg_tolerance(check::max_abs_finite(want.view()))
-                    };
-                    verify("pool2d", &out, &want, tol, exact)?;
-                }
-                Ok(out)
-            }
+        let out = match &self.backend {
+            Backend::Reference => return Ok(reference::pool2d(images, &g)),
+            Backend::Cpu => fast::pool2d(images, &g),
+            Backend::Gpu(ctx) => ctx.pool2d(images, &g)?,
+        };
+        if self.verify {
+            let want = reference::pool2d(images, &g);
+            let exact = g.mode == PoolMode::Max;
+            let tol = if exact {
+                0.0
+            } else {
+                check::avg_tolerance(check::max_abs_finite(want.view()))
+            };
+            self.check("pool2d", &out, &want, tol, exact)?;
         }
+        Ok(out)
+    }
+
+    /// Verify mode: compares a result with the CPU reference.
+    fn check(
+        &self,
+        op: &'static str,
+        got: &Array4<f32>,
+        want: &Array4<f32>,
+        tolerance: f64,
+        exact: bool,
+    ) -> Result<()> {
+        let ok = if exact {
+            check::largest_difference(got.view(), want.view(), true).max_abs_diff == 0.0
+        } else {
+            check::within(got.view(), want.view(), tolerance)
+        };
+        if ok {
+            return Ok(());
+        }
+        let d = check::largest_difference(got.view(), want.view(), exact);
+        Err(Error::VerifyMismatch {
+            op,
+            path: if self.is_gpu() {
+                "GPU"
+            } else {
+                "fast CPU path"
+            },
+            max_abs_diff: d.max_abs_diff,
+            index: d.index,
+            got: d.got,
+            reference: d.reference,
+            tolerance,
+        })
     }
 }
 
 fn describe_adapter(ctx: &GpuContext) -> String {
     let a = ctx.adapter();
     format!("{} ({}, {})", a.name, a.backend, a.device_type)
-}
-
-fn verify(
-    op: &'static str,
-    got: &Array4<f32>,
-    want: &Array4<f32>,
-    tolerance: f64,
-    exact: bool,
-) -> Result<()> {
-    let ok = if exact {
-        check::largest_difference(got.view(), want.view(), true).max_abs_diff == 0.0
-    } else {
-        check::within(got.view(), want.view(), tolerance)
-    };
-    if ok {
-        return Ok(());
-    }
-    let d = check::largest_difference(got.view(), want.view(), exact);
-    Err(Error::VerifyMismatch {
-        op,
-        max_abs_diff: d.max_abs_diff,
-        index: d.index,
-        gpu: d.got,
-        reference: d.reference,
-        tolerance,
-    })
 }
 
 fn dims(a: &ArrayView4<f32>) -> [usize; 4] {

@@ -184,17 +184,19 @@ pub enum Error {
     #[error("GPU error: {0}")]
     Gpu(String),
 
-    /// Verify mode found the GPU result outside the tolerance of SPEC.md.
-    #[error("verify: {op} on the GPU differs from the CPU reference by {max_abs_diff:e} at index {index:?} (gpu {gpu}, reference {reference}; allowed {tolerance:e})")]
+    /// Verify mode found a result outside the tolerance of SPEC.md.
+    #[error("verify: {op} on the {path} differs from the CPU reference by {max_abs_diff:e} at index {index:?} (got {got}, reference {reference}; allowed {tolerance:e})")]
     VerifyMismatch {
         /// `conv2d` or `pool2d`.
         op: &'static str,
+        /// `GPU` or `fast CPU path`.
+        path: &'static str,
         /// Largest absolute difference (NaN/inf mismatches count as infinite).
         max_abs_diff: f64,
         /// NHWC index of the largest difference.
         index: [usize; 4],
-        /// GPU value there.
-        gpu: f32,
+        /// Value of the checked path there.
+        got: f32,
         /// Reference value there.
         reference: f32,
         /// The tolerance that was exceeded.

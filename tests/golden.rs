@@ -29,7 +29,12 @@ fn run_all(engine: &Engine) {
 
 #[test]
 fn golden_cases_on_cpu_reference() {
-    run_all(&Engine::cpu());
+    run_all(&Engine::cpu_reference());
+}
+
+#[test]
+fn golden_cases_on_fast_cpu_path_with_verify() {
+    run_all(&Engine::cpu().with_verify(true));
 }
 
 #[test]

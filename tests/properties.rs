@@ -181,6 +181,68 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The fast CPU path (every strategy: pointwise GEMM, direct, im2col)
+    /// against the reference, through verify mode.
+    #[test]
+    fn fast_cpu_conv_matches_reference(
+        (m, h, w, c) in (0usize..=5, 1usize..14, 1usize..14, 1usize..=17),
+        (kh, kw, nc) in (1usize..5, 1usize..5, 1usize..=40),
+        (sh, sw, dh, dw) in (1usize..4, 1usize..4, 1usize..3, 1usize..3),
+        padding in padding(),
+        seed in any::<u64>(),
+    ) {
+        let spec = Conv2dSpec::new(padding).with_stride(sh, sw).with_dilation(dh, dw);
+        prop_assume!(spec.resolve([m, h, w, c], [kh, kw, c, nc]).is_ok());
+        let y = Engine::cpu()
+            .with_verify(true)
+            .conv2d(&array([m, h, w, c], seed), &array([kh, kw, c, nc], !seed), &spec);
+        prop_assert!(y.is_ok(), "{}", y.unwrap_err());
+    }
+
+    #[test]
+    fn fast_cpu_pool_matches_reference(
+        (m, h, w, c) in (0usize..=5, 1usize..14, 1usize..14, 1usize..=17),
+        (kh, kw, sh, sw, dh, dw) in (1usize..5, 1usize..5, 1usize..4, 1usize..4, 1usize..3, 1usize..3),
+        padding in padding(),
+        (avg, ceil_mode, count_include_pad) in (any::<bool>(), any::<bool>(), any::<bool>()),
+        seed in any::<u64>(),
+    ) {
+        let mode = if avg { PoolMode::Avg } else { PoolMode::Max };
+        let spec = Pool2dSpec::new(mode, kh, kw)
+            .with_stride(sh, sw)
+            .with_dilation(dh, dw)
+            .with_padding(padding)
+            .with_ceil_mode(ceil_mode)
+            .with_count_include_pad(count_include_pad);
+        prop_assume!(spec.resolve([m, h, w, c]).is_ok());
+        let y = Engine::cpu().with_verify(true).pool2d(&array([m, h, w, c], seed), &spec);
+        prop_assert!(y.is_ok(), "{}", y.unwrap_err());
+    }
+}
+
+#[test]
+fn pointwise_and_special_values_on_the_fast_path() {
+    // 1x1 valid stride 1 is the GEMM strategy; an inf weight meets padded
+    // zeros in the other strategies.
+    let e = Engine::cpu().with_verify(true);
+    let x = array([3, 7, 9, 5], 11);
+    let k = array([1, 1, 5, 6], 12);
+    e.conv2d(&x, &k, &Conv2dSpec::default()).unwrap();
+    let mut x = array([2, 8, 9, 3], 13);
+    x[[0, 2, 2, 1]] = f32::NAN;
+    x[[1, 4, 4, 0]] = f32::INFINITY;
+    for nc in [1, 2, 8] {
+        let mut k = array([3, 3, 3, nc], 14);
+        k[[0, 0, 0, 0]] = f32::INFINITY;
+        let y = e.conv2d(&x, &k, &Conv2dSpec::new(Padding::Same)).unwrap();
+        // The corner output multiplies the infinite weight by a padded zero.
+        assert!(y[[0, 0, 0, 0]].is_nan());
+    }
+}
+
 #[test]
 fn hand_computed_small_cases() {
     let x = Array4::from_shape_vec((1, 3, 3, 1), (1..=9).map(|v| v as f32).collect()).unwrap();

@@ -25,6 +25,7 @@ pub fn gpu_engine_with(gpu: GpuOptions) -> Option<Engine> {
         device: Device::Gpu,
         verify: true,
         gpu,
+        ..Default::default()
     }) {
         Ok(e) => Some(e),
         Err(e) if gpu_required() => panic!("CONVPOOL_REQUIRE_GPU=1 but no GPU engine: {e}"),
