@@ -34,7 +34,7 @@ struct ConvParams {
     m_total: u32,    // batch * oh_chunk * ow
     k_total: u32,    // kh * kw * c
     tiles_m: u32,    // ceil(m_total / TILE_M)
-    _pad0: u32,
+    row_pitch: u32,  // used by conv2d_direct.wgsl only
     _pad1: u32,
     _pad2: u32,
 }

@@ -61,11 +61,7 @@ fn element_diff(got: f32, want: f32, exact: bool) -> f64 {
 
 /// The largest difference between `got` and `reference` (same shape).
 /// With `exact`, any difference of finite values counts as infinite.
-pub fn largest_difference(
-    got: ArrayView4<f32>,
-    reference: ArrayView4<f32>,
-    exact: bool,
-) -> Difference {
+pub fn largest_difference(got: ArrayView4<f32>, reference: ArrayView4<f32>, exact: bool) -> Difference {
     let mut worst = Difference {
         max_abs_diff: 0.0,
         index: [0; 4],

@@ -167,8 +167,7 @@ impl Seed<'_> {
         stride: (usize, usize),
         mode: PoolMode,
     ) -> Result<Array4<f32>> {
-        let spec =
-            Pool2dSpec::new(mode, kernel_shape.0, kernel_shape.1).with_stride(stride.0, stride.1);
+        let spec = Pool2dSpec::new(mode, kernel_shape.0, kernel_shape.1).with_stride(stride.0, stride.1);
         self.engine.pool2d(images, &spec)
     }
 }
@@ -179,9 +178,7 @@ pub fn convolve_grayscale_valid<'a>(
     images: impl AsArray<'a, f32, Ix3>,
     kernel: impl AsArray<'a, f32, Ix2>,
 ) -> Result<Array3<f32>> {
-    Engine::shared()
-        .seed()
-        .convolve_grayscale_valid(images, kernel)
+    Engine::shared().seed().convolve_grayscale_valid(images, kernel)
 }
 
 /// Task 1: same convolution of grayscale images; returns exactly `(m, h, w)`.
@@ -193,9 +190,7 @@ pub fn convolve_grayscale_same<'a>(
     images: impl AsArray<'a, f32, Ix3>,
     kernel: impl AsArray<'a, f32, Ix2>,
 ) -> Result<Array3<f32>> {
-    Engine::shared()
-        .seed()
-        .convolve_grayscale_same(images, kernel)
+    Engine::shared().seed().convolve_grayscale_same(images, kernel)
 }
 
 /// Task 2: grayscale convolution with `(ph, pw)` zeros on both sides.
@@ -243,9 +238,7 @@ pub fn convolve<'a>(
     padding: SeedPadding,
     stride: (usize, usize),
 ) -> Result<Array4<f32>> {
-    Engine::shared()
-        .seed()
-        .convolve(images, kernels, padding, stride)
+    Engine::shared().seed().convolve(images, kernels, padding, stride)
 }
 
 /// Task 6: max or average pooling of `(m, h, w, c)` with a `(kh, kw)` window
@@ -256,7 +249,5 @@ pub fn pool<'a>(
     stride: (usize, usize),
     mode: PoolMode,
 ) -> Result<Array4<f32>> {
-    Engine::shared()
-        .seed()
-        .pool(images, kernel_shape, stride, mode)
+    Engine::shared().seed().pool(images, kernel_shape, stride, mode)
 }

@@ -188,40 +188,56 @@ impl Engine {
         kernels: impl AsArray<'a, f32, Ix4>,
         spec: &Conv2dSpec,
     ) -> Result<Array4<f32>> {
+        self.conv2d_timed(images, kernels, spec).map(|(out, _)| out)
+    }
+
+    /// [`Engine::conv2d`], also returning the GPU kernel time in seconds
+    /// (timestamp queries; `None` on the CPU or without timestamp support).
+    pub fn conv2d_timed<'a>(
+        &self,
+        images: impl AsArray<'a, f32, Ix4>,
+        kernels: impl AsArray<'a, f32, Ix4>,
+        spec: &Conv2dSpec,
+    ) -> Result<(Array4<f32>, Option<f64>)> {
         let images: ArrayView4<f32> = images.into();
         let kernels: ArrayView4<f32> = kernels.into();
         let g = spec.resolve(dims(&images), dims(&kernels))?;
         if g.m == 0 {
-            return Ok(Array4::zeros(g.output_shape()));
+            return Ok((Array4::zeros(g.output_shape()), None));
         }
-        let out = match &self.backend {
-            Backend::Reference => return Ok(reference::conv2d(images, kernels, &g)),
-            Backend::Cpu => fast::conv2d(images, kernels, &g),
-            Backend::Gpu(ctx) => ctx.conv2d(images, kernels, &g)?,
+        let (out, kernel_seconds) = match &self.backend {
+            Backend::Reference => return Ok((reference::conv2d(images, kernels, &g), None)),
+            Backend::Cpu => (fast::conv2d(images, kernels, &g), None),
+            Backend::Gpu(ctx) => ctx.conv2d(images, kernels, &g, true)?,
         };
         if self.verify {
             let want = reference::conv2d(images, kernels, &g);
             let tol = check::conv_tolerance(g.reduction_len(), check::max_abs_finite(want.view()));
             self.check("conv2d", &out, &want, tol, false)?;
         }
-        Ok(out)
+        Ok((out, kernel_seconds))
     }
 
     /// Max or average pooling of NHWC `images`; returns `(m, oh, ow, c)`.
-    pub fn pool2d<'a>(
+    pub fn pool2d<'a>(&self, images: impl AsArray<'a, f32, Ix4>, spec: &Pool2dSpec) -> Result<Array4<f32>> {
+        self.pool2d_timed(images, spec).map(|(out, _)| out)
+    }
+
+    /// [`Engine::pool2d`], also returning the GPU kernel time in seconds.
+    pub fn pool2d_timed<'a>(
         &self,
         images: impl AsArray<'a, f32, Ix4>,
         spec: &Pool2dSpec,
-    ) -> Result<Array4<f32>> {
+    ) -> Result<(Array4<f32>, Option<f64>)> {
         let images: ArrayView4<f32> = images.into();
         let g = spec.resolve(dims(&images))?;
         if g.m == 0 {
-            return Ok(Array4::zeros(g.output_shape()));
+            return Ok((Array4::zeros(g.output_shape()), None));
         }
-        let out = match &self.backend {
-            Backend::Reference => return Ok(reference::pool2d(images, &g)),
-            Backend::Cpu => fast::pool2d(images, &g),
-            Backend::Gpu(ctx) => ctx.pool2d(images, &g)?,
+        let (out, kernel_seconds) = match &self.backend {
+            Backend::Reference => return Ok((reference::pool2d(images, &g), None)),
+            Backend::Cpu => (fast::pool2d(images, &g), None),
+            Backend::Gpu(ctx) => ctx.pool2d(images, &g, true)?,
         };
         if self.verify {
             let want = reference::pool2d(images, &g);
@@ -233,7 +249,7 @@ impl Engine {
             };
             self.check("pool2d", &out, &want, tol, exact)?;
         }
-        Ok(out)
+        Ok((out, kernel_seconds))
     }
 
     /// Verify mode: compares a result with the CPU reference.
@@ -256,11 +272,7 @@ impl Engine {
         let d = check::largest_difference(got.view(), want.view(), exact);
         Err(Error::VerifyMismatch {
             op,
-            path: if self.is_gpu() {
-                "GPU"
-            } else {
-                "fast CPU path"
-            },
+            path: if self.is_gpu() { "GPU" } else { "fast CPU path" },
             max_abs_diff: d.max_abs_diff,
             index: d.index,
             got: d.got,

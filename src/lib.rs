@@ -17,6 +17,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod check;
 pub mod compat;
 pub mod cpu;
@@ -29,6 +30,4 @@ pub mod shape;
 pub use engine::{Device, Engine, EngineOptions};
 pub use error::{Error, Result};
 pub use gpu::GpuOptions;
-pub use shape::{
-    Conv2dGeometry, Conv2dSpec, Padding, Pads, Pool2dGeometry, Pool2dSpec, PoolMode, Window,
-};
+pub use shape::{Conv2dGeometry, Conv2dSpec, Padding, Pads, Pool2dGeometry, Pool2dSpec, PoolMode, Window};

@@ -33,9 +33,7 @@ fn io_error(path: &Path, source: std::io::Error) -> Error {
 
 fn describe_read_error(e: ReadNpyError) -> String {
     match e {
-        ReadNpyError::MissingData => {
-            "the file holds fewer bytes than its header's shape needs (truncated?)".into()
-        }
+        ReadNpyError::MissingData => "the file holds fewer bytes than its header's shape needs (truncated?)".into(),
         ReadNpyError::ExtraBytes(n) => {
             format!("the file holds {n} bytes more than its header's shape needs")
         }
@@ -47,20 +45,12 @@ fn describe_read_error(e: ReadNpyError) -> String {
 
 /// The dtype text of a header, e.g. `<f4`, without Python quotes.
 fn descr(header: &Header) -> String {
-    header
-        .type_descriptor
-        .to_string()
-        .trim_matches('\'')
-        .to_string()
+    header.type_descriptor.to_string().trim_matches('\'').to_string()
 }
 
-fn read_as<T: ReadableElement + Copy>(
-    path: &Path,
-    convert: impl Fn(T) -> f32,
-) -> Result<ArrayD<f32>> {
+fn read_as<T: ReadableElement + Copy>(path: &Path, convert: impl Fn(T) -> f32) -> Result<ArrayD<f32>> {
     let file = File::open(path).map_err(|e| io_error(path, e))?;
-    let array = ArrayD::<T>::read_npy(BufReader::new(file))
-        .map_err(|e| npy_error(path, describe_read_error(e)))?;
+    let array = ArrayD::<T>::read_npy(BufReader::new(file)).map_err(|e| npy_error(path, describe_read_error(e)))?;
     Ok(array.mapv(convert))
 }
 
@@ -69,17 +59,14 @@ fn read_as<T: ReadableElement + Copy>(
 fn read_f16(path: &Path, header: &Header, big_endian: bool) -> Result<ArrayD<f32>> {
     let file = File::open(path).map_err(|e| io_error(path, e))?;
     let mut reader = BufReader::new(file);
-    Header::from_reader(&mut reader)
-        .map_err(|e| npy_error(path, format!("not a valid .npy header: {e}")))?;
+    Header::from_reader(&mut reader).map_err(|e| npy_error(path, format!("not a valid .npy header: {e}")))?;
     let elems = header
         .shape
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .ok_or_else(|| npy_error(path, "the header's shape is too large"))?;
     let mut bytes = Vec::new();
-    reader
-        .read_to_end(&mut bytes)
-        .map_err(|e| io_error(path, e))?;
+    reader.read_to_end(&mut bytes).map_err(|e| io_error(path, e))?;
     if bytes.len() != elems * 2 {
         return Err(npy_error(
             path,
@@ -114,9 +101,7 @@ pub fn read_f32(path: impl AsRef<Path>) -> Result<ArrayD<f32>> {
         .map_err(|e| npy_error(path, format!("not a valid .npy file: {e}")))?;
     let dtype = descr(&header);
     let (order, code) = match dtype.as_bytes() {
-        [o @ (b'<' | b'>' | b'|' | b'='), rest @ ..] => {
-            (*o, std::str::from_utf8(rest).unwrap_or(""))
-        }
+        [o @ (b'<' | b'>' | b'|' | b'='), rest @ ..] => (*o, std::str::from_utf8(rest).unwrap_or("")),
         _ => (b'<', dtype.as_str()),
     };
     let big = order == b'>';

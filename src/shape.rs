@@ -152,19 +152,8 @@ fn overflow(what: &'static str, detail: String) -> Error {
 }
 
 /// Pads at the start and end of one axis for a padding mode.
-fn axis_pads(
-    padding: Padding,
-    vertical: bool,
-    size: usize,
-    ext: usize,
-    stride: usize,
-) -> Result<(usize, usize)> {
-    let of = || {
-        overflow(
-            "padding",
-            format!("size {size}, extent {ext}, stride {stride}"),
-        )
-    };
+fn axis_pads(padding: Padding, vertical: bool, size: usize, ext: usize, stride: usize) -> Result<(usize, usize)> {
+    let of = || overflow("padding", format!("size {size}, extent {ext}, stride {stride}"));
     Ok(match padding {
         Padding::Valid => (0, 0),
         Padding::Symmetric(ph, pw) => {
@@ -211,13 +200,7 @@ fn axis_pads(
 /// Output length of one axis, or `None` when the extent does not fit the
 /// padded size. `ceil_mode` follows PyTorch/ONNX, including the rule that
 /// drops a last window that would start in the end padding.
-fn axis_out(
-    size: usize,
-    pads: (usize, usize),
-    ext: usize,
-    stride: usize,
-    ceil: bool,
-) -> Option<usize> {
+fn axis_out(size: usize, pads: (usize, usize), ext: usize, stride: usize, ceil: bool) -> Option<usize> {
     let padded = size.checked_add(pads.0)?.checked_add(pads.1)?;
     let span = padded.checked_sub(ext)?;
     if !ceil {
@@ -289,12 +272,7 @@ pub fn checked_elems(what: &'static str, shape: &[usize]) -> Result<usize> {
     shape
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| {
-            overflow(
-                what,
-                format!("element count of shape {}", Shape::from(shape)),
-            )
-        })
+        .ok_or_else(|| overflow(what, format!("element count of shape {}", Shape::from(shape))))
 }
 
 fn nonzero(arg: &'static str, value: (usize, usize)) -> Result<()> {
@@ -354,11 +332,7 @@ impl Conv2dSpec {
 
     /// Validates the spec against NHWC images and HWIO kernels and resolves
     /// the pads and output size.
-    pub fn resolve(
-        &self,
-        images_nhwc: [usize; 4],
-        kernels_hwio: [usize; 4],
-    ) -> Result<Conv2dGeometry> {
+    pub fn resolve(&self, images_nhwc: [usize; 4], kernels_hwio: [usize; 4]) -> Result<Conv2dGeometry> {
         let [m, h, w, c] = images_nhwc;
         let [kh, kw, kc, nc] = kernels_hwio;
         let images = Shape::from(images_nhwc);
@@ -372,12 +346,7 @@ impl Conv2dSpec {
                 });
             }
         }
-        for (dim, name) in [
-            (kh, "height"),
-            (kw, "width"),
-            (kc, "channels"),
-            (nc, "count"),
-        ] {
+        for (dim, name) in [(kh, "height"), (kw, "width"), (kc, "channels"), (nc, "count")] {
             if dim == 0 {
                 return Err(Error::EmptyDimension {
                     arg: "kernels",
@@ -528,10 +497,7 @@ impl FromStr for PoolMode {
         match text.trim().to_ascii_lowercase().as_str() {
             "max" => Ok(PoolMode::Max),
             "avg" | "average" | "mean" => Ok(PoolMode::Avg),
-            _ => Err(Error::invalid(
-                "mode",
-                format!("expected max or avg, got {text:?}"),
-            )),
+            _ => Err(Error::invalid("mode", format!("expected max or avg, got {text:?}"))),
         }
     }
 }
@@ -760,41 +726,36 @@ impl Pool2dGeometry {
 
     /// The divisor of the average at output `(oy, ox)`: the window's taps
     /// that hit real image cells or, with `count_include_pad`, cells of the
-    /// padded input (never the cells past it that `ceil_mode` adds). Written
-    /// once here so every CPU path applies the same rule.
+    /// padded input (never the cells past it that `ceil_mode` adds). It is
+    /// the product of [`Pool2dGeometry::divisor_rows`] and
+    /// [`Pool2dGeometry::divisor_cols`]; written once here so every CPU path
+    /// applies the same rule.
     pub fn divisor(&self, oy: usize, ox: usize) -> f64 {
-        let count = |o: usize, s: usize, k: usize, d: usize, len: usize, p0: usize, p1: usize| {
-            let start = (o * s) as i64 - p0 as i64;
-            (0..k)
-                .map(|i| start + (i * d) as i64)
-                .filter(|&y| {
-                    if self.count_include_pad {
-                        y >= -(p0 as i64) && y < (len + p1) as i64
-                    } else {
-                        y >= 0 && y < len as i64
-                    }
-                })
-                .count()
+        (self.divisor_rows(oy) * self.divisor_cols(ox)) as f64
+    }
+
+    /// Rows of the window at output row `oy` that count for the divisor.
+    pub fn divisor_rows(&self, oy: usize) -> usize {
+        self.counted_taps(oy, self.sh, self.kh, self.dh, self.h, self.pads.top, self.pads.bottom)
+    }
+
+    /// Columns of the window at output column `ox` that count for the divisor.
+    pub fn divisor_cols(&self, ox: usize) -> usize {
+        self.counted_taps(ox, self.sw, self.kw, self.dw, self.w, self.pads.left, self.pads.right)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn counted_taps(&self, o: usize, s: usize, k: usize, d: usize, len: usize, p0: usize, p1: usize) -> usize {
+        let start = (o * s) as i64 - p0 as i64;
+        let (lo, hi) = if self.count_include_pad {
+            (-(p0 as i64), (len + p1) as i64)
+        } else {
+            (0, len as i64)
         };
-        let rows = count(
-            oy,
-            self.sh,
-            self.kh,
-            self.dh,
-            self.h,
-            self.pads.top,
-            self.pads.bottom,
-        );
-        let cols = count(
-            ox,
-            self.sw,
-            self.kw,
-            self.dw,
-            self.w,
-            self.pads.left,
-            self.pads.right,
-        );
-        (rows * cols) as f64
+        (0..k)
+            .map(|i| start + (i * d) as i64)
+            .filter(|&y| y >= lo && y < hi)
+            .count()
     }
 }
 
@@ -869,10 +830,7 @@ mod tests {
         assert!(e.to_string().contains("channel mismatch"), "{e}");
         let e = spec.resolve([1, 2, 2, 1], [3, 3, 1, 1]).unwrap_err();
         assert!(matches!(e, Error::KernelTooLarge { .. }), "{e}");
-        let e = spec
-            .with_stride(0, 1)
-            .resolve([1, 4, 4, 1], [3, 3, 1, 1])
-            .unwrap_err();
+        let e = spec.with_stride(0, 1).resolve([1, 4, 4, 1], [3, 3, 1, 1]).unwrap_err();
         assert!(e.to_string().starts_with("stride"), "{e}");
         let e = spec
             .with_dilation(usize::MAX, 1)

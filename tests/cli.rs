@@ -35,18 +35,13 @@ fn images() -> Array4<f32> {
 }
 
 fn kernels() -> Array4<f32> {
-    Array::from_shape_fn((3, 3, 3, 4), |(i, j, c, k)| {
-        ((i * 3 + j + c * 2 + k) % 5) as f32 - 2.0
-    })
+    Array::from_shape_fn((3, 3, 3, 4), |(i, j, c, k)| ((i * 3 + j + c * 2 + k) % 5) as f32 - 2.0)
 }
 
 /// A bad input: non-zero exit, exactly one error line naming `needle`, no output file.
 fn assert_refused(out: &Output, needle: &str, out_file: &Path) {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let ours: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("convpool"))
-        .collect();
+    let ours: Vec<&str> = stderr.lines().filter(|l| l.starts_with("convpool")).collect();
     assert!(!out.status.success(), "exit 0 for {needle}: {stderr}");
     assert_eq!(ours.len(), 1, "one line expected, got {stderr}");
     assert!(
@@ -66,11 +61,7 @@ fn assert_refused(out: &Output, needle: &str, out_file: &Path) {
 #[test]
 fn conv_writes_what_the_library_computes() {
     let d = tmp();
-    let (x, k, y) = (
-        p(d.path(), "x.npy"),
-        p(d.path(), "k.npy"),
-        p(d.path(), "y.npy"),
-    );
+    let (x, k, y) = (p(d.path(), "x.npy"), p(d.path(), "k.npy"), p(d.path(), "y.npy"));
     write_npy(&x, &images()).unwrap();
     write_npy(&k, &kernels()).unwrap();
     let out = run(&[
@@ -88,18 +79,10 @@ fn conv_writes_what_the_library_computes() {
         "--out",
         s(&y),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let got: Array4<f32> = read_npy(&y).unwrap();
     let want = Engine::cpu()
-        .conv2d(
-            &images(),
-            &kernels(),
-            &Conv2dSpec::new(Padding::Same).with_stride(2, 1),
-        )
+        .conv2d(&images(), &kernels(), &Conv2dSpec::new(Padding::Same).with_stride(2, 1))
         .unwrap();
     assert_eq!(got, want);
     assert_eq!(got.shape(), &[2, 5, 8, 4]);
@@ -109,13 +92,8 @@ fn conv_writes_what_the_library_computes() {
 fn integer_inputs_and_the_seed_shapes() {
     // uint8 grayscale images and an int64 Sobel kernel, as numpy users have them.
     let d = tmp();
-    let (x, k, y) = (
-        p(d.path(), "x.npy"),
-        p(d.path(), "k.npy"),
-        p(d.path(), "y.npy"),
-    );
-    let img: Array3<u8> =
-        Array::from_shape_fn((2, 6, 7), |(n, r, c)| (n * 40 + r * 30 + c * 7) as u8);
+    let (x, k, y) = (p(d.path(), "x.npy"), p(d.path(), "k.npy"), p(d.path(), "y.npy"));
+    let img: Array3<u8> = Array::from_shape_fn((2, 6, 7), |(n, r, c)| (n * 40 + r * 30 + c * 7) as u8);
     let sobel: Array2<i64> = ndarray::arr2(&[[1, 0, -1], [2, 0, -2], [1, 0, -1]]);
     write_npy(&x, &img).unwrap();
     write_npy(&k, &sobel).unwrap();
@@ -130,11 +108,7 @@ fn integer_inputs_and_the_seed_shapes() {
         "--out",
         s(&y),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let got: Array3<f32> = read_npy(&y).unwrap();
     assert_eq!(got.shape(), &[2, 4, 5]);
     // Horizontal ramp of 7 per column: 1*(-14) + 2*(-14) + 1*(-14) = -56.
@@ -159,11 +133,7 @@ fn pool_defaults_to_a_stride_equal_to_the_window() {
         "--out",
         s(&y),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let got: Array4<f32> = read_npy(&y).unwrap();
     let want = Engine::cpu()
         .pool2d(&images(), &Pool2dSpec::new(PoolMode::Avg, 2, 2))
@@ -189,11 +159,7 @@ fn raw_npy(path: &Path, descr: &str, shape: &str, data: &[u8]) {
 #[test]
 fn float16_and_fortran_order_are_read() {
     let d = tmp();
-    let (x, k, y) = (
-        p(d.path(), "x.npy"),
-        p(d.path(), "k.npy"),
-        p(d.path(), "y.npy"),
-    );
+    let (x, k, y) = (p(d.path(), "x.npy"), p(d.path(), "k.npy"), p(d.path(), "y.npy"));
     // float16 1.0, 2.0, 3.0, 4.0 as a (1, 2, 2) image.
     let halves: Vec<u8> = [0x3c00u16, 0x4000, 0x4200, 0x4400]
         .iter()
@@ -201,13 +167,8 @@ fn float16_and_fortran_order_are_read() {
         .collect();
     raw_npy(&x, "<f2", "(1, 2, 2)", &halves);
     // A (2, 1) kernel [1, 10] in Fortran order is the same bytes as C order.
-    let k_arr: ArrayD<f64> =
-        Array::from_shape_vec(ndarray::IxDyn(&[2, 1]), vec![1.0, 10.0]).unwrap();
-    write_npy(
-        &k,
-        &k_arr.reversed_axes().as_standard_layout().reversed_axes(),
-    )
-    .unwrap();
+    let k_arr: ArrayD<f64> = Array::from_shape_vec(ndarray::IxDyn(&[2, 1]), vec![1.0, 10.0]).unwrap();
+    write_npy(&k, &k_arr.reversed_axes().as_standard_layout().reversed_axes()).unwrap();
     let out = run(&[
         "conv",
         "--images",
@@ -219,11 +180,7 @@ fn float16_and_fortran_order_are_read() {
         "--out",
         s(&y),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let got: Array3<f32> = read_npy(&y).unwrap();
     assert_eq!(got.iter().copied().collect::<Vec<_>>(), vec![31.0, 42.0]);
 }
@@ -325,11 +282,7 @@ fn bad_inputs_are_refused_with_one_line() {
         "mode",
         &y,
     );
-    assert_refused(
-        &run(&["conv", "--images", s(&x), "--out", s(&y)]),
-        "--kernels",
-        &y,
-    );
+    assert_refused(&run(&["conv", "--images", s(&x), "--out", s(&y)]), "--kernels", &y);
 }
 
 #[test]

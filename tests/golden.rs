@@ -55,15 +55,10 @@ fn golden_seed_cases_through_free_functions() {
         let img = &case.images;
         let k = case.kernels.as_ref();
         let got = match case.op.as_str() {
-            "convolve_grayscale_valid" => {
-                convolve_grayscale_valid(d3(img), d2(k.unwrap())).map(|a| a.into_dyn())
-            }
-            "convolve_grayscale_same" => {
-                convolve_grayscale_same(d3(img), d2(k.unwrap())).map(|a| a.into_dyn())
-            }
+            "convolve_grayscale_valid" => convolve_grayscale_valid(d3(img), d2(k.unwrap())).map(|a| a.into_dyn()),
+            "convolve_grayscale_same" => convolve_grayscale_same(d3(img), d2(k.unwrap())).map(|a| a.into_dyn()),
             "convolve_grayscale_padding" => {
-                convolve_grayscale_padding(d3(img), d2(k.unwrap()), pair_of(&p["padding"]))
-                    .map(|a| a.into_dyn())
+                convolve_grayscale_padding(d3(img), d2(k.unwrap()), pair_of(&p["padding"])).map(|a| a.into_dyn())
             }
             "convolve_grayscale" => convolve_grayscale(
                 d3(img),

@@ -48,40 +48,24 @@ fn forced(max_binding_bytes: Option<u64>, max_workgroups_per_dim: Option<u32>) -
 
 /// The same call on a default engine and a forced-limit engine must agree
 /// bit for bit: chunking changes where work runs, not what it computes.
-fn assert_chunked_equal(
-    small: &Engine,
-    x: &Array4<f32>,
-    k: &Array4<f32>,
-    conv: &Conv2dSpec,
-    pool: &Pool2dSpec,
-) {
+fn assert_chunked_equal(small: &Engine, x: &Array4<f32>, k: &Array4<f32>, conv: &Conv2dSpec, pool: &Pool2dSpec) {
     let Some(big) = gpu_engine() else { return };
     let ctx = small.gpu().unwrap();
-    let conv_chunks = ctx
-        .plan_conv(&conv.resolve(dims(x), dims(k)).unwrap())
-        .unwrap();
+    let conv_chunks = ctx.plan_conv(&conv.resolve(dims(x), dims(k)).unwrap()).unwrap();
     let pool_chunks = ctx.plan_pool(&pool.resolve(dims(x)).unwrap()).unwrap();
     eprintln!("conv chunks {conv_chunks:?}\npool chunks {pool_chunks:?}");
     let one_image = (x.len() / x.dim().0 * 4) as u64;
     if ctx.max_binding_bytes() < one_image {
         // Row bands of single images, with every output row covered once.
-        assert!(conv_chunks
-            .iter()
-            .all(|c| c.batch == 1 && c.out_rows < x.dim().1));
+        assert!(conv_chunks.iter().all(|c| c.batch == 1 && c.out_rows < x.dim().1));
         assert!(pool_chunks.iter().all(|c| c.batch == 1));
     } else if ctx.max_binding_bytes() < x.len() as u64 * 4 {
         assert!(conv_chunks.len() > 1 && conv_chunks.iter().all(|c| c.out_row0 == 0));
     }
-    assert_eq!(
-        big.conv2d(x, k, conv).unwrap(),
-        small.conv2d(x, k, conv).unwrap()
-    );
+    assert_eq!(big.conv2d(x, k, conv).unwrap(), small.conv2d(x, k, conv).unwrap());
     let a = big.pool2d(x, pool).unwrap();
     let b = small.pool2d(x, pool).unwrap();
-    assert!(a
-        .iter()
-        .zip(b.iter())
-        .all(|(p, q)| p.to_bits() == q.to_bits()));
+    assert!(a.iter().zip(b.iter()).all(|(p, q)| p.to_bits() == q.to_bits()));
 }
 
 fn dims(a: &Array4<f32>) -> [usize; 4] {
@@ -153,9 +137,7 @@ fn nan_and_infinities_follow_spec() {
     // Positive weights, so +inf and -inf products meet as NaN.
     let k = array([3, 3, 3, 2], 8).mapv(|v| v.abs() + 0.1);
     // Verify mode compares NaN and infinities exactly.
-    let y = engine
-        .conv2d(&x, &k, &Conv2dSpec::new(Padding::Same))
-        .unwrap();
+    let y = engine.conv2d(&x, &k, &Conv2dSpec::new(Padding::Same)).unwrap();
     assert!(y[[0, 3, 3, 0]].is_nan());
     assert!(y[[1, 1, 1, 0]].is_nan()); // +inf and -inf meet
     for mode in [PoolMode::Max, PoolMode::Avg] {
@@ -179,10 +161,7 @@ fn empty_batch_on_the_gpu() {
         .unwrap();
     assert_eq!(y.shape(), &[0, 5, 6, 2]);
     let y = engine
-        .pool2d(
-            &Array4::zeros((0, 6, 6, 2)),
-            &Pool2dSpec::new(PoolMode::Max, 2, 2),
-        )
+        .pool2d(&Array4::zeros((0, 6, 6, 2)), &Pool2dSpec::new(PoolMode::Max, 2, 2))
         .unwrap();
     assert_eq!(y.shape(), &[0, 3, 3, 2]);
 }

@@ -21,19 +21,16 @@ fn wgsl_layout(file: &str, name: &str) -> (Vec<(String, u32)>, u32) {
     let naga::TypeInner::Struct { members, span } = &ty.inner else {
         panic!("{name} is not a struct")
     };
-    let fields = members
-        .iter()
-        .map(|m| (m.name.clone().unwrap(), m.offset))
-        .collect();
+    let fields = members.iter().map(|m| (m.name.clone().unwrap(), m.offset)).collect();
     (fields, *span)
 }
 
 /// Rust fields as (name, offset); padding arrays expand to one entry per word.
 macro_rules! rust_layout {
-    ($t:ty, [$($f:ident),*], $pad:ident, $pad_words:expr) => {{
+    ($t:ty, [$($f:ident),*], $pad:ident, $pad_words:expr, $first_pad:expr) => {{
         let mut v = vec![$((stringify!($f).to_string(), offset_of!($t, $f) as u32)),*];
         for i in 0..$pad_words {
-            v.push((format!("_pad{i}"), (offset_of!($t, $pad) + 4 * i) as u32));
+            v.push((format!("_pad{}", i + $first_pad), (offset_of!($t, $pad) + 4 * i) as u32));
         }
         v
     }};
@@ -45,15 +42,24 @@ fn conv_params_match_the_shader() {
     let rust = rust_layout!(
         ConvParams,
         [
-            batch, h, w, c, band_h, in_row0, out_row0, oh_chunk, ow, nc, kh, kw, sh, sw, dh, dw,
-            pad_top, pad_left, m_total, k_total, tiles_m
+            batch, h, w, c, band_h, in_row0, out_row0, oh_chunk, ow, nc, kh, kw, sh, sw, dh, dw, pad_top, pad_left,
+            m_total, k_total, tiles_m, row_pitch
         ],
         _pad,
-        3
+        2,
+        1
     );
     assert_eq!(rust, wgsl);
     assert_eq!(size_of::<ConvParams>() as u32, span);
     assert_eq!(span % 16, 0, "uniform structs are used in 16-byte units");
+}
+
+#[test]
+fn direct_conv_params_match_the_shader() {
+    let (tiled, span) = wgsl_layout("conv2d.wgsl", "ConvParams");
+    let (direct, direct_span) = wgsl_layout("conv2d_direct.wgsl", "ConvParams");
+    assert_eq!(tiled, direct);
+    assert_eq!(span, direct_span);
 }
 
 #[test]
@@ -87,7 +93,8 @@ fn pool_params_match_the_shader() {
             row_pitch
         ],
         _pad,
-        1
+        1,
+        0
     );
     assert_eq!(rust, wgsl);
     assert_eq!(size_of::<PoolParams>() as u32, span);

@@ -60,9 +60,7 @@ fn conv_case() -> impl Strategy<Value = ConvCase> {
             |((m, h, w, c), (kh, kw, nc), (sh, sw, dh, dw), padding, seed)| ConvCase {
                 images: [m, h, w, c],
                 kernels: [kh, kw, c, nc],
-                spec: Conv2dSpec::new(padding)
-                    .with_stride(sh, sw)
-                    .with_dilation(dh, dw),
+                spec: Conv2dSpec::new(padding).with_stride(sh, sw).with_dilation(dh, dw),
                 seed,
             },
         )

@@ -5,15 +5,16 @@
 //! - pointwise (1x1, stride 1, no padding): NHWC images already are the
 //!   `(pixels x c)` matrix, so the convolution is one GEMM with no copies;
 //! - direct (few channels in and out, as in grayscale and RGB filtering):
-//!   a zero-padded planar copy of a band of rows, split into stride phases so
-//!   every tap reads a contiguous run, then vectorised multiply-adds with the
-//!   accumulators in registers;
+//!   a zero-padded planar copy of the rows a piece reads, split into stride
+//!   phases so every tap reads a contiguous run, then vectorised
+//!   multiply-adds with the accumulators in registers;
 //! - im2col + GEMM otherwise, on bounded tiles of output rows (never the whole
 //!   batch), through the `gemm` crate.
 //!
-//! Work is split into (image, band of output rows) pieces run with rayon; each
-//! piece writes a contiguous slice of the NHWC output. Padded cells take part
-//! as zeros, products included, as in the reference.
+//! Work is split into pieces (several whole images, or a band of output rows
+//! of one image) run with rayon; each piece writes a contiguous slice of the
+//! NHWC output. Padded cells take part as zeros, products included, as in the
+//! reference.
 
 use std::cell::RefCell;
 
@@ -27,67 +28,102 @@ thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Floats of workspace one piece aims for: a few hundred KiB, so a tile
-/// stays in the L2 cache while the GEMM or the taps run over it.
+/// Floats of workspace one piece of the direct kernel or pooling aims for.
 const TILE_FLOATS: usize = 1 << 16;
 
-/// Runs `f(n, oy0, oy1, out_rows)` over pieces of `rows` output rows of each
-/// image, in parallel; `out` is the whole NHWC output.
-fn for_each_band(
+/// Floats of im2col workspace per piece: large enough that the GEMM sees a
+/// tall matrix (its packing cost is per call), small enough for the L2 cache.
+const IM2COL_FLOATS: usize = 1 << 18;
+
+/// Accumulators per step of the direct kernel: two 8-wide registers.
+const LANES: usize = 16;
+
+/// A piece of work: images `n0..n1`, output rows `oy0..oy1` of each (whole
+/// images when several are grouped, a band of rows of one image otherwise).
+#[derive(Debug, Clone, Copy)]
+struct Piece {
+    n0: usize,
+    n1: usize,
+    oy0: usize,
+    oy1: usize,
+}
+
+/// Runs `f(piece, out)` over pieces in parallel; `out` is the piece's
+/// contiguous slice of the NHWC output. A piece holds at most `rows` output
+/// rows; `rows >= oh` groups whole images.
+fn for_each_piece(
     out: &mut [f32],
+    m: usize,
     oh: usize,
     row_elems: usize,
     rows: usize,
-    f: impl Fn(usize, usize, usize, &mut [f32]) + Sync,
+    f: impl Fn(Piece, &mut [f32]) + Sync,
 ) {
     let per_image = oh * row_elems;
-    if per_image == 0 {
+    if per_image == 0 || m == 0 {
         return;
     }
-    out.par_chunks_mut(per_image)
-        .enumerate()
-        .for_each(|(n, image_out)| {
+    if rows >= oh {
+        // As many whole images per piece as fit the tile, while leaving
+        // enough pieces to balance the cores.
+        let threads = rayon::current_num_threads();
+        let group = (rows / oh).clamp(1, m.div_ceil(8 * threads).max(1));
+        out.par_chunks_mut(group * per_image)
+            .enumerate()
+            .for_each(|(b, chunk)| {
+                let n0 = b * group;
+                let piece = Piece {
+                    n0,
+                    n1: n0 + chunk.len() / per_image,
+                    oy0: 0,
+                    oy1: oh,
+                };
+                f(piece, chunk)
+            });
+    } else {
+        out.par_chunks_mut(per_image).enumerate().for_each(|(n, image_out)| {
             image_out
                 .par_chunks_mut(rows * row_elems)
                 .enumerate()
                 .for_each(|(b, band)| {
                     let oy0 = b * rows;
-                    f(n, oy0, oy0 + band.len() / row_elems, band)
+                    let piece = Piece {
+                        n0: n,
+                        n1: n + 1,
+                        oy0,
+                        oy1: oy0 + band.len() / row_elems,
+                    };
+                    f(piece, band)
                 });
         });
+    }
 }
 
-/// Rows per piece so that `per_row` floats of work per output row stay near
-/// [`TILE_FLOATS`], and the batch still offers enough pieces for every core.
-fn band_rows(oh: usize, per_row: usize, m: usize) -> usize {
-    let by_size = (TILE_FLOATS / per_row.max(1)).max(1);
+/// Output rows per piece so that `per_row` floats of workspace per output
+/// row stay near `tile`; with few images, bands split each image so every
+/// core gets work. May exceed `oh`: whole images are then grouped.
+fn piece_rows(oh: usize, per_row: usize, m: usize, tile: usize) -> usize {
+    let by_size = (tile / per_row.max(1)).max(1);
     let threads = rayon::current_num_threads();
-    // With few images, split each into several bands.
-    let by_parallelism = if m >= 4 * threads {
-        oh
-    } else {
-        oh.div_ceil((4 * threads).div_ceil(m.max(1))).max(1)
-    };
-    by_size.min(by_parallelism).min(oh).max(1)
+    if m >= 4 * threads {
+        return by_size;
+    }
+    let by_parallelism = oh.div_ceil((4 * threads).div_ceil(m.max(1))).max(1);
+    by_size.min(by_parallelism)
 }
 
 /// Convolution; `g` must come from [`crate::Conv2dSpec::resolve`].
-pub fn conv2d(
-    images: ArrayView4<f32>,
-    kernels: ArrayView4<f32>,
-    g: &Conv2dGeometry,
-) -> Array4<f32> {
+pub fn conv2d(images: ArrayView4<f32>, kernels: ArrayView4<f32>, g: &Conv2dGeometry) -> Array4<f32> {
     let images = images.as_standard_layout();
     let kernels = kernels.as_standard_layout();
     let x = images.as_slice().expect("standard layout");
     let k = kernels.as_slice().expect("standard layout");
-    let mut out = Array4::<f32>::zeros(g.output_shape());
+    let mut out = super::output_array(g.output_shape());
     let o = out.as_slice_mut().expect("fresh array is contiguous");
-    let pointwise =
-        g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pads == Default::default();
+    let pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pads == Default::default();
     if pointwise {
         conv_pointwise(x, k, o, g);
-    } else if g.c * g.nc <= 16 && g.nc <= 4 {
+    } else if g.c <= 4 && g.nc <= 16 {
         conv_direct(x, k, o, g);
     } else {
         conv_im2col(x, k, o, g);
@@ -128,32 +164,35 @@ fn sgemm(m: usize, n: usize, k: usize, dst: &mut [f32], lhs: &[f32], rhs: &[f32]
 
 fn conv_pointwise(x: &[f32], k: &[f32], o: &mut [f32], g: &Conv2dGeometry) {
     let rows = (TILE_FLOATS / g.c.max(g.nc)).max(64);
-    o.par_chunks_mut(rows * g.nc)
-        .enumerate()
-        .for_each(|(b, dst)| {
-            let p0 = b * rows;
-            let p = dst.len() / g.nc;
-            sgemm(p, g.nc, g.c, dst, &x[p0 * g.c..(p0 + p) * g.c], k);
-        });
+    o.par_chunks_mut(rows * g.nc).enumerate().for_each(|(b, dst)| {
+        let p0 = b * rows;
+        let p = dst.len() / g.nc;
+        sgemm(p, g.nc, g.c, dst, &x[p0 * g.c..(p0 + p) * g.c], k);
+    });
 }
 
 fn conv_im2col(x: &[f32], k: &[f32], o: &mut [f32], g: &Conv2dGeometry) {
     let kk = g.kh * g.kw * g.c;
     let row_elems = g.ow * g.nc;
-    let rows = band_rows(g.oh, g.ow * kk, g.m);
-    for_each_band(o, g.oh, row_elems, rows, |n, oy0, oy1, dst| {
+    let rows = piece_rows(g.oh, g.ow * kk, g.m, IM2COL_FLOATS);
+    for_each_piece(o, g.m, g.oh, row_elems, rows, |p, dst| {
         SCRATCH.with_borrow_mut(|cols| {
-            let pixels = (oy1 - oy0) * g.ow;
-            cols.clear();
-            cols.resize(pixels * kk, 0.0);
-            im2col(x, g, n, oy0, oy1, cols);
-            sgemm(pixels, g.nc, kk, dst, cols, k);
+            let pixels = (p.oy1 - p.oy0) * g.ow;
+            for (i, n) in (p.n0..p.n1).enumerate() {
+                cols.clear();
+                cols.resize(pixels * kk, 0.0);
+                im2col(x, g, n, p.oy0, p.oy1, cols);
+                let out = &mut dst[i * pixels * g.nc..(i + 1) * pixels * g.nc];
+                sgemm(pixels, g.nc, kk, out, cols, k);
+            }
         })
     });
 }
 
 /// Rows `[oy0, oy1)` of image `n` as a `(pixels x kh*kw*c)` matrix in HWIO
-/// order; `cols` arrives zeroed, so padded cells are left alone.
+/// order; `cols` arrives zeroed, so padded cells are left alone. Without
+/// horizontal dilation the taps of one kernel row are one contiguous run of
+/// the image row, copied at once.
 fn im2col(x: &[f32], g: &Conv2dGeometry, n: usize, oy0: usize, oy1: usize, cols: &mut [f32]) {
     let kk = g.kh * g.kw * g.c;
     let image = &x[n * g.h * g.w * g.c..(n + 1) * g.h * g.w * g.c];
@@ -161,29 +200,34 @@ fn im2col(x: &[f32], g: &Conv2dGeometry, n: usize, oy0: usize, oy1: usize, cols:
         for ox in 0..g.ow {
             let row = &mut cols[(r * g.ow + ox) * kk..(r * g.ow + ox + 1) * kk];
             for i in 0..g.kh {
-                let Some(y) = (oy * g.sh + i * g.dh)
-                    .checked_sub(g.pads.top)
-                    .filter(|&y| y < g.h)
-                else {
+                let Some(y) = (oy * g.sh + i * g.dh).checked_sub(g.pads.top).filter(|&y| y < g.h) else {
                     continue;
                 };
+                let src_row = &image[y * g.w * g.c..(y + 1) * g.w * g.c];
+                let dst_row = &mut row[i * g.kw * g.c..(i + 1) * g.kw * g.c];
+                let x0 = ox * g.sw;
+                if g.dw == 1 {
+                    // Taps j with 0 <= x0 + j - left < w.
+                    let j0 = g.pads.left.saturating_sub(x0).min(g.kw);
+                    let j1 = (g.pads.left + g.w).saturating_sub(x0).min(g.kw).max(j0);
+                    if j1 > j0 {
+                        let s0 = (x0 + j0 - g.pads.left) * g.c;
+                        dst_row[j0 * g.c..j1 * g.c].copy_from_slice(&src_row[s0..s0 + (j1 - j0) * g.c]);
+                    }
+                    continue;
+                }
                 for j in 0..g.kw {
-                    let Some(xx) = (ox * g.sw + j * g.dw)
-                        .checked_sub(g.pads.left)
-                        .filter(|&v| v < g.w)
-                    else {
+                    let Some(xx) = (x0 + j * g.dw).checked_sub(g.pads.left).filter(|&v| v < g.w) else {
                         continue;
                     };
-                    let src = (y * g.w + xx) * g.c;
-                    let dst = (i * g.kw + j) * g.c;
-                    row[dst..dst + g.c].copy_from_slice(&image[src..src + g.c]);
+                    dst_row[j * g.c..(j + 1) * g.c].copy_from_slice(&src_row[xx * g.c..(xx + 1) * g.c]);
                 }
             }
         }
     }
 }
 
-/// Layout of the zero-padded planar band of the direct kernel:
+/// Layout of the zero-padded planar rows of the direct kernel:
 /// `planes[ch][phase][row][q]` holds padded column `q * sw + phase`.
 struct Planes {
     rows: usize,
@@ -210,127 +254,267 @@ impl Planes {
 
 fn conv_direct(x: &[f32], k: &[f32], o: &mut [f32], g: &Conv2dGeometry) {
     let row_elems = g.ow * g.nc;
-    let rows = band_rows(g.oh, g.c * g.sh * (g.ow * g.sw + g.kw * g.dw), g.m);
+    let per_row = g.c * g.sh * (g.ow * g.sw + g.kw * g.dw);
+    let rows = piece_rows(g.oh, per_row, g.m, TILE_FLOATS);
     let fma = has_fma();
-    for_each_band(o, g.oh, row_elems, rows, |n, oy0, oy1, dst| {
-        let layout = Planes::new(g, oy1 - oy0);
+    for_each_piece(o, g.m, g.oh, row_elems, rows, |p, dst| {
+        let layout = Planes::new(g, p.oy1 - p.oy0);
         SCRATCH.with_borrow_mut(|planes| {
-            planes.clear();
-            planes.resize(layout.len(g) + g.ow * g.nc, 0.0);
-            let (planes, acc) = planes.split_at_mut(layout.len(g));
-            fill_planes(x, g, &layout, n, oy0, planes);
-            // Offsets of every tap for each output channel, relative to the
-            // start of an output row's band rows.
-            let taps: Vec<Vec<(usize, f32)>> = (0..g.nc)
-                .map(|kc| {
-                    let mut t = Vec::with_capacity(g.kh * g.kw * g.c);
-                    for i in 0..g.kh {
-                        for j in 0..g.kw {
-                            let (q, phase) = ((j * g.dw) / g.sw, (j * g.dw) % g.sw);
-                            for ch in 0..g.c {
-                                let off =
-                                    layout.plane(ch, phase, g.sw) + i * g.dh * layout.width + q;
-                                t.push((off, k[((i * g.kw + j) * g.c + ch) * g.nc + kc]));
-                            }
-                        }
-                    }
-                    t
-                })
-                .collect();
-            for (r, out_row) in dst.chunks_mut(row_elems).enumerate() {
-                let base = r * g.sh * layout.width;
-                for (kc, t) in taps.iter().enumerate() {
-                    let acc_k = &mut acc[kc * g.ow..(kc + 1) * g.ow];
-                    taps_row(fma, t, &planes[base..], acc_k);
-                }
-                if g.nc == 1 {
-                    out_row.copy_from_slice(&acc[..g.ow]);
-                } else {
-                    for (ox, px) in out_row.chunks_mut(g.nc).enumerate() {
-                        for (kc, v) in px.iter_mut().enumerate() {
-                            *v = acc[kc * g.ow + ox];
-                        }
-                    }
-                }
+            #[cfg(target_arch = "x86_64")]
+            if fma {
+                // SAFETY: `fma` is true only when `has_fma` saw AVX2 and FMA at run time.
+                unsafe { direct_piece_avx2(x, k, g, &layout, p, planes, dst) };
+                return;
             }
+            let _ = fma;
+            direct_piece::<false>(x, k, g, &layout, p, planes, dst);
         })
     });
 }
 
-/// Copies the input rows that output rows `[oy0, ..)` read into the planar,
-/// phase-split layout; cells outside the image stay 0.
-fn fill_planes(
-    x: &[f32],
-    g: &Conv2dGeometry,
-    layout: &Planes,
-    n: usize,
-    oy0: usize,
-    planes: &mut [f32],
-) {
-    let image = &x[n * g.h * g.w * g.c..(n + 1) * g.h * g.w * g.c];
-    for r in 0..layout.rows {
-        let Some(y) = (oy0 * g.sh + r)
-            .checked_sub(g.pads.top)
-            .filter(|&y| y < g.h)
-        else {
-            continue;
-        };
-        let src_row = &image[y * g.w * g.c..(y + 1) * g.w * g.c];
-        // Padded column u = q * sw + phase holds image column u - left.
-        let u0 = g.pads.left;
-        let u1 = (g.pads.left + g.w).min(layout.width * g.sw);
-        for u in u0..u1 {
-            let (q, phase) = (u / g.sw, u % g.sw);
-            let px = &src_row[(u - g.pads.left) * g.c..(u - g.pads.left + 1) * g.c];
-            for (ch, &v) in px.iter().enumerate() {
-                planes[layout.plane(ch, phase, g.sw) + r * layout.width + q] = v;
-            }
-        }
-    }
-}
-
-/// `acc[x] = sum over taps of w * src[off + x]`, dispatched to an FMA build
-/// where the processor has one.
-fn taps_row(fma: bool, taps: &[(usize, f32)], src: &[f32], acc: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if fma {
-        // SAFETY: `fma` is true only when `has_fma` saw AVX2 and FMA at run time.
-        unsafe { taps_row_avx2(taps, src, acc) };
-        return;
-    }
-    taps_row_generic::<false>(taps, src, acc);
-    let _ = fma;
-}
-
+/// The FMA build of [`direct_piece`]. Everything hot must be inlined into it
+/// without closures: a closure is compiled for the baseline target and would
+/// turn every `mul_add` into a library call.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn taps_row_avx2(taps: &[(usize, f32)], src: &[f32], acc: &mut [f32]) {
-    taps_row_generic::<true>(taps, src, acc)
+unsafe fn direct_piece_avx2(
+    x: &[f32],
+    k: &[f32],
+    g: &Conv2dGeometry,
+    layout: &Planes,
+    p: Piece,
+    planes: &mut Vec<f32>,
+    dst: &mut [f32],
+) {
+    direct_piece::<true>(x, k, g, layout, p, planes, dst)
 }
 
+/// One piece of the direct kernel. Output rows are computed LANES columns at
+/// a time for RB rows and KB output channels together: RB * KB * 2
+/// independent 8-wide accumulators hide the FMA latency, and each loaded
+/// input vector feeds KB multiply-adds. The last column block reads past the
+/// row (into the next row or the slack at the end); its extra values are
+/// dropped.
 #[inline(always)]
-fn taps_row_generic<const FMA: bool>(taps: &[(usize, f32)], src: &[f32], acc: &mut [f32]) {
-    const L: usize = 16;
-    let madd = |a: f32, w: f32, s: f32| if FMA { a.mul_add(w, s) } else { a * w + s };
-    let n = acc.len();
-    let mut x = 0;
-    while x + L <= n {
-        let mut v = [0f32; L];
-        for &(off, w) in taps {
-            let s: &[f32; L] = src[off + x..off + x + L].try_into().expect("L floats");
-            for l in 0..L {
-                v[l] = madd(s[l], w, v[l]);
+fn direct_piece<const FMA: bool>(
+    x: &[f32],
+    k: &[f32],
+    g: &Conv2dGeometry,
+    layout: &Planes,
+    p: Piece,
+    planes: &mut Vec<f32>,
+    dst: &mut [f32],
+) {
+    let band = p.oy1 - p.oy0;
+    let row_elems = g.ow * g.nc;
+    let plane_len = layout.len(g);
+    // Tap offsets into the planes, relative to an output row's first row,
+    // in HWIO order (so tap t has weights k[t * nc..]).
+    let mut offs = Vec::with_capacity(g.kh * g.kw * g.c);
+    for i in 0..g.kh {
+        for j in 0..g.kw {
+            let (q, phase) = ((j * g.dw) / g.sw, (j * g.dw) % g.sw);
+            for ch in 0..g.c {
+                offs.push(layout.plane(ch, phase, g.sw) + i * g.dh * layout.width + q);
             }
         }
-        acc[x..x + L].copy_from_slice(&v);
-        x += L;
     }
-    for (xx, a) in acc.iter_mut().enumerate().skip(x) {
-        let mut v = 0f32;
-        for &(off, w) in taps {
-            v = madd(src[off + xx], w, v);
+    fn weights<const KB: usize>(k: &[f32], taps: usize, nc: usize, kc: usize) -> Vec<[f32; KB]> {
+        (0..taps).map(|t| std::array::from_fn(|b| k[t * nc + kc + b])).collect()
+    }
+    planes.clear();
+    planes.resize(plane_len + LANES, 0.0);
+    for (i, n) in (p.n0..p.n1).enumerate() {
+        // Every image of a piece writes the same cells, so the zeros of the
+        // padding survive from the resize above.
+        fill_planes(x, g, layout, n, p.oy0, planes);
+        let out = &mut dst[i * band * row_elems..(i + 1) * band * row_elems];
+        let run = Run {
+            offs: &offs,
+            planes,
+            row_stride: g.sh * layout.width,
+            ow: g.ow,
+            nc: g.nc,
+        };
+        // Channels in blocks of 4 (one row at a time), then 2 (two rows),
+        // then 1 (four rows); leftover rows one at a time.
+        let mut kc = 0;
+        while kc + 4 <= g.nc {
+            let w = weights::<4>(k, offs.len(), g.nc, kc);
+            for r in 0..band {
+                run.block::<1, 4, FMA>(&w, r, kc, out);
+            }
+            kc += 4;
         }
-        *a = v;
+        while kc + 2 <= g.nc {
+            let w = weights::<2>(k, offs.len(), g.nc, kc);
+            let pairs = band / 2 * 2;
+            for r in (0..pairs).step_by(2) {
+                run.block::<2, 2, FMA>(&w, r, kc, out);
+            }
+            for r in pairs..band {
+                run.block::<1, 2, FMA>(&w, r, kc, out);
+            }
+            kc += 2;
+        }
+        while kc < g.nc {
+            let w = weights::<1>(k, offs.len(), g.nc, kc);
+            let quads = band / 4 * 4;
+            for r in (0..quads).step_by(4) {
+                run.block::<4, 1, FMA>(&w, r, kc, out);
+            }
+            for r in quads..band {
+                run.block::<1, 1, FMA>(&w, r, kc, out);
+            }
+            kc += 1;
+        }
+    }
+}
+
+/// The planes of one image and where its taps read.
+struct Run<'a> {
+    offs: &'a [usize],
+    planes: &'a [f32],
+    row_stride: usize,
+    ow: usize,
+    nc: usize,
+}
+
+impl Run<'_> {
+    /// Output rows `r..r + RB`, channels `kc..kc + KB`, every column.
+    #[inline(always)]
+    fn block<const RB: usize, const KB: usize, const FMA: bool>(
+        &self,
+        w: &[[f32; KB]],
+        r: usize,
+        kc: usize,
+        out: &mut [f32],
+    ) {
+        for x in (0..self.ow).step_by(LANES) {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: FMA is true only in the build that runs after `has_fma`
+            // saw AVX2 and FMA.
+            let acc = if FMA {
+                unsafe { self.sums_avx2::<RB, KB>(w, r, x) }
+            } else {
+                self.sums_scalar::<RB, KB>(w, r, x)
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let acc = self.sums_scalar::<RB, KB>(w, r, x);
+            let cols = LANES.min(self.ow - x);
+            for (rb, acc_r) in acc.iter().enumerate() {
+                let row = &mut out[(r + rb) * self.ow * self.nc..(r + rb + 1) * self.ow * self.nc];
+                if KB == 1 && self.nc == 1 {
+                    row[x..x + cols].copy_from_slice(&acc_r[0][..cols]);
+                    continue;
+                }
+                for l in 0..cols {
+                    for (kb, acc_k) in acc_r.iter().enumerate() {
+                        row[(x + l) * self.nc + kc + kb] = acc_k[l];
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sums of every tap for `LANES` columns from `x`, rows `r..r + RB`,
+    /// the KB channels of `w`.
+    #[inline(always)]
+    fn sums_scalar<const RB: usize, const KB: usize>(
+        &self,
+        w: &[[f32; KB]],
+        r: usize,
+        x: usize,
+    ) -> [[[f32; LANES]; KB]; RB] {
+        let mut acc = [[[0f32; LANES]; KB]; RB];
+        for (&off, wt) in self.offs.iter().zip(w) {
+            for (rb, acc_r) in acc.iter_mut().enumerate() {
+                let at = off + (r + rb) * self.row_stride + x;
+                let s = &self.planes[at..at + LANES];
+                for (acc_k, &wk) in acc_r.iter_mut().zip(wt) {
+                    for (a, &v) in acc_k.iter_mut().zip(s) {
+                        *a += v * wk;
+                    }
+                }
+            }
+        }
+        acc
+    }
+
+    /// [`Run::sums_scalar`] with AVX2 FMAs: RB * KB * 2 accumulators stay in
+    /// registers, each loaded vector feeds KB multiply-adds.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn sums_avx2<const RB: usize, const KB: usize>(
+        &self,
+        w: &[[f32; KB]],
+        r: usize,
+        x: usize,
+    ) -> [[[f32; LANES]; KB]; RB] {
+        use std::arch::x86_64::*;
+        let mut acc = [[[_mm256_setzero_ps(); 2]; KB]; RB];
+        for (&off, wt) in self.offs.iter().zip(w) {
+            let mut wv = [_mm256_setzero_ps(); KB];
+            for kb in 0..KB {
+                wv[kb] = _mm256_set1_ps(wt[kb]);
+            }
+            for (rb, acc_r) in acc.iter_mut().enumerate() {
+                let at = off + (r + rb) * self.row_stride + x;
+                let s: &[f32; LANES] = self.planes[at..at + LANES].try_into().expect("LANES floats");
+                // SAFETY: `s` holds LANES = 16 floats: two unaligned 8-float loads.
+                let (lo, hi) = unsafe { (_mm256_loadu_ps(s.as_ptr()), _mm256_loadu_ps(s.as_ptr().add(8))) };
+                for kb in 0..KB {
+                    acc_r[kb][0] = _mm256_fmadd_ps(lo, wv[kb], acc_r[kb][0]);
+                    acc_r[kb][1] = _mm256_fmadd_ps(hi, wv[kb], acc_r[kb][1]);
+                }
+            }
+        }
+        let mut out = [[[0f32; LANES]; KB]; RB];
+        for rb in 0..RB {
+            for kb in 0..KB {
+                // SAFETY: each destination holds LANES = 16 floats.
+                unsafe {
+                    _mm256_storeu_ps(out[rb][kb].as_mut_ptr(), acc[rb][kb][0]);
+                    _mm256_storeu_ps(out[rb][kb].as_mut_ptr().add(8), acc[rb][kb][1]);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Copies the input rows that output rows `[oy0, ..)` read into the planar,
+/// phase-split layout; cells outside the image stay 0.
+fn fill_planes(x: &[f32], g: &Conv2dGeometry, layout: &Planes, n: usize, oy0: usize, planes: &mut [f32]) {
+    let image = &x[n * g.h * g.w * g.c..(n + 1) * g.h * g.w * g.c];
+    let (c, sw, left) = (g.c, g.sw, g.pads.left);
+    // Padded columns u = q * sw + phase in [left, left + cols) are image columns.
+    let cols = (left + g.w).min(layout.width * sw).saturating_sub(left);
+    for r in 0..layout.rows {
+        let Some(y) = (oy0 * g.sh + r).checked_sub(g.pads.top).filter(|&y| y < g.h) else {
+            continue;
+        };
+        let src_row = &image[y * g.w * c..(y * g.w + cols) * c];
+        for phase in 0..sw {
+            let q0 = left.saturating_sub(phase).div_ceil(sw);
+            let q1 = (left + cols).saturating_sub(phase).div_ceil(sw).min(layout.width);
+            if q0 >= q1 {
+                continue;
+            }
+            let x0 = q0 * sw + phase - left;
+            for ch in 0..c {
+                let at = layout.plane(ch, phase, sw) + r * layout.width;
+                let dst = &mut planes[at + q0..at + q1];
+                if sw == 1 && c == 1 {
+                    dst.copy_from_slice(&src_row[x0..x0 + (q1 - q0)]);
+                } else {
+                    for (d, s) in dst.iter_mut().zip(src_row[x0 * c + ch..].iter().step_by(sw * c)) {
+                        *d = *s;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -345,68 +529,95 @@ fn has_fma() -> bool {
     }
 }
 
-/// Pooling in one pass over the input: each output row reads its window rows
-/// once, channels innermost (contiguous in NHWC).
+/// Pooling in one pass over the input: each output row is built from its
+/// window rows, one window column at a time over the whole row, channels
+/// innermost (contiguous in NHWC), so there is no per-pixel bookkeeping.
 pub fn pool2d(images: ArrayView4<f32>, g: &Pool2dGeometry) -> Array4<f32> {
     let images = images.as_standard_layout();
     let x = images.as_slice().expect("standard layout");
-    let mut out = Array4::<f32>::zeros(g.output_shape());
+    let mut out = super::output_array(g.output_shape());
     let o = out.as_slice_mut().expect("fresh array is contiguous");
     let row_elems = g.ow * g.c;
-    let rows = band_rows(g.oh, row_elems * g.kh, g.m);
-    for_each_band(o, g.oh, row_elems, rows, |n, oy0, _, dst| {
-        let image = &x[n * g.h * g.w * g.c..(n + 1) * g.h * g.w * g.c];
-        for (r, out_row) in dst.chunks_mut(row_elems).enumerate() {
-            pool_row(image, g, oy0 + r, out_row);
+    let rows = piece_rows(g.oh, row_elems * g.kh, g.m, TILE_FLOATS);
+    // Columns that count for the divisor, per output column (the divisor is
+    // the product of the row and column counts of the shared rule).
+    let col_counts: Vec<usize> = (0..g.ow).map(|ox| g.divisor_cols(ox)).collect();
+    for_each_piece(o, g.m, g.oh, row_elems, rows, |p, dst| {
+        let band = p.oy1 - p.oy0;
+        for (i, n) in (p.n0..p.n1).enumerate() {
+            let image = &x[n * g.h * g.w * g.c..(n + 1) * g.h * g.w * g.c];
+            let image_dst = &mut dst[i * band * row_elems..(i + 1) * band * row_elems];
+            for (r, out_row) in image_dst.chunks_mut(row_elems).enumerate() {
+                pool_row(image, g, p.oy0 + r, &col_counts, out_row);
+            }
         }
     });
     out
 }
 
-/// Image coordinates of the taps of window `o` along one axis that fall in
-/// the image.
-fn taps(
-    o: usize,
-    s: usize,
-    k: usize,
-    d: usize,
-    pad: usize,
-    len: usize,
-) -> impl Iterator<Item = usize> {
-    (0..k).filter_map(move |i| (o * s + i * d).checked_sub(pad).filter(|&v| v < len))
+fn pool_row(image: &[f32], g: &Pool2dGeometry, oy: usize, col_counts: &[usize], out_row: &mut [f32]) {
+    let c = g.c;
+    out_row.fill(match g.mode {
+        PoolMode::Max => f32::NEG_INFINITY,
+        PoolMode::Avg => 0.0,
+    });
+    let row_len = g.w * c;
+    for i in 0..g.kh {
+        let Some(y) = (oy * g.sh + i * g.dh).checked_sub(g.pads.top).filter(|&y| y < g.h) else {
+            continue;
+        };
+        let in_row = &image[y * row_len..(y + 1) * row_len];
+        for j in 0..g.kw {
+            // Output columns whose tap j lands inside the image:
+            // 0 <= ox * sw + j * dw - left < w.
+            let shift = j * g.dw;
+            let lo = g.pads.left.saturating_sub(shift).div_ceil(g.sw);
+            let hi = (g.w + g.pads.left).saturating_sub(shift).div_ceil(g.sw).min(g.ow);
+            if lo >= hi {
+                continue;
+            }
+            let x_lo = lo * g.sw + shift - g.pads.left;
+            let acc = &mut out_row[lo * c..hi * c];
+            match g.mode {
+                PoolMode::Max => fold_taps(acc, in_row, x_lo, g.sw, c, |m, v| {
+                    // NaN beats every number; once NaN, stays NaN.
+                    if v > m || v.is_nan() {
+                        v
+                    } else {
+                        m
+                    }
+                }),
+                PoolMode::Avg => fold_taps(acc, in_row, x_lo, g.sw, c, |s, v| s + v),
+            }
+        }
+    }
+    if g.mode == PoolMode::Avg {
+        let rows = g.divisor_rows(oy);
+        for (px, &cols) in out_row.chunks_mut(c).zip(col_counts) {
+            let divisor = (rows * cols) as f32;
+            for s in px.iter_mut() {
+                *s /= divisor;
+            }
+        }
+    }
 }
 
-fn pool_row(image: &[f32], g: &Pool2dGeometry, oy: usize, out_row: &mut [f32]) {
-    let c = g.c;
-    for (ox, px) in out_row.chunks_mut(c).enumerate() {
-        match g.mode {
-            PoolMode::Max => {
-                px.fill(f32::NEG_INFINITY);
-                for y in taps(oy, g.sh, g.kh, g.dh, g.pads.top, g.h) {
-                    for xx in taps(ox, g.sw, g.kw, g.dw, g.pads.left, g.w) {
-                        let src = &image[(y * g.w + xx) * c..(y * g.w + xx + 1) * c];
-                        for (m, &v) in px.iter_mut().zip(src) {
-                            // NaN beats every number; once NaN, stays NaN.
-                            *m = if v > *m || v.is_nan() { v } else { *m };
-                        }
-                    }
-                }
-            }
-            PoolMode::Avg => {
-                px.fill(0.0);
-                for y in taps(oy, g.sh, g.kh, g.dh, g.pads.top, g.h) {
-                    for xx in taps(ox, g.sw, g.kw, g.dw, g.pads.left, g.w) {
-                        let src = &image[(y * g.w + xx) * c..(y * g.w + xx + 1) * c];
-                        for (s, &v) in px.iter_mut().zip(src) {
-                            *s += v;
-                        }
-                    }
-                }
-                let divisor = g.divisor(oy, ox) as f32;
-                for s in px.iter_mut() {
-                    *s /= divisor;
-                }
-            }
+/// `acc[ox][ch] = op(acc[ox][ch], row[(x_lo + ox * sw)][ch])` over every
+/// output pixel of `acc`.
+#[inline(always)]
+fn fold_taps(acc: &mut [f32], row: &[f32], x_lo: usize, sw: usize, c: usize, op: impl Fn(f32, f32) -> f32) {
+    if sw == 1 {
+        // Adjacent windows: one contiguous run.
+        let src = &row[x_lo * c..x_lo * c + acc.len()];
+        for (a, &v) in acc.iter_mut().zip(src) {
+            *a = op(*a, v);
+        }
+        return;
+    }
+    for (ox, px) in acc.chunks_exact_mut(c).enumerate() {
+        let at = (x_lo + ox * sw) * c;
+        for (a, &v) in px.iter_mut().zip(&row[at..at + c]) {
+            *a = op(*a, v);
         }
     }
 }

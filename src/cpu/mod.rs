@@ -3,3 +3,34 @@
 
 pub mod fast;
 pub mod reference;
+
+use ndarray::Array4;
+
+/// A zeroed array for a result. Large results come from fresh pages, and
+/// on Linux faulting them in 4 KiB at a time costs more than the
+/// computation of a memory-bound convolution; asking for transparent huge
+/// pages before the first touch makes that 512 times fewer faults.
+pub(crate) fn output_array(shape: [usize; 4]) -> Array4<f32> {
+    let mut a = Array4::<f32>::zeros(shape);
+    #[cfg(target_os = "linux")]
+    if let Some(s) = a.as_slice_mut() {
+        advise_huge_pages(s);
+    }
+    a
+}
+
+#[cfg(target_os = "linux")]
+fn advise_huge_pages(s: &mut [f32]) {
+    const HUGE: usize = 2 << 20;
+    let start = s.as_mut_ptr() as usize;
+    let end = start + std::mem::size_of_val(s);
+    let first = start.next_multiple_of(HUGE);
+    let last = end / HUGE * HUGE;
+    if last > first + HUGE {
+        // SAFETY: [first, last) lies inside `s`, which this function borrows
+        // mutably; MADV_HUGEPAGE is a hint that never changes the contents.
+        unsafe {
+            libc::madvise(first as *mut libc::c_void, last - first, libc::MADV_HUGEPAGE);
+        }
+    }
+}

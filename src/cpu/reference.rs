@@ -22,11 +22,7 @@ fn at(image: &ndarray::ArrayView3<f32>, y: i64, x: i64, ch: usize) -> Option<f32
 ///
 /// Padded cells take part as zeros, products included, so `0 * inf` in the
 /// kernel gives NaN exactly as the formula says.
-pub fn conv2d(
-    images: ArrayView4<f32>,
-    kernels: ArrayView4<f32>,
-    g: &Conv2dGeometry,
-) -> Array4<f32> {
+pub fn conv2d(images: ArrayView4<f32>, kernels: ArrayView4<f32>, g: &Conv2dGeometry) -> Array4<f32> {
     debug_assert_eq!(images.shape(), g.input_shape());
     debug_assert_eq!(kernels.shape(), g.kernel_shape());
     let mut out = Array4::<f32>::zeros(g.output_shape());

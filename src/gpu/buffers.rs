@@ -44,4 +44,8 @@ pub struct Buffers {
     pub output: Slot,
     /// Mappable copy of the output chunk.
     pub staging: Slot,
+    /// Resolved timestamps.
+    pub query_resolve: Slot,
+    /// Mappable copy of the timestamps.
+    pub query_read: Slot,
 }

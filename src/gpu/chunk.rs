@@ -69,11 +69,8 @@ impl Problem {
     fn fits(&self, batch: usize, out_rows: usize, in_rows: usize, lim: &ChunkLimits) -> bool {
         let in_bytes = (batch * in_rows * self.in_row_elems * 4) as u64;
         let out_bytes = (batch * out_rows * self.out_row_elems * 4) as u64;
-        let groups =
-            (batch * out_rows * self.units_per_out_row).div_ceil(self.units_per_group) as u64;
-        in_bytes <= lim.max_binding_bytes
-            && out_bytes <= lim.max_binding_bytes
-            && groups <= lim.max_groups
+        let groups = (batch * out_rows * self.units_per_out_row).div_ceil(self.units_per_group) as u64;
+        in_bytes <= lim.max_binding_bytes && out_bytes <= lim.max_binding_bytes && groups <= lim.max_groups
     }
 }
 
@@ -102,10 +99,7 @@ pub fn plan(p: &Problem, lim: &ChunkLimits) -> Result<Vec<Chunk>> {
         }
     }
     if lo > 0 {
-        return Ok((0..p.m)
-            .step_by(lo)
-            .map(|n0| whole(n0, lo.min(p.m - n0)))
-            .collect());
+        return Ok((0..p.m).step_by(lo).map(|n0| whole(n0, lo.min(p.m - n0))).collect());
     }
     // One image is too large: bands of output rows.
     let band_fits = |rows: usize| {
@@ -183,10 +177,7 @@ mod tests {
             max_groups: 1 << 20,
         };
         let chunks = plan(&problem(), &lim).unwrap();
-        assert_eq!(
-            chunks.iter().map(|c| c.batch).collect::<Vec<_>>(),
-            vec![2, 1]
-        );
+        assert_eq!(chunks.iter().map(|c| c.batch).collect::<Vec<_>>(), vec![2, 1]);
         // 100 bytes = 3 rows of 32 bytes: 1 output row per band (3 input rows).
         let lim = ChunkLimits {
             max_binding_bytes: 100,

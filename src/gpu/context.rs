@@ -61,9 +61,7 @@ fn summary(adapter: &wgpu::Adapter) -> AdapterSummary {
         name: info.name.clone(),
         backend: format!("{:?}", info.backend),
         device_type: format!("{:?}", info.device_type),
-        driver: format!("{} {}", info.driver, info.driver_info)
-            .trim()
-            .to_string(),
+        driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
         max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
         max_buffer_size: limits.max_buffer_size,
         max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
@@ -100,6 +98,8 @@ pub struct GpuContext {
     /// Largest workgroup count per dispatch dimension this context uses.
     pub(crate) max_groups_per_dim: u32,
     pub(crate) pipelines: Pipelines,
+    /// Whether the device records timestamps (kernel time in the benchmark).
+    pub(crate) timestamps: bool,
     /// Idle buffer sets; a call takes one (or makes one) and gives it back,
     /// so concurrent calls never share buffers and never wait on each other.
     pub(crate) idle: Mutex<Vec<Buffers>>,
@@ -127,16 +127,13 @@ impl GpuContext {
             .or_else(|| std::env::var("CONVPOOL_ADAPTER").ok())
             .filter(|s| !s.is_empty())
             .map(|s| s.to_lowercase());
-        let mut adapters: Vec<wgpu::Adapter> =
-            pollster::block_on(instance.enumerate_adapters(backends))
-                .into_iter()
-                .filter(|a| {
-                    let info = a.get_info();
-                    filter
-                        .as_ref()
-                        .is_none_or(|f| info.name.to_lowercase().contains(f))
-                })
-                .collect();
+        let mut adapters: Vec<wgpu::Adapter> = pollster::block_on(instance.enumerate_adapters(backends))
+            .into_iter()
+            .filter(|a| {
+                let info = a.get_info();
+                filter.as_ref().is_none_or(|f| info.name.to_lowercase().contains(f))
+            })
+            .collect();
         adapters.sort_by_key(|a| rank(a.get_info().device_type));
         let adapter = adapters.into_iter().next().ok_or_else(|| {
             Error::NoAdapter(match &filter {
@@ -149,23 +146,25 @@ impl GpuContext {
         })?;
         let summary = summary(&adapter);
         let limits = adapter.limits();
+        // Timestamps let the benchmark report kernel time apart from transfers.
+        let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("convpool"),
-            required_features: wgpu::Features::empty(),
+            required_features: if timestamps {
+                wgpu::Features::TIMESTAMP_QUERY
+            } else {
+                wgpu::Features::empty()
+            },
             required_limits: limits.clone(),
             ..Default::default()
         }))
         .map_err(|e| Error::NoAdapter(format!("{}: cannot open a device: {e}", summary.name)))?;
         // Errors are collected with error scopes around each call; anything
         // that escapes them must not abort the process.
-        device.on_uncaptured_error(Arc::new(|e| {
-            eprintln!("convpool: uncaptured GPU error: {e}")
-        }));
+        device.on_uncaptured_error(Arc::new(|e| eprintln!("convpool: uncaptured GPU error: {e}")));
         // Indices in the shaders are u32 element offsets; 1 GiB keeps every
         // one of them far from overflow.
-        let device_binding = limits
-            .max_storage_buffer_binding_size
-            .min(limits.max_buffer_size);
+        let device_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
         let max_binding_bytes = options
             .max_binding_bytes
             .unwrap_or(u64::MAX)
@@ -185,6 +184,7 @@ impl GpuContext {
             max_binding_bytes: max_binding_bytes.max(4),
             max_groups_per_dim,
             pipelines,
+            timestamps,
             idle: Mutex::new(Vec::new()),
         }))
     }
@@ -192,6 +192,11 @@ impl GpuContext {
     /// The adapter this context runs on.
     pub fn adapter(&self) -> &AdapterSummary {
         &self.summary
+    }
+
+    /// Whether kernel times can be measured with timestamp queries.
+    pub fn has_timestamps(&self) -> bool {
+        self.timestamps
     }
 
     /// Largest binding this context uses, bytes.

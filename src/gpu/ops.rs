@@ -11,7 +11,7 @@ use super::buffers::Buffers;
 use super::chunk::{plan, Chunk, ChunkLimits, Problem};
 use super::context::GpuContext;
 use super::params::{ConvParams, PoolParams};
-use super::pipelines::{ConvTiling, POOL_WG};
+use super::pipelines::{ConvTiling, DIRECT_MAX_NC, DIRECT_WG, POOL_WG};
 
 fn u32_of(what: &'static str, v: usize) -> Result<u32> {
     u32::try_from(v).map_err(|_| Error::Overflow {
@@ -22,14 +22,7 @@ fn u32_of(what: &'static str, v: usize) -> Result<u32> {
 
 /// The shaders compute coordinates in i32: refuse geometries where the last
 /// tap of a window would not fit.
-fn check_i32(
-    what: &'static str,
-    out: usize,
-    stride: usize,
-    k: usize,
-    d: usize,
-    len: usize,
-) -> Result<()> {
+fn check_i32(what: &'static str, out: usize, stride: usize, k: usize, d: usize, len: usize) -> Result<()> {
     let reach = (out.saturating_sub(1))
         .checked_mul(stride)
         .and_then(|v| v.checked_add((k - 1).checked_mul(d)?))
@@ -74,7 +67,13 @@ fn conv_problem(g: &Conv2dGeometry) -> Problem {
         sh: g.sh,
         ekh: (g.kh - 1) * g.dh + 1,
         pad_top: g.pads.top,
-        units_per_group: ConvTiling::for_channels(g.nc).tile_m() as usize,
+        // Pixels per workgroup: one per invocation in the direct kernel,
+        // a tile in the tiled one.
+        units_per_group: if g.nc <= DIRECT_MAX_NC {
+            DIRECT_WG as usize
+        } else {
+            ConvTiling::for_channels(g.nc).tile_m() as usize
+        },
         units_per_out_row: g.ow,
     }
 }
@@ -126,12 +125,15 @@ impl GpuContext {
     }
 
     /// Convolution on the GPU. `g` must come from [`crate::Conv2dSpec::resolve`].
+    /// With `profile`, also returns the summed kernel time in seconds when
+    /// the device records timestamps.
     pub fn conv2d(
         &self,
         images: ArrayView4<f32>,
         kernels: ArrayView4<f32>,
         g: &Conv2dGeometry,
-    ) -> Result<Array4<f32>> {
+        profile: bool,
+    ) -> Result<(Array4<f32>, Option<f64>)> {
         check_i32("conv2d rows", g.oh, g.sh, g.kh, g.dh, g.h + g.pads.top)?;
         check_i32("conv2d columns", g.ow, g.sw, g.kw, g.dw, g.w + g.pads.left)?;
         let kernel_bytes = (g.kh * g.kw * g.c * g.nc * 4) as u64;
@@ -142,26 +144,20 @@ impl GpuContext {
                 self.max_binding_bytes
             )));
         }
+        let direct = g.nc <= DIRECT_MAX_NC;
         let tiling = ConvTiling::for_channels(g.nc);
-        let tiles_n = g.nc.div_ceil(tiling.tile_n() as usize);
+        let tiles_n = if direct {
+            1
+        } else {
+            g.nc.div_ceil(tiling.tile_n() as usize)
+        };
         if tiles_n > self.max_groups_per_dim as usize {
             return Err(Error::Gpu(format!(
                 "{} output channels need more workgroups than the device allows",
                 g.nc
             )));
         }
-        let problem = Problem {
-            m: g.m,
-            h: g.h,
-            in_row_elems: g.w * g.c,
-            oh: g.oh,
-            out_row_elems: g.ow * g.nc,
-            sh: g.sh,
-            ekh: (g.kh - 1) * g.dh + 1,
-            pad_top: g.pads.top,
-            units_per_group: tiling.tile_m() as usize,
-            units_per_out_row: g.ow,
-        };
+        let problem = conv_problem(g);
         let chunks = plan(&problem, &self.limits())?;
         let base = ConvParams {
             h: u32_of("height", g.h)?,
@@ -181,9 +177,10 @@ impl GpuContext {
             ..Default::default()
         };
         let max_dim = self.max_groups_per_dim;
+        let group_pixels = problem.units_per_group;
         let step = |ch: &Chunk| -> Result<Step<ConvParams>> {
             let m_total = ch.batch * ch.out_rows * g.ow;
-            let tiles_m = m_total.div_ceil(tiling.tile_m() as usize);
+            let tiles_m = m_total.div_ceil(group_pixels);
             let (x, y) = fold(tiles_m as u64, max_dim)?;
             Ok(Step {
                 params: ConvParams {
@@ -194,12 +191,17 @@ impl GpuContext {
                     oh_chunk: ch.out_rows as u32,
                     m_total: u32_of("chunk pixels", m_total)?,
                     tiles_m: tiles_m as u32,
+                    row_pitch: x * DIRECT_WG,
                     ..base
                 },
                 groups: (x, y, tiles_n as u32),
             })
         };
-        let pipeline = self.pipelines.conv(&self.device, tiling);
+        let pipeline = if direct {
+            self.pipelines.conv_direct(&self.device)
+        } else {
+            self.pipelines.conv(&self.device, tiling)
+        };
         let kernels = kernels.as_standard_layout();
         let kernels = kernels.as_slice().expect("standard layout");
         self.execute(
@@ -211,19 +213,19 @@ impl GpuContext {
             &problem,
             &chunks,
             step,
+            profile,
         )
     }
 
     /// Pooling on the GPU. `g` must come from [`crate::Pool2dSpec::resolve`].
-    pub fn pool2d(&self, images: ArrayView4<f32>, g: &Pool2dGeometry) -> Result<Array4<f32>> {
-        check_i32(
-            "pool2d rows",
-            g.oh,
-            g.sh,
-            g.kh,
-            g.dh,
-            g.h + g.pads.top + g.pads.bottom,
-        )?;
+    /// `profile` as for [`GpuContext::conv2d`].
+    pub fn pool2d(
+        &self,
+        images: ArrayView4<f32>,
+        g: &Pool2dGeometry,
+        profile: bool,
+    ) -> Result<(Array4<f32>, Option<f64>)> {
+        check_i32("pool2d rows", g.oh, g.sh, g.kh, g.dh, g.h + g.pads.top + g.pads.bottom)?;
         check_i32(
             "pool2d columns",
             g.ow,
@@ -284,6 +286,7 @@ impl GpuContext {
             &problem,
             &chunks,
             step,
+            profile,
         )
     }
 
@@ -300,7 +303,8 @@ impl GpuContext {
         problem: &Problem,
         chunks: &[Chunk],
         step: impl Fn(&Chunk) -> Result<Step<P>>,
-    ) -> Result<Array4<f32>> {
+        profile: bool,
+    ) -> Result<(Array4<f32>, Option<f64>)> {
         // Every step is planned (and so validated) before anything is uploaded.
         let steps = chunks.iter().map(&step).collect::<Result<Vec<_>>>()?;
         let images = images.as_standard_layout();
@@ -321,6 +325,7 @@ impl GpuContext {
             problem,
             chunks,
             &steps,
+            profile && self.timestamps,
         );
         let scoped = pollster::block_on(validation.pop()).or_else(|| pollster::block_on(oom.pop()));
         if let Some(e) = scoped {
@@ -328,7 +333,7 @@ impl GpuContext {
             return Err(Error::Gpu(e.to_string()));
         }
         self.give_buffers(buffers);
-        result.map(|()| out)
+        result.map(|kernel_seconds| (out, kernel_seconds))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -343,7 +348,8 @@ impl GpuContext {
         problem: &Problem,
         chunks: &[Chunk],
         steps: &[Step<P>],
-    ) -> Result<()> {
+        profile: bool,
+    ) -> Result<Option<f64>> {
         use wgpu::BufferUsages as U;
         let dev = &self.device;
         let cap = self.max_binding_bytes;
@@ -364,24 +370,16 @@ impl GpuContext {
             U::UNIFORM | U::COPY_DST,
             "params",
         );
-        let input = b
-            .input
-            .ensure(dev, in_bytes, cap, U::STORAGE | U::COPY_DST, "images");
-        let output = b
-            .output
-            .ensure(dev, out_bytes, cap, U::STORAGE | U::COPY_SRC, "output");
+        let input = b.input.ensure(dev, in_bytes, cap, U::STORAGE | U::COPY_DST, "images");
+        let output = b.output.ensure(dev, out_bytes, cap, U::STORAGE | U::COPY_SRC, "output");
         let staging = b
             .staging
             .ensure(dev, out_bytes, cap, U::MAP_READ | U::COPY_DST, "staging");
         let kernel_buf = match kernels {
             Some(k) => {
-                let buf = b.kernels.ensure(
-                    dev,
-                    (k.len() * 4) as u64,
-                    cap,
-                    U::STORAGE | U::COPY_DST,
-                    "kernels",
-                );
+                let buf = b
+                    .kernels
+                    .ensure(dev, (k.len() * 4) as u64, cap, U::STORAGE | U::COPY_DST, "kernels");
                 self.queue.write_buffer(buf, 0, bytemuck::cast_slice(k));
                 Some(buf)
             }
@@ -412,52 +410,71 @@ impl GpuContext {
             layout,
             entries: &entries,
         });
+        let timing = if profile {
+            let set = dev.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("kernel time"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2,
+            });
+            let resolve = b
+                .query_resolve
+                .ensure(dev, 16, u64::MAX, U::QUERY_RESOLVE | U::COPY_SRC, "timestamps");
+            let read = b
+                .query_read
+                .ensure(dev, 16, u64::MAX, U::MAP_READ | U::COPY_DST, "timestamps read");
+            Some((set, resolve, read))
+        } else {
+            None
+        };
+        let mut kernel_ns = 0f64;
 
         for (chunk, step) in chunks.iter().zip(steps) {
             let in_start = (chunk.n0 * problem.h + chunk.in_row0) * problem.in_row_elems;
             let in_len = chunk.batch * chunk.in_rows * problem.in_row_elems;
             if in_len > 0 {
-                self.queue.write_buffer(
-                    input,
-                    0,
-                    bytemuck::cast_slice(&images[in_start..in_start + in_len]),
-                );
+                self.queue
+                    .write_buffer(input, 0, bytemuck::cast_slice(&images[in_start..in_start + in_len]));
             }
-            self.queue
-                .write_buffer(params_buf, 0, bytemuck::bytes_of(&step.params));
+            self.queue.write_buffer(params_buf, 0, bytemuck::bytes_of(&step.params));
             let out_start = (chunk.n0 * problem.oh + chunk.out_row0) * problem.out_row_elems;
             let out_len = chunk.batch * chunk.out_rows * problem.out_row_elems;
             let bytes = (out_len * 4) as u64;
 
-            let mut encoder =
-                dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            let mut encoder = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
             {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: None,
+                    timestamp_writes: timing.as_ref().map(|(set, _, _)| wgpu::ComputePassTimestampWrites {
+                        query_set: set,
+                        beginning_of_pass_write_index: Some(0),
+                        end_of_pass_write_index: Some(1),
+                    }),
+                });
                 pass.set_pipeline(pipeline);
                 pass.set_bind_group(0, &bind_group, &[]);
                 let (x, y, z) = step.groups;
                 pass.dispatch_workgroups(x, y, z);
             }
             encoder.copy_buffer_to_buffer(output, 0, staging, 0, bytes);
+            if let Some((set, resolve, read)) = &timing {
+                encoder.resolve_query_set(set, 0..2, resolve, 0);
+                encoder.copy_buffer_to_buffer(resolve, 0, read, 0, 16);
+            }
             self.queue.submit([encoder.finish()]);
-            read_back(
-                dev,
-                staging,
-                bytes,
-                &mut out[out_start..out_start + out_len],
-            )?;
+            read_back(dev, staging, bytes, &mut out[out_start..out_start + out_len])?;
+            if let Some((_, _, read)) = &timing {
+                let mut stamps = [0f32; 4];
+                read_back(dev, read, 16, &mut stamps)?;
+                let [begin, end]: [u64; 2] = bytemuck::cast(stamps);
+                kernel_ns += end.saturating_sub(begin) as f64 * self.queue.get_timestamp_period() as f64;
+            }
         }
-        Ok(())
+        Ok(timing.map(|_| kernel_ns * 1e-9))
     }
 }
 
 /// Maps `staging`, copies its first `bytes` into `dst` and unmaps it.
-fn read_back(
-    device: &wgpu::Device,
-    staging: &wgpu::Buffer,
-    bytes: u64,
-    dst: &mut [f32],
-) -> Result<()> {
+fn read_back(device: &wgpu::Device, staging: &wgpu::Buffer, bytes: u64, dst: &mut [f32]) -> Result<()> {
     let slice = staging.slice(0..bytes);
     let (tx, rx) = std::sync::mpsc::channel();
     slice.map_async(wgpu::MapMode::Read, move |r| {

@@ -48,10 +48,12 @@ pub struct ConvParams {
     pub m_total: u32,
     /// `kh * kw * c`.
     pub k_total: u32,
-    /// Output tiles along the pixel axis.
+    /// Output tiles along the pixel axis (tiled kernel).
     pub tiles_m: u32,
+    /// Invocations per row of the folded 2-D dispatch (direct kernel).
+    pub row_pitch: u32,
     /// Padding to a multiple of 16 bytes.
-    pub _pad: [u32; 3],
+    pub _pad: [u32; 2],
 }
 
 /// Mirrors `PoolParams` in `shaders/pool2d.wgsl`.

@@ -9,6 +9,8 @@ use std::sync::Mutex;
 pub enum Family {
     /// `shaders/conv2d.wgsl`.
     Conv2d,
+    /// `shaders/conv2d_direct.wgsl`.
+    Conv2dDirect,
     /// `shaders/pool2d.wgsl`.
     Pool2d,
 }
@@ -50,6 +52,13 @@ impl ConvTiling {
 /// Invocations per workgroup of the pooling kernel.
 pub const POOL_WG: u32 = 256;
 
+/// Invocations per workgroup of the direct conv kernel.
+pub const DIRECT_WG: u32 = 64;
+
+/// Output channels up to which the direct conv kernel is used (its
+/// `MAX_NC`): a GEMM tile would be mostly empty there.
+pub const DIRECT_MAX_NC: usize = 4;
+
 fn storage(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
     wgpu::BindGroupLayoutEntry {
         binding,
@@ -79,6 +88,7 @@ fn uniform(binding: u32) -> wgpu::BindGroupLayoutEntry {
 /// Modules, layouts and the pipeline cache of one device.
 pub struct Pipelines {
     conv_module: wgpu::ShaderModule,
+    direct_module: wgpu::ShaderModule,
     pool_module: wgpu::ShaderModule,
     pub(crate) conv_layout: wgpu::BindGroupLayout,
     pub(crate) pool_layout: wgpu::BindGroupLayout,
@@ -90,18 +100,12 @@ pub struct Pipelines {
 impl Pipelines {
     /// Compiles the shader modules and builds the layouts.
     pub fn new(device: &wgpu::Device) -> Self {
-        let conv_module =
-            device.create_shader_module(wgpu::include_wgsl!("../../shaders/conv2d.wgsl"));
-        let pool_module =
-            device.create_shader_module(wgpu::include_wgsl!("../../shaders/pool2d.wgsl"));
+        let conv_module = device.create_shader_module(wgpu::include_wgsl!("../../shaders/conv2d.wgsl"));
+        let direct_module = device.create_shader_module(wgpu::include_wgsl!("../../shaders/conv2d_direct.wgsl"));
+        let pool_module = device.create_shader_module(wgpu::include_wgsl!("../../shaders/pool2d.wgsl"));
         let conv_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("conv2d"),
-            entries: &[
-                uniform(0),
-                storage(1, true),
-                storage(2, true),
-                storage(3, false),
-            ],
+            entries: &[uniform(0), storage(1, true), storage(2, true), storage(3, false)],
         });
         let pool_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("pool2d"),
@@ -118,6 +122,7 @@ impl Pipelines {
             conv_pipeline_layout: layout(&conv_layout),
             pool_pipeline_layout: layout(&pool_layout),
             conv_module,
+            direct_module,
             pool_module,
             conv_layout,
             pool_layout,
@@ -125,32 +130,21 @@ impl Pipelines {
         }
     }
 
-    fn get(
-        &self,
-        device: &wgpu::Device,
-        family: Family,
-        consts: [u32; 2],
-    ) -> wgpu::ComputePipeline {
+    fn get(&self, device: &wgpu::Device, family: Family, consts: [u32; 2]) -> wgpu::ComputePipeline {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache
             .entry((family, consts))
             .or_insert_with(|| {
                 let (module, layout, names): (_, _, &[&str]) = match family {
-                    Family::Conv2d => (
-                        &self.conv_module,
-                        &self.conv_pipeline_layout,
-                        &["WG_N", "WG_M"],
-                    ),
+                    Family::Conv2d => (&self.conv_module, &self.conv_pipeline_layout, &["WG_N", "WG_M"]),
+                    Family::Conv2dDirect => (&self.direct_module, &self.conv_pipeline_layout, &["WG"]),
                     Family::Pool2d => (&self.pool_module, &self.pool_pipeline_layout, &["WG"]),
                 };
-                let constants: Vec<(&str, f64)> = names
-                    .iter()
-                    .zip(consts)
-                    .map(|(n, v)| (*n, v as f64))
-                    .collect();
+                let constants: Vec<(&str, f64)> = names.iter().zip(consts).map(|(n, v)| (*n, v as f64)).collect();
                 device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                     label: Some(match family {
                         Family::Conv2d => "conv2d",
+                        Family::Conv2dDirect => "conv2d_direct",
                         Family::Pool2d => "pool2d",
                     }),
                     layout: Some(layout),
@@ -170,6 +164,11 @@ impl Pipelines {
     /// The conv pipeline for a tiling.
     pub fn conv(&self, device: &wgpu::Device, t: ConvTiling) -> wgpu::ComputePipeline {
         self.get(device, Family::Conv2d, [t.wg_n, t.wg_m])
+    }
+
+    /// The direct conv pipeline.
+    pub fn conv_direct(&self, device: &wgpu::Device) -> wgpu::ComputePipeline {
+        self.get(device, Family::Conv2dDirect, [DIRECT_WG, 0])
     }
 
     /// The pooling pipeline.

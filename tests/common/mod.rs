@@ -6,9 +6,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use convpool::shape::{images_nhwc, kernels_hwio};
-use convpool::{
-    Conv2dSpec, Device, Engine, EngineOptions, GpuOptions, Padding, Pool2dSpec, PoolMode, Window,
-};
+use convpool::{Conv2dSpec, Device, Engine, EngineOptions, GpuOptions, Padding, Pool2dSpec, PoolMode, Window};
 use ndarray::{Array4, ArrayD, Axis, Dimension, Ix4};
 use ndarray_npy::NpzReader;
 use serde_json::Value;
@@ -39,9 +37,7 @@ pub fn gpu_engine_with(gpu: GpuOptions) -> Option<Engine> {
 /// The default verify-mode GPU engine, shared by the tests of one binary.
 pub fn gpu_engine() -> Option<&'static Engine> {
     static ENGINE: std::sync::OnceLock<Option<Engine>> = std::sync::OnceLock::new();
-    ENGINE
-        .get_or_init(|| gpu_engine_with(GpuOptions::default()))
-        .as_ref()
+    ENGINE.get_or_init(|| gpu_engine_with(GpuOptions::default())).as_ref()
 }
 
 /// One golden case of `tests/golden/manifest.json`.
@@ -61,15 +57,13 @@ pub fn golden_dir() -> PathBuf {
 
 pub fn load_cases() -> Vec<Case> {
     let dir = golden_dir();
-    let manifest: Value =
-        serde_json::from_reader(File::open(dir.join("manifest.json")).unwrap()).unwrap();
+    let manifest: Value = serde_json::from_reader(File::open(dir.join("manifest.json")).unwrap()).unwrap();
     manifest["cases"]
         .as_array()
         .unwrap()
         .iter()
         .map(|c| {
-            let mut npz =
-                NpzReader::new(File::open(dir.join(c["file"].as_str().unwrap())).unwrap()).unwrap();
+            let mut npz = NpzReader::new(File::open(dir.join(c["file"].as_str().unwrap())).unwrap()).unwrap();
             let names = npz.names().unwrap();
             let kernels = names
                 .iter()
@@ -89,10 +83,7 @@ pub fn load_cases() -> Vec<Case> {
 }
 
 fn pair(v: &Value) -> (usize, usize) {
-    (
-        v[0].as_u64().unwrap() as usize,
-        v[1].as_u64().unwrap() as usize,
-    )
+    (v[0].as_u64().unwrap() as usize, v[1].as_u64().unwrap() as usize)
 }
 
 fn padding(v: &Value) -> Padding {
@@ -158,12 +149,8 @@ pub fn run_case(engine: &Engine, case: &Case) -> convpool::Result<ArrayD<f32>> {
     let ker = case.kernels.as_ref();
 
     Ok(match case.op.as_str() {
-        "convolve_grayscale_valid" => seed
-            .convolve_grayscale_valid(d3(img), d2(ker.unwrap()))?
-            .into_dyn(),
-        "convolve_grayscale_same" => seed
-            .convolve_grayscale_same(d3(img), d2(ker.unwrap()))?
-            .into_dyn(),
+        "convolve_grayscale_valid" => seed.convolve_grayscale_valid(d3(img), d2(ker.unwrap()))?.into_dyn(),
+        "convolve_grayscale_same" => seed.convolve_grayscale_same(d3(img), d2(ker.unwrap()))?.into_dyn(),
         "convolve_grayscale_padding" => seed
             .convolve_grayscale_padding(d3(img), d2(ker.unwrap()), pair(&p["padding"]))?
             .into_dyn(),
@@ -232,9 +219,7 @@ pub fn run_case(engine: &Engine, case: &Case) -> convpool::Result<ArrayD<f32>> {
             if p["window"].is_null() {
                 spec.window = Window::Global;
             }
-            engine
-                .pool2d(&to4(img, images_nhwc(img.shape())?), &spec)?
-                .into_dyn()
+            engine.pool2d(&to4(img, images_nhwc(img.shape())?), &spec)?.into_dyn()
         }
         other => panic!("unknown op {other}"),
     })
@@ -243,11 +228,7 @@ pub fn run_case(engine: &Engine, case: &Case) -> convpool::Result<ArrayD<f32>> {
 /// Checks `out` against the case's float64 expectation with SPEC.md's rule.
 pub fn check_case(case: &Case, out: &ArrayD<f32>) -> Result<(), String> {
     if out.shape() != case.expected.shape() {
-        return Err(format!(
-            "shape {:?}, expected {:?}",
-            out.shape(),
-            case.expected.shape()
-        ));
+        return Err(format!("shape {:?}, expected {:?}", out.shape(), case.expected.shape()));
     }
     let max_ref = case
         .expected

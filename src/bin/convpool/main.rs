@@ -7,9 +7,7 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand};
 use convpool::error::Shape;
 use convpool::shape::{images_nhwc, kernels_hwio};
-use convpool::{
-    npy, Conv2dSpec, Device, Engine, EngineOptions, Error, Padding, Pool2dSpec, PoolMode, Window,
-};
+use convpool::{npy, Conv2dSpec, Device, Engine, EngineOptions, Error, Padding, Pool2dSpec, PoolMode, Window};
 use ndarray::{Array4, ArrayD, Axis, Ix4};
 
 /// 2-D convolution and pooling over batches of images, on the GPU (wgpu) or the CPU.
@@ -32,6 +30,37 @@ enum Command {
     Pool(PoolArgs),
     /// List the GPU adapters wgpu finds and the device `--device auto` takes.
     Devices,
+    /// Time the benchmark workloads (headless) against this machine's roofline.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct BenchArgs {
+    /// seed | cnn | all (all adds cnn_conv3x3_b64, sized for real GPUs).
+    /// Default: seed and cnn.
+    #[arg(long)]
+    suite: Option<String>,
+    /// Run only these workloads (repeatable).
+    #[arg(long = "workload", value_name = "NAME")]
+    workloads: Vec<String>,
+    /// auto | cpu | gpu.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Timed runs per workload, after one warm-up run.
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// Smaller batches (per-element figures stay comparable), under a minute.
+    #[arg(long)]
+    quick: bool,
+    /// Write JSON (one object per workload) to PATH, or to stdout without PATH.
+    #[arg(long, value_name = "PATH", num_args = 0..=1)]
+    json: Option<Option<PathBuf>>,
+    /// Use this FMA peak (GFLOP/s) for the roofline instead of measuring the CPU's.
+    #[arg(long)]
+    peak_gflops: Option<f64>,
+    /// Use this bandwidth (GB/s, read + write) for the roofline instead of measuring the CPU's.
+    #[arg(long)]
+    bandwidth_gbps: Option<f64>,
 }
 
 #[derive(Args, Debug)]
@@ -91,12 +120,8 @@ struct PoolArgs {
 fn pair(arg: &'static str, text: &str) -> Result<(usize, usize), Error> {
     let parts: Vec<&str> = text.split(',').map(str::trim).collect();
     let num = |p: &str| {
-        p.parse::<usize>().map_err(|_| {
-            Error::invalid(
-                arg,
-                format!("expected whole numbers like 2,2 or 2, got {text:?}"),
-            )
-        })
+        p.parse::<usize>()
+            .map_err(|_| Error::invalid(arg, format!("expected whole numbers like 2,2 or 2, got {text:?}")))
     };
     match parts[..] {
         [a] => {
@@ -104,10 +129,7 @@ fn pair(arg: &'static str, text: &str) -> Result<(usize, usize), Error> {
             Ok((v, v))
         }
         [a, b] => Ok((num(a)?, num(b)?)),
-        _ => Err(Error::invalid(
-            arg,
-            format!("expected two numbers A,B, got {text:?}"),
-        )),
+        _ => Err(Error::invalid(arg, format!("expected two numbers A,B, got {text:?}"))),
     }
 }
 
@@ -211,7 +233,9 @@ fn devices() -> String {
     let adapters = convpool::gpu::list_adapters();
     let mut text = String::new();
     if adapters.is_empty() {
-        text.push_str("no GPU adapter found (wgpu searched Vulkan, Metal and DX12; set WGPU_BACKEND=gl to try OpenGL)\n");
+        text.push_str(
+            "no GPU adapter found (wgpu searched Vulkan, Metal and DX12; set WGPU_BACKEND=gl to try OpenGL)\n",
+        );
     }
     for (i, a) in adapters.iter().enumerate() {
         text.push_str(&format!(
@@ -231,6 +255,125 @@ fn devices() -> String {
         Err(e) => text.push_str(&format!("--device auto: {e}")),
     }
     text
+}
+
+fn bench(args: &BenchArgs) -> Result<String, Error> {
+    use convpool::bench::{self, Suite};
+    let suites: &[Suite] = match args.suite.as_deref().map(str::trim) {
+        None => &[Suite::Seed, Suite::Cnn],
+        Some("seed") => &[Suite::Seed],
+        Some("cnn") => &[Suite::Cnn],
+        Some("all") => &[Suite::Seed, Suite::Cnn, Suite::Large],
+        Some(other) => {
+            return Err(Error::invalid(
+                "suite",
+                format!("expected seed, cnn or all, got {other:?}"),
+            ))
+        }
+    };
+    let all = bench::workloads();
+    for name in &args.workloads {
+        if !all.iter().any(|w| w.name == name) {
+            let names: Vec<&str> = all.iter().map(|w| w.name).collect();
+            return Err(Error::invalid(
+                "workload",
+                format!("unknown {name:?}; known: {}", names.join(", ")),
+            ));
+        }
+    }
+    let chosen: Vec<_> = all
+        .into_iter()
+        .filter(|w| {
+            if args.workloads.is_empty() {
+                suites.contains(&w.suite)
+            } else {
+                args.workloads.iter().any(|n| n == w.name)
+            }
+        })
+        .collect();
+    let engine = Engine::new(args.device.parse::<Device>()?)?;
+    let measured = if args.peak_gflops.is_none() || args.bandwidth_gbps.is_none() {
+        eprintln!("convpool: measuring this machine's FMA peak and copy bandwidth ...");
+        Some(bench::measure_peaks(args.quick))
+    } else {
+        None
+    };
+    let peaks = bench::Peaks {
+        fma_gflops: args.peak_gflops.or(measured.map(|p| p.fma_gflops)).unwrap_or(1.0),
+        copy_gbps: args.bandwidth_gbps.or(measured.map(|p| p.copy_gbps)).unwrap_or(1.0),
+    };
+    let adapter = engine.gpu().map(|g| g.adapter().clone());
+    let device_name = adapter.as_ref().map_or_else(|| "CPU".to_string(), |a| a.name.clone());
+    let backend = adapter
+        .as_ref()
+        .map_or_else(|| "cpu".to_string(), |a| a.backend.to_lowercase());
+    let json_to_stdout = matches!(args.json, Some(None));
+    let say = |line: String| {
+        if json_to_stdout {
+            eprintln!("{line}")
+        } else {
+            println!("{line}")
+        }
+    };
+    say(format!(
+        "convpool bench{} on {} (peaks: FMA {:.1} GFLOP/s, copy {:.1} GB/s{})",
+        if args.quick { " --quick" } else { "" },
+        engine.describe(),
+        peaks.fma_gflops,
+        peaks.copy_gbps,
+        if measured.is_some() { ", measured" } else { ", given" }
+    ));
+    say(format!(
+        "{:<20} {:>6} {:>11} {:>11} {:>11} {:>9} {:>8} {:>11} {:>7}",
+        "workload", "m", "median ms", "min ms", "kernel ms", "GFLOP/s", "GB/s", "roofline ms", "% roof"
+    ));
+    let mut objects = Vec::new();
+    for w in &chosen {
+        let r = bench::run(&engine, w, args.quick, args.repeats)?;
+        say(format!(
+            "{:<20} {:>6} {:>11.3} {:>11.3} {:>11} {:>9.2} {:>8.2} {:>11.3} {:>6.1}%",
+            r.name,
+            r.m,
+            r.median_s * 1e3,
+            r.min_s * 1e3,
+            r.kernel_median_s.map_or("-".to_string(), |k| format!("{:.3}", k * 1e3)),
+            r.gflops(),
+            r.gbps(),
+            r.roofline_s(&peaks) * 1e3,
+            100.0 * r.roofline_fraction(&peaks)
+        ));
+        objects.push(serde_json::json!({
+            "workload": r.name,
+            "device": device_name,
+            "backend": backend,
+            "engine": engine.describe(),
+            "quick": args.quick,
+            "m": r.m,
+            "repeats": args.repeats,
+            "median_s": r.median_s,
+            "min_s": r.min_s,
+            "kernel_median_s": r.kernel_median_s,
+            "flops": r.flops,
+            "min_bytes": r.min_bytes,
+            "gflops": r.gflops(),
+            "gbps": r.gbps(),
+            "kernel_gflops": r.kernel_median_s.map(|k| r.flops / k / 1e9),
+            "roofline_s": r.roofline_s(&peaks),
+            "roofline_fraction": r.roofline_fraction(&peaks),
+            "peak_fma_gflops": peaks.fma_gflops,
+            "peak_copy_gbps": peaks.copy_gbps,
+        }));
+    }
+    let json = serde_json::to_string_pretty(&objects).expect("plain values serialise");
+    match &args.json {
+        Some(Some(path)) => std::fs::write(path, json + "\n").map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })?,
+        Some(None) => println!("{json}"),
+        None => {}
+    }
+    Ok(String::new())
 }
 
 fn main() -> ExitCode {
@@ -260,12 +403,14 @@ fn main() -> ExitCode {
         Command::Conv(a) => conv(a),
         Command::Pool(a) => pool(a),
         Command::Devices => Ok(devices()),
+        Command::Bench(a) => bench(a),
     };
     match (result, &cli.command) {
         (Ok(text), Command::Devices) => {
             println!("{text}");
             ExitCode::SUCCESS
         }
+        (Ok(_), Command::Bench(_)) => ExitCode::SUCCESS,
         (Ok(text), _) => {
             eprintln!("convpool: {text}");
             ExitCode::SUCCESS

@@ -1,0 +1,368 @@
+//! The benchmark workloads and the machine peaks they are read against.
+//!
+//! `convpool bench` and the criterion benches both use these definitions, so
+//! a workload means the same shapes everywhere (and the same as in the
+//! baseline script that times onnxruntime on this machine).
+
+use std::time::Instant;
+
+use ndarray::Array4;
+use rayon::prelude::*;
+
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::shape::{Conv2dSpec, Padding, Pool2dSpec, PoolMode};
+
+/// Which group a workload belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suite {
+    /// The seed exercise's shapes (MNIST / CIFAR-sized batches).
+    Seed,
+    /// CNN layers and a large image filter.
+    Cnn,
+    /// Sized for real GPUs; only in `--suite all`.
+    Large,
+}
+
+/// What a workload computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// A convolution with kernels of this HWIO shape.
+    Conv {
+        /// `(kh, kw, c, nc)`.
+        kernels: [usize; 4],
+        /// Stride and padding.
+        spec: Conv2dSpec,
+    },
+    /// A pooling.
+    Pool {
+        /// Window, stride, padding, mode.
+        spec: Pool2dSpec,
+    },
+}
+
+/// One named benchmark workload.
+#[derive(Debug, Clone, Copy)]
+pub struct Workload {
+    /// Name, as in the README's table and the baseline script.
+    pub name: &'static str,
+    /// Group.
+    pub suite: Suite,
+    /// NHWC input shape of the full run.
+    pub images: [usize; 4],
+    /// Batch size of a `--quick` run (per-element figures stay comparable).
+    pub quick_m: usize,
+    /// The operation.
+    pub op: Op,
+}
+
+fn conv(
+    name: &'static str,
+    suite: Suite,
+    images: [usize; 4],
+    quick_m: usize,
+    kernels: [usize; 4],
+    padding: Padding,
+    stride: usize,
+) -> Workload {
+    let spec = Conv2dSpec::new(padding).with_stride(stride, stride);
+    Workload {
+        name,
+        suite,
+        images,
+        quick_m,
+        op: Op::Conv { kernels, spec },
+    }
+}
+
+fn pool(name: &'static str, suite: Suite, images: [usize; 4], quick_m: usize, spec: Pool2dSpec) -> Workload {
+    Workload {
+        name,
+        suite,
+        images,
+        quick_m,
+        op: Op::Pool { spec },
+    }
+}
+
+/// Every workload, in the order of the README's table.
+pub fn workloads() -> Vec<Workload> {
+    use Padding::{Same, Symmetric, Valid};
+    use Suite::*;
+    let pool2 = |mode| Pool2dSpec::new(mode, 2, 2).with_stride(2, 2);
+    let maxpool3 = Pool2dSpec::new(PoolMode::Max, 3, 3)
+        .with_stride(2, 2)
+        .with_padding(Symmetric(1, 1));
+    vec![
+        conv(
+            "seed_gray_valid",
+            Seed,
+            [50000, 28, 28, 1],
+            5000,
+            [3, 3, 1, 1],
+            Valid,
+            1,
+        ),
+        conv(
+            "seed_gray_strided",
+            Seed,
+            [50000, 28, 28, 1],
+            5000,
+            [3, 3, 1, 1],
+            Symmetric(1, 1),
+            2,
+        ),
+        conv(
+            "seed_channels_same",
+            Seed,
+            [10000, 32, 32, 3],
+            1000,
+            [3, 3, 3, 1],
+            Same,
+            1,
+        ),
+        conv("seed_multi", Seed, [10000, 32, 32, 3], 1000, [3, 3, 3, 16], Same, 1),
+        pool("seed_pool_max", Seed, [10000, 32, 32, 3], 1000, pool2(PoolMode::Max)),
+        pool("seed_pool_avg", Seed, [10000, 32, 32, 3], 1000, pool2(PoolMode::Avg)),
+        conv("cnn_conv3x3", Cnn, [8, 56, 56, 64], 2, [3, 3, 64, 64], Same, 1),
+        conv("cnn_conv1x1", Cnn, [8, 28, 28, 256], 2, [1, 1, 256, 128], Valid, 1),
+        conv("cnn_stem", Cnn, [4, 224, 224, 3], 1, [7, 7, 3, 64], Symmetric(3, 3), 2),
+        pool("cnn_maxpool", Cnn, [8, 112, 112, 64], 2, maxpool3),
+        conv("image_blur", Cnn, [1, 4096, 4096, 1], 1, [5, 5, 1, 1], Same, 1),
+        conv("cnn_conv3x3_b64", Large, [64, 56, 56, 64], 2, [3, 3, 64, 64], Same, 1),
+    ]
+}
+
+impl Workload {
+    /// Input shape of a full or `--quick` run.
+    pub fn input_shape(&self, quick: bool) -> [usize; 4] {
+        let [m, h, w, c] = self.images;
+        [if quick { self.quick_m.min(m) } else { m }, h, w, c]
+    }
+
+    /// Output shape for an input shape.
+    pub fn output_shape(&self, input: [usize; 4]) -> Result<[usize; 4]> {
+        Ok(match self.op {
+            Op::Conv { kernels, spec } => spec.resolve(input, kernels)?.output_shape(),
+            Op::Pool { spec } => spec.resolve(input)?.output_shape(),
+        })
+    }
+
+    /// Floating-point operations: `2 * m * oh * ow * kh * kw * c * nc` for a
+    /// convolution, one per window cell for pooling.
+    pub fn flops(&self, input: [usize; 4]) -> Result<f64> {
+        let [m, oh, ow, oc] = self.output_shape(input)?.map(|v| v as f64);
+        Ok(match self.op {
+            Op::Conv { kernels, .. } => 2.0 * m * oh * ow * oc * (kernels[0] * kernels[1] * kernels[2]) as f64,
+            Op::Pool { spec } => {
+                let (kh, kw) = match spec.window {
+                    crate::shape::Window::Fixed(kh, kw) => (kh, kw),
+                    crate::shape::Window::Global => (input[1], input[2]),
+                };
+                m * oh * ow * oc * (kh * kw) as f64
+            }
+        })
+    }
+
+    /// Bytes that must move at least once: input, kernels and output, f32.
+    pub fn min_bytes(&self, input: [usize; 4]) -> Result<f64> {
+        let out: usize = self.output_shape(input)?.iter().product();
+        let kernel: usize = match self.op {
+            Op::Conv { kernels, .. } => kernels.iter().product(),
+            Op::Pool { .. } => 0,
+        };
+        Ok(4.0 * (input.iter().product::<usize>() + kernel + out) as f64)
+    }
+}
+
+/// Deterministic pseudo-random values in [-1, 1), filled in parallel.
+pub fn random_array(shape: [usize; 4], seed: u64) -> Array4<f32> {
+    let mut a = Array4::<f32>::zeros(shape);
+    if let Some(s) = a.as_slice_mut() {
+        s.par_chunks_mut(1 << 16).enumerate().for_each(|(b, chunk)| {
+            let mut x = (seed ^ (b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1;
+            for v in chunk {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *v = ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0;
+            }
+        });
+    }
+    a
+}
+
+/// One workload, timed.
+#[derive(Debug, Clone)]
+pub struct Measurement {
+    /// Workload name.
+    pub name: &'static str,
+    /// Batch size actually run.
+    pub m: usize,
+    /// Median of the timed runs, seconds (end to end: upload, compute,
+    /// readback on a GPU).
+    pub median_s: f64,
+    /// Fastest timed run, seconds.
+    pub min_s: f64,
+    /// Median GPU kernel time from timestamp queries, seconds.
+    pub kernel_median_s: Option<f64>,
+    /// Operations of one run.
+    pub flops: f64,
+    /// Minimum bytes of one run.
+    pub min_bytes: f64,
+}
+
+impl Measurement {
+    /// GFLOP/s at the median time.
+    pub fn gflops(&self) -> f64 {
+        self.flops / self.median_s / 1e9
+    }
+
+    /// GB/s of the minimum traffic at the median time.
+    pub fn gbps(&self) -> f64 {
+        self.min_bytes / self.median_s / 1e9
+    }
+
+    /// Roofline time `max(flops / peak, bytes / bandwidth)`, seconds.
+    pub fn roofline_s(&self, peaks: &Peaks) -> f64 {
+        (self.flops / (peaks.fma_gflops * 1e9)).max(self.min_bytes / (peaks.copy_gbps * 1e9))
+    }
+
+    /// Fraction of the roofline reached at the median time.
+    pub fn roofline_fraction(&self, peaks: &Peaks) -> f64 {
+        self.roofline_s(peaks) / self.median_s
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+/// Times a workload on an engine: one warm-up run, then `repeats` runs.
+pub fn run(engine: &Engine, w: &Workload, quick: bool, repeats: usize) -> Result<Measurement> {
+    let input = w.input_shape(quick);
+    let images = random_array(input, 1);
+    let kernels = match w.op {
+        Op::Conv { kernels, .. } => random_array(kernels, 2),
+        Op::Pool { .. } => Array4::zeros((0, 0, 0, 0)),
+    };
+    let once = || -> Result<(f64, Option<f64>)> {
+        let start = Instant::now();
+        let kernel = match w.op {
+            Op::Conv { spec, .. } => engine.conv2d_timed(&images, &kernels, &spec)?.1,
+            Op::Pool { spec } => engine.pool2d_timed(&images, &spec)?.1,
+        };
+        Ok((start.elapsed().as_secs_f64(), kernel))
+    };
+    once()?;
+    let mut times = Vec::with_capacity(repeats);
+    let mut kernel_times = Vec::with_capacity(repeats);
+    for _ in 0..repeats.max(1) {
+        let (t, k) = once()?;
+        times.push(t);
+        kernel_times.extend(k);
+    }
+    Ok(Measurement {
+        name: w.name,
+        m: input[0],
+        min_s: times.iter().copied().fold(f64::INFINITY, f64::min),
+        median_s: median(&mut times),
+        kernel_median_s: (!kernel_times.is_empty()).then(|| median(&mut kernel_times)),
+        flops: w.flops(input)?,
+        min_bytes: w.min_bytes(input)?,
+    })
+}
+
+/// This machine's FMA peak (all threads) and copy bandwidth (read + write).
+#[derive(Debug, Clone, Copy)]
+pub struct Peaks {
+    /// GFLOP/s of independent FMA chains on every thread.
+    pub fma_gflops: f64,
+    /// GB/s of a large copy, counting bytes read and written.
+    pub copy_gbps: f64,
+}
+
+/// Measures [`Peaks`] the way the baseline script does (12 independent
+/// 8-wide FMA chains per thread; a large parallel copy).
+pub fn measure_peaks(quick: bool) -> Peaks {
+    let threads = rayon::current_num_threads();
+    let iters: u64 = if quick { 20_000_000 } else { 100_000_000 };
+    let fma_gflops = (0..3)
+        .map(|_| {
+            let start = Instant::now();
+            let sink: f32 = (0..threads).into_par_iter().map(|_| fma_chains(iters)).sum();
+            std::hint::black_box(sink);
+            (threads as u64 * iters * 12 * 8 * 2) as f64 / start.elapsed().as_secs_f64() / 1e9
+        })
+        .fold(0.0, f64::max);
+    let floats = if quick { 32 << 20 } else { 128 << 20 };
+    let src = vec![1f32; floats];
+    let mut dst = vec![0f32; floats];
+    let chunk = floats.div_ceil(threads);
+    let copy_gbps = (0..3)
+        .map(|_| {
+            let start = Instant::now();
+            dst.par_chunks_mut(chunk)
+                .zip(src.par_chunks(chunk))
+                .for_each(|(d, s)| d.copy_from_slice(s));
+            std::hint::black_box(&dst);
+            (2 * floats * 4) as f64 / start.elapsed().as_secs_f64() / 1e9
+        })
+        .fold(0.0, f64::max);
+    Peaks { fma_gflops, copy_gbps }
+}
+
+/// 12 independent chains of 8-wide FMAs (latency 4 x 2 pipes keeps both
+/// pipes busy), `iters` steps; returns a value the optimiser cannot drop.
+fn fma_chains(iters: u64) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        // SAFETY: the features the function is compiled for were just detected.
+        return unsafe { fma_chains_avx2(iters) };
+    }
+    fma_chains_generic(iters)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_chains_avx2(iters: u64) -> f32 {
+    use std::arch::x86_64::*;
+    // Opaque starting values: a compiler that can see the lanes are equal
+    // packs the chains into fewer registers and the "peak" comes out too high.
+    let b = std::hint::black_box(_mm256_set1_ps(0.999_999_9));
+    let c = std::hint::black_box(_mm256_set1_ps(1e-7));
+    let mut x = [_mm256_set1_ps(0.5); 12];
+    for (i, v) in x.iter_mut().enumerate() {
+        *v = std::hint::black_box(_mm256_set1_ps(0.1 * (i + 1) as f32));
+    }
+    for _ in 0..iters {
+        for v in x.iter_mut() {
+            *v = _mm256_fmadd_ps(*v, b, c);
+        }
+    }
+    let mut s = _mm256_setzero_ps();
+    for v in x {
+        s = _mm256_add_ps(s, v);
+    }
+    let mut out = [0f32; 8];
+    _mm256_storeu_ps(out.as_mut_ptr(), s);
+    out.iter().sum()
+}
+
+fn fma_chains_generic(iters: u64) -> f32 {
+    let mut x = std::hint::black_box([[0.5f32; 8]; 12]);
+    for _ in 0..iters {
+        for v in x.iter_mut() {
+            for l in v.iter_mut() {
+                *l = l.mul_add(0.999_999_9, 1e-7);
+            }
+        }
+    }
+    x.iter().flatten().sum()
+}
