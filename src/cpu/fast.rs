@@ -178,9 +178,11 @@ fn conv_im2col(x: &[f32], k: &[f32], o: &mut [f32], g: &Conv2dGeometry) {
     for_each_piece(o, g.m, g.oh, row_elems, rows, |p, dst| {
         SCRATCH.with_borrow_mut(|cols| {
             let pixels = (p.oy1 - p.oy0) * g.ow;
-            for (i, n) in (p.n0..p.n1).enumerate() {
-                cols.clear();
+            // im2col writes every cell: grow the workspace, never clear it.
+            if cols.len() < pixels * kk {
                 cols.resize(pixels * kk, 0.0);
+            }
+            for (i, n) in (p.n0..p.n1).enumerate() {
                 im2col(x, g, n, p.oy0, p.oy1, cols);
                 let out = &mut dst[i * pixels * g.nc..(i + 1) * pixels * g.nc];
                 sgemm(pixels, g.nc, kk, out, cols, k);
@@ -190,9 +192,9 @@ fn conv_im2col(x: &[f32], k: &[f32], o: &mut [f32], g: &Conv2dGeometry) {
 }
 
 /// Rows `[oy0, oy1)` of image `n` as a `(pixels x kh*kw*c)` matrix in HWIO
-/// order; `cols` arrives zeroed, so padded cells are left alone. Without
-/// horizontal dilation the taps of one kernel row are one contiguous run of
-/// the image row, copied at once.
+/// order. Every cell is written (padding as zeros), so the workspace needs no
+/// clearing between pieces. Without horizontal dilation the taps of one
+/// kernel row are one contiguous run of the image row, copied at once.
 fn im2col(x: &[f32], g: &Conv2dGeometry, n: usize, oy0: usize, oy1: usize, cols: &mut [f32]) {
     let kk = g.kh * g.kw * g.c;
     let image = &x[n * g.h * g.w * g.c..(n + 1) * g.h * g.w * g.c];
@@ -200,27 +202,30 @@ fn im2col(x: &[f32], g: &Conv2dGeometry, n: usize, oy0: usize, oy1: usize, cols:
         for ox in 0..g.ow {
             let row = &mut cols[(r * g.ow + ox) * kk..(r * g.ow + ox + 1) * kk];
             for i in 0..g.kh {
+                let dst_row = &mut row[i * g.kw * g.c..(i + 1) * g.kw * g.c];
                 let Some(y) = (oy * g.sh + i * g.dh).checked_sub(g.pads.top).filter(|&y| y < g.h) else {
+                    dst_row.fill(0.0);
                     continue;
                 };
                 let src_row = &image[y * g.w * g.c..(y + 1) * g.w * g.c];
-                let dst_row = &mut row[i * g.kw * g.c..(i + 1) * g.kw * g.c];
                 let x0 = ox * g.sw;
                 if g.dw == 1 {
                     // Taps j with 0 <= x0 + j - left < w.
                     let j0 = g.pads.left.saturating_sub(x0).min(g.kw);
                     let j1 = (g.pads.left + g.w).saturating_sub(x0).min(g.kw).max(j0);
+                    dst_row[..j0 * g.c].fill(0.0);
                     if j1 > j0 {
                         let s0 = (x0 + j0 - g.pads.left) * g.c;
                         dst_row[j0 * g.c..j1 * g.c].copy_from_slice(&src_row[s0..s0 + (j1 - j0) * g.c]);
                     }
+                    dst_row[j1 * g.c..].fill(0.0);
                     continue;
                 }
-                for j in 0..g.kw {
-                    let Some(xx) = (x0 + j * g.dw).checked_sub(g.pads.left).filter(|&v| v < g.w) else {
-                        continue;
-                    };
-                    dst_row[j * g.c..(j + 1) * g.c].copy_from_slice(&src_row[xx * g.c..(xx + 1) * g.c]);
+                for (j, tap) in dst_row.chunks_exact_mut(g.c).enumerate() {
+                    match (x0 + j * g.dw).checked_sub(g.pads.left).filter(|&v| v < g.w) {
+                        Some(xx) => tap.copy_from_slice(&src_row[xx * g.c..(xx + 1) * g.c]),
+                        None => tap.fill(0.0),
+                    }
                 }
             }
         }
