@@ -176,6 +176,15 @@ pub enum Error {
         message: String,
     },
 
+    /// An image file could not be decoded (corrupt, truncated, unsupported).
+    #[error("{path}: cannot decode: {message}")]
+    Decode {
+        /// The file.
+        path: String,
+        /// What the decoder said.
+        message: String,
+    },
+
     /// `Device::Gpu` was asked for but no usable adapter exists.
     #[error("no GPU adapter found: {0}")]
     NoAdapter(String),

@@ -17,12 +17,14 @@
 
 #![warn(missing_docs)]
 
+pub mod atomic;
 pub mod bench;
 pub mod check;
 pub mod compat;
 pub mod cpu;
 pub mod engine;
 pub mod error;
+pub mod filter;
 pub mod gpu;
 pub mod npy;
 pub mod shape;

@@ -8,7 +8,7 @@
 //! place, so a failure never leaves a partial output behind.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, Read};
 use std::path::Path;
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn, ShapeBuilder};
@@ -145,26 +145,9 @@ pub fn read_f32(path: impl AsRef<Path>) -> Result<ArrayD<f32>> {
 /// complete.
 pub fn write_f32_atomic(path: impl AsRef<Path>, array: ArrayViewD<f32>) -> Result<()> {
     let path = path.as_ref();
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".convpool-").suffix(".npy.part");
-    // tempfile defaults to 0600; an output file should get the usual 0666 & !umask.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o666));
-    }
-    let tmp = builder.tempfile_in(dir).map_err(|e| io_error(path, e))?;
-    {
-        let mut w = BufWriter::new(tmp.as_file());
+    crate::atomic::write_atomic(path, |w| {
         array
-            .write_npy(&mut w)
-            .map_err(|e| npy_error(path, format!("cannot write: {e}")))?;
-        w.flush().map_err(|e| io_error(path, e))?;
-    }
-    tmp.persist(path).map_err(|e| io_error(path, e.error))?;
-    Ok(())
+            .write_npy(w)
+            .map_err(|e| npy_error(path, format!("cannot write: {e}")))
+    })
 }

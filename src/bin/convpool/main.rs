@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
+
+mod filter;
 use convpool::error::Shape;
 use convpool::shape::{images_nhwc, kernels_hwio};
 use convpool::{npy, Conv2dSpec, Device, Engine, EngineOptions, Error, Padding, Pool2dSpec, PoolMode, Window};
@@ -32,6 +34,36 @@ enum Command {
     Devices,
     /// Time the benchmark workloads (headless) against this machine's roofline.
     Bench(BenchArgs),
+    /// Filter photographs (PNG/JPEG, gray or RGB, 8/16-bit) and write PNGs.
+    Filter(FilterArgs),
+}
+
+#[derive(Args, Debug)]
+struct FilterArgs {
+    /// A PNG/JPEG file, a folder of them, or a glob such as 'photos/*.jpg'.
+    #[arg(long)]
+    input: String,
+    /// identity | box:N | gaussian:N[:SIGMA] | sobel-x | sobel-y | sobel | laplacian |
+    /// sharpen | emboss | file:K.npy. Repeat to chain kernels.
+    #[arg(long = "kernel", value_name = "NAME[:ARGS]")]
+    kernels: Vec<String>,
+    /// Pool after the kernels: max|avg:KxK[:S] (stride S defaults to K).
+    #[arg(long)]
+    pool: Option<String>,
+    /// Padding of every kernel; `same` keeps the image size.
+    #[arg(long, default_value = "same", allow_hyphen_values = true)]
+    padding: String,
+    /// auto | cpu | gpu.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// clamp (to the input's value range) | minmax | abs (absolute value, then
+    /// minmax). Default: abs when a kernel is a derivative (sobel*, laplacian,
+    /// zero-sum files), clamp otherwise.
+    #[arg(long)]
+    scale: Option<String>,
+    /// Output PNG, or a folder (for a folder or glob input).
+    #[arg(long, value_name = "OUT.png|DIR/")]
+    out: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -404,13 +436,19 @@ fn main() -> ExitCode {
         Command::Pool(a) => pool(a),
         Command::Devices => Ok(devices()),
         Command::Bench(a) => bench(a),
+        Command::Filter(a) => filter::run(a).map(|code| {
+            if code != 0 {
+                std::process::exit(code);
+            }
+            String::new()
+        }),
     };
     match (result, &cli.command) {
         (Ok(text), Command::Devices) => {
             println!("{text}");
             ExitCode::SUCCESS
         }
-        (Ok(_), Command::Bench(_)) => ExitCode::SUCCESS,
+        (Ok(_), Command::Bench(_) | Command::Filter(_)) => ExitCode::SUCCESS,
         (Ok(text), _) => {
             eprintln!("convpool: {text}");
             ExitCode::SUCCESS
