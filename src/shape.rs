@@ -335,17 +335,8 @@ impl Conv2dSpec {
     pub fn resolve(&self, images_nhwc: [usize; 4], kernels_hwio: [usize; 4]) -> Result<Conv2dGeometry> {
         let [m, h, w, c] = images_nhwc;
         let [kh, kw, kc, nc] = kernels_hwio;
-        let images = Shape::from(images_nhwc);
+        check_images(images_nhwc)?;
         let kernels = Shape::from(kernels_hwio);
-        for (dim, name) in [(h, "height"), (w, "width"), (c, "channels")] {
-            if dim == 0 {
-                return Err(Error::EmptyDimension {
-                    arg: "images",
-                    dim: name,
-                    shape: images,
-                });
-            }
-        }
         for (dim, name) in [(kh, "height"), (kw, "width"), (kc, "channels"), (nc, "count")] {
             if dim == 0 {
                 return Err(Error::EmptyDimension {
@@ -357,40 +348,23 @@ impl Conv2dSpec {
         }
         if c != kc {
             return Err(Error::ChannelMismatch {
-                images,
+                images: Shape::from(images_nhwc),
                 kernels,
                 image_channels: c,
                 kernel_channels: kc,
             });
         }
-        nonzero("stride", self.stride)?;
-        nonzero("dilation", self.dilation)?;
-        let (sh, sw) = self.stride;
-        let (dh, dw) = self.dilation;
-        let ekh = extent(kh, dh, "kernel height")?;
-        let ekw = extent(kw, dw, "kernel width")?;
-        let (pt, pb) = axis_pads(self.padding, true, h, ekh, sh)?;
-        let (pl, pr) = axis_pads(self.padding, false, w, ekw, sw)?;
-        let pads = Pads {
-            top: pt,
-            bottom: pb,
-            left: pl,
-            right: pr,
-        };
-        let too_large = || Error::KernelTooLarge {
-            arg: "kernels",
-            kernel: kernels.clone(),
-            extent: (ekh, ekw),
-            padded: (
-                h.saturating_add(pt).saturating_add(pb),
-                w.saturating_add(pl).saturating_add(pr),
-            ),
-            images: images.clone(),
-            pads: pads.tblr(),
-        };
-        let oh = axis_out(h, (pt, pb), ekh, sh, false).ok_or_else(too_large)?;
-        let ow = axis_out(w, (pl, pr), ekw, sw, false).ok_or_else(too_large)?;
-        checked_elems("output", &[m, oh, ow, nc])?;
+        let win = resolve_window(
+            "kernels",
+            kernels,
+            images_nhwc,
+            (kh, kw),
+            self.stride,
+            self.dilation,
+            self.padding,
+            None,
+        )?;
+        checked_elems("output", &[m, win.oh, win.ow, nc])?;
         Ok(Conv2dGeometry {
             m,
             h,
@@ -399,15 +373,93 @@ impl Conv2dSpec {
             kh,
             kw,
             nc,
-            sh,
-            sw,
-            dh,
-            dw,
-            pads,
-            oh,
-            ow,
+            sh: self.stride.0,
+            sw: self.stride.1,
+            dh: self.dilation.0,
+            dw: self.dilation.1,
+            pads: win.pads,
+            oh: win.oh,
+            ow: win.ow,
         })
     }
+}
+
+/// Images must have at least one row, column and channel (the batch may be
+/// empty).
+fn check_images(images_nhwc: [usize; 4]) -> Result<()> {
+    let [_, h, w, c] = images_nhwc;
+    for (dim, name) in [(h, "height"), (w, "width"), (c, "channels")] {
+        if dim == 0 {
+            return Err(Error::EmptyDimension {
+                arg: "images",
+                dim: name,
+                shape: Shape::from(images_nhwc),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Pads and output size of a window (kernel or pooling window) sliding over
+/// the images: the part both resolutions share. `pool_ceil_mode` is
+/// `Some(ceil_mode)` for pooling (whose pads must stay inside the window) and
+/// `None` for convolution.
+struct Resolved {
+    pads: Pads,
+    oh: usize,
+    ow: usize,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn resolve_window(
+    arg: &'static str,
+    window: Shape,
+    images_nhwc: [usize; 4],
+    (kh, kw): (usize, usize),
+    stride: (usize, usize),
+    dilation: (usize, usize),
+    padding: Padding,
+    pool_ceil_mode: Option<bool>,
+) -> Result<Resolved> {
+    let [_, h, w, _] = images_nhwc;
+    let images = Shape::from(images_nhwc);
+    nonzero("stride", stride)?;
+    nonzero("dilation", dilation)?;
+    let ((sh, sw), (dh, dw)) = (stride, dilation);
+    let ekh = extent(kh, dh, "kernel height")?;
+    let ekw = extent(kw, dw, "kernel width")?;
+    let (top, bottom) = axis_pads(padding, true, h, ekh, sh)?;
+    let (left, right) = axis_pads(padding, false, w, ekw, sw)?;
+    let pads = Pads {
+        top,
+        bottom,
+        left,
+        right,
+    };
+    // Pooling pads must leave no window wholly in padding (PyTorch, ONNX).
+    if pool_ceil_mode.is_some() && (top >= ekh || bottom >= ekh || left >= ekw || right >= ekw) {
+        return Err(Error::PoolPaddingTooLarge {
+            pads: pads.tblr(),
+            extent: (ekh, ekw),
+            window,
+            images,
+        });
+    }
+    let ceil = pool_ceil_mode.unwrap_or(false);
+    let too_large = || Error::KernelTooLarge {
+        arg,
+        kernel: window.clone(),
+        extent: (ekh, ekw),
+        padded: (
+            h.saturating_add(top).saturating_add(bottom),
+            w.saturating_add(left).saturating_add(right),
+        ),
+        images: images.clone(),
+        pads: pads.tblr(),
+    };
+    let oh = axis_out(h, (top, bottom), ekh, sh, ceil).ok_or_else(too_large)?;
+    let ow = axis_out(w, (left, right), ekw, sw, ceil).ok_or_else(too_large)?;
+    Ok(Resolved { pads, oh, ow })
 }
 
 /// A convolution with every number resolved: the contract between the
@@ -596,63 +648,30 @@ impl Pool2dSpec {
     /// Validates the spec against NHWC images and resolves pads and output.
     pub fn resolve(&self, images_nhwc: [usize; 4]) -> Result<Pool2dGeometry> {
         let [m, h, w, c] = images_nhwc;
-        let images = Shape::from(images_nhwc);
-        for (dim, name) in [(h, "height"), (w, "width"), (c, "channels")] {
-            if dim == 0 {
-                return Err(Error::EmptyDimension {
-                    arg: "images",
-                    dim: name,
-                    shape: images,
-                });
-            }
-        }
+        check_images(images_nhwc)?;
         let (global, (kh, kw)) = match self.window {
             Window::Fixed(kh, kw) => (false, (kh, kw)),
             Window::Global => (true, (h, w)),
         };
         nonzero("window", (kh, kw))?;
-        let (sh, sw) = if global {
+        let stride = if global {
             (1, 1)
         } else {
             self.stride.unwrap_or((kh, kw))
         };
-        let (dh, dw) = if global { (1, 1) } else { self.dilation };
+        let dilation = if global { (1, 1) } else { self.dilation };
         let padding = if global { Padding::Valid } else { self.padding };
-        nonzero("stride", (sh, sw))?;
-        nonzero("dilation", (dh, dw))?;
-        let ekh = extent(kh, dh, "window height")?;
-        let ekw = extent(kw, dw, "window width")?;
-        let (pt, pb) = axis_pads(padding, true, h, ekh, sh)?;
-        let (pl, pr) = axis_pads(padding, false, w, ekw, sw)?;
-        let pads = Pads {
-            top: pt,
-            bottom: pb,
-            left: pl,
-            right: pr,
-        };
-        let window = Shape::from([kh, kw]);
-        if pt >= ekh || pb >= ekh || pl >= ekw || pr >= ekw {
-            return Err(Error::PoolPaddingTooLarge {
-                pads: pads.tblr(),
-                extent: (ekh, ekw),
-                window,
-                images,
-            });
-        }
-        let too_large = || Error::KernelTooLarge {
-            arg: "window",
-            kernel: window.clone(),
-            extent: (ekh, ekw),
-            padded: (
-                h.saturating_add(pt).saturating_add(pb),
-                w.saturating_add(pl).saturating_add(pr),
-            ),
-            images: images.clone(),
-            pads: pads.tblr(),
-        };
-        let oh = axis_out(h, (pt, pb), ekh, sh, self.ceil_mode).ok_or_else(too_large)?;
-        let ow = axis_out(w, (pl, pr), ekw, sw, self.ceil_mode).ok_or_else(too_large)?;
-        checked_elems("output", &[m, oh, ow, c])?;
+        let win = resolve_window(
+            "window",
+            Shape::from([kh, kw]),
+            images_nhwc,
+            (kh, kw),
+            stride,
+            dilation,
+            padding,
+            Some(self.ceil_mode),
+        )?;
+        checked_elems("output", &[m, win.oh, win.ow, c])?;
         Ok(Pool2dGeometry {
             m,
             h,
@@ -660,13 +679,13 @@ impl Pool2dSpec {
             c,
             kh,
             kw,
-            sh,
-            sw,
-            dh,
-            dw,
-            pads,
-            oh,
-            ow,
+            sh: stride.0,
+            sw: stride.1,
+            dh: dilation.0,
+            dw: dilation.1,
+            pads: win.pads,
+            oh: win.oh,
+            ow: win.ow,
             mode: self.mode,
             count_include_pad: self.count_include_pad,
         })

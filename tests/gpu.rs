@@ -4,20 +4,10 @@
 
 mod common;
 
-use common::{gpu_engine, gpu_engine_with};
+use common::{array, gpu_engine, gpu_engine_with, padding_strategy};
 use convpool::{Conv2dSpec, Engine, GpuOptions, Padding, Pool2dSpec, PoolMode};
 use ndarray::Array4;
 use proptest::prelude::*;
-
-fn array(shape: [usize; 4], seed: u64) -> Array4<f32> {
-    let mut s = seed | 1;
-    Array4::from_shape_fn(shape, |_| {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    })
-}
 
 #[test]
 fn device_runs_a_small_dispatch_with_hand_computed_values() {
@@ -200,24 +190,6 @@ fn errors_come_before_the_gpu_is_touched() {
     assert!(e.to_string().contains("channel mismatch"), "{e}");
 }
 
-fn padding() -> impl Strategy<Value = Padding> {
-    prop_oneof![
-        Just(Padding::Valid),
-        Just(Padding::Same),
-        Just(Padding::SameLower),
-        Just(Padding::SeedSame),
-        (0usize..3, 0usize..3).prop_map(|(a, b)| Padding::Symmetric(a, b)),
-        (0usize..3, 0usize..3, 0usize..3, 0usize..3).prop_map(|(top, bottom, left, right)| {
-            Padding::Explicit {
-                top,
-                bottom,
-                left,
-                right,
-            }
-        }),
-    ]
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -227,7 +199,7 @@ proptest! {
         (m, h, w, c) in (0usize..=9, 1usize..12, 1usize..12, 1usize..=17),
         (kh, kw, nc) in (1usize..5, 1usize..5, 1usize..=40),
         (sh, sw, dh, dw) in (1usize..4, 1usize..4, 1usize..3, 1usize..3),
-        padding in padding(),
+        padding in padding_strategy(),
         seed in any::<u64>(),
     ) {
         let Some(engine) = gpu_engine() else { return Ok(()) };
@@ -243,7 +215,7 @@ proptest! {
     fn gpu_pool_matches_reference(
         (m, h, w, c) in (0usize..=9, 1usize..12, 1usize..12, 1usize..=17),
         (kh, kw, sh, sw, dh, dw) in (1usize..5, 1usize..5, 1usize..4, 1usize..4, 1usize..3, 1usize..3),
-        padding in padding(),
+        padding in padding_strategy(),
         (avg, ceil_mode, count_include_pad) in (any::<bool>(), any::<bool>(), any::<bool>()),
         seed in any::<u64>(),
     ) {

@@ -5,34 +5,9 @@ use convpool::{Conv2dSpec, Engine, Error, Padding, Pool2dSpec, PoolMode};
 use ndarray::{Array4, ArrayView4};
 use proptest::prelude::*;
 
-fn padding() -> impl Strategy<Value = Padding> {
-    prop_oneof![
-        Just(Padding::Valid),
-        Just(Padding::Same),
-        Just(Padding::SameLower),
-        Just(Padding::SeedSame),
-        (0usize..3, 0usize..3).prop_map(|(a, b)| Padding::Symmetric(a, b)),
-        (0usize..3, 0usize..3, 0usize..3, 0usize..3).prop_map(|(top, bottom, left, right)| {
-            Padding::Explicit {
-                top,
-                bottom,
-                left,
-                right,
-            }
-        }),
-    ]
-}
+mod common;
 
-fn array(shape: [usize; 4], seed: u64) -> Array4<f32> {
-    // A small deterministic generator keeps the shrinking on shapes only.
-    let mut s = seed | 1;
-    Array4::from_shape_fn(shape, |_| {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    })
-}
+use common::{array, padding_strategy};
 
 /// Output size written independently of the crate: SPEC.md's formula.
 fn expected_len(size: usize, pads: (usize, usize), k: usize, d: usize, s: usize) -> usize {
@@ -53,7 +28,7 @@ fn conv_case() -> impl Strategy<Value = ConvCase> {
         (0usize..3, 1usize..10, 1usize..10, 1usize..4),
         (1usize..5, 1usize..5, 1usize..4),
         (1usize..4, 1usize..4, 1usize..3, 1usize..3),
-        padding(),
+        padding_strategy(),
         any::<u64>(),
     )
         .prop_map(
@@ -132,7 +107,7 @@ proptest! {
     fn max_pool_of_a_constant_is_the_constant(
         (m, h, w, c) in (1usize..3, 1usize..10, 1usize..10, 1usize..4),
         (kh, kw, sh, sw) in (1usize..4, 1usize..4, 1usize..4, 1usize..4),
-        padding in padding(),
+        padding in padding_strategy(),
         ceil_mode in any::<bool>(),
         value in -1e30f32..1e30,
     ) {
@@ -155,7 +130,7 @@ proptest! {
         (m, h, w, c) in (0usize..3, 0usize..6, 0usize..6, 0usize..4),
         (kh, kw, kc, nc) in (0usize..8, 0usize..8, 0usize..5, 0usize..3),
         (sh, sw, dh, dw) in (0usize..3, 0usize..3, 0usize..3, 0usize..3),
-        padding in padding(),
+        padding in padding_strategy(),
     ) {
         let x = Array4::<f32>::zeros((m, h, w, c));
         let k = Array4::<f32>::zeros((kh, kw, kc, nc));
@@ -189,7 +164,7 @@ proptest! {
         (m, h, w, c) in (0usize..=5, 1usize..14, 1usize..14, 1usize..=17),
         (kh, kw, nc) in (1usize..5, 1usize..5, 1usize..=40),
         (sh, sw, dh, dw) in (1usize..4, 1usize..4, 1usize..3, 1usize..3),
-        padding in padding(),
+        padding in padding_strategy(),
         seed in any::<u64>(),
     ) {
         let spec = Conv2dSpec::new(padding).with_stride(sh, sw).with_dilation(dh, dw);
@@ -204,7 +179,7 @@ proptest! {
     fn fast_cpu_pool_matches_reference(
         (m, h, w, c) in (0usize..=5, 1usize..14, 1usize..14, 1usize..=17),
         (kh, kw, sh, sw, dh, dw) in (1usize..5, 1usize..5, 1usize..4, 1usize..4, 1usize..3, 1usize..3),
-        padding in padding(),
+        padding in padding_strategy(),
         (avg, ceil_mode, count_include_pad) in (any::<bool>(), any::<bool>(), any::<bool>()),
         seed in any::<u64>(),
     ) {

@@ -253,3 +253,32 @@ pub fn check_case(case: &Case, out: &ArrayD<f32>) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Deterministic values in [-1, 1): shrinking then acts on shapes only.
+pub fn array(shape: [usize; 4], seed: u64) -> Array4<f32> {
+    let mut s = seed | 1;
+    Array4::from_shape_fn(shape, |_| {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    })
+}
+
+/// Every padding mode, with small explicit pads.
+pub fn padding_strategy() -> impl proptest::strategy::Strategy<Value = Padding> {
+    use proptest::prelude::*;
+    prop_oneof![
+        Just(Padding::Valid),
+        Just(Padding::Same),
+        Just(Padding::SameLower),
+        Just(Padding::SeedSame),
+        (0usize..3, 0usize..3).prop_map(|(a, b)| Padding::Symmetric(a, b)),
+        (0usize..3, 0usize..3, 0usize..3, 0usize..3).prop_map(|(top, bottom, left, right)| Padding::Explicit {
+            top,
+            bottom,
+            left,
+            right
+        }),
+    ]
+}
