@@ -291,3 +291,20 @@ fn dims(a: &ArrayView4<f32>) -> [usize; 4] {
     let (m, h, w, c) = a.dim();
     [m, h, w, c]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_is_send_and_sync() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Engine>();
+    }
+
+    #[test]
+    fn device_names_parse() {
+        assert_eq!("GPU".parse::<Device>().unwrap(), Device::Gpu);
+        assert!("tpu".parse::<Device>().unwrap_err().to_string().starts_with("device"));
+    }
+}

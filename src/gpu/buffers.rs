@@ -31,15 +31,13 @@ impl Slot {
     }
 }
 
-/// The buffers one call uses.
+/// The buffers of one chunk in flight.
 #[derive(Default)]
-pub struct Buffers {
+pub struct ChunkSlots {
     /// Params uniform.
     pub params: Slot,
     /// Image chunk.
     pub input: Slot,
-    /// Kernels.
-    pub kernels: Slot,
     /// Output chunk.
     pub output: Slot,
     /// Mappable copy of the output chunk.
@@ -48,4 +46,14 @@ pub struct Buffers {
     pub query_resolve: Slot,
     /// Mappable copy of the timestamps.
     pub query_read: Slot,
+}
+
+/// The buffers one call uses: the kernels, and two chunk slots so the
+/// upload of the next chunk overlaps the compute of the current one.
+#[derive(Default)]
+pub struct Buffers {
+    /// Kernels.
+    pub kernels: Slot,
+    /// Chunk slots, used alternately.
+    pub chunks: [ChunkSlots; 2],
 }

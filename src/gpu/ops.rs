@@ -353,28 +353,10 @@ impl GpuContext {
         use wgpu::BufferUsages as U;
         let dev = &self.device;
         let cap = self.max_binding_bytes;
-        let in_bytes = chunks
-            .iter()
-            .map(|c| (c.batch * c.in_rows * problem.in_row_elems * 4) as u64)
-            .max()
-            .unwrap_or(0);
-        let out_bytes = chunks
-            .iter()
-            .map(|c| (c.batch * c.out_rows * problem.out_row_elems * 4) as u64)
-            .max()
-            .unwrap_or(0);
-        let params_buf = b.params.ensure(
-            dev,
-            std::mem::size_of::<P>() as u64,
-            u64::MAX,
-            U::UNIFORM | U::COPY_DST,
-            "params",
-        );
-        let input = b.input.ensure(dev, in_bytes, cap, U::STORAGE | U::COPY_DST, "images");
-        let output = b.output.ensure(dev, out_bytes, cap, U::STORAGE | U::COPY_SRC, "output");
-        let staging = b
-            .staging
-            .ensure(dev, out_bytes, cap, U::MAP_READ | U::COPY_DST, "staging");
+        let in_len = |c: &Chunk| c.batch * c.in_rows * problem.in_row_elems;
+        let out_len = |c: &Chunk| c.batch * c.out_rows * problem.out_row_elems;
+        let in_bytes = chunks.iter().map(|c| in_len(c) as u64 * 4).max().unwrap_or(0);
+        let out_bytes = chunks.iter().map(|c| out_len(c) as u64 * 4).max().unwrap_or(0);
         let kernel_buf = match kernels {
             Some(k) => {
                 let buf = b
@@ -385,61 +367,80 @@ impl GpuContext {
             }
             None => None,
         };
-        let mut entries = vec![
-            wgpu::BindGroupEntry {
-                binding: 0,
-                resource: params_buf.as_entire_binding(),
-            },
-            wgpu::BindGroupEntry {
-                binding: 1,
-                resource: input.as_entire_binding(),
-            },
-        ];
-        if let Some(k) = kernel_buf {
-            entries.push(wgpu::BindGroupEntry {
-                binding: 2,
-                resource: k.as_entire_binding(),
-            });
-        }
-        entries.push(wgpu::BindGroupEntry {
-            binding: entries.len() as u32,
-            resource: output.as_entire_binding(),
-        });
-        let bind_group = dev.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout,
-            entries: &entries,
-        });
-        let timing = if profile {
-            let set = dev.create_query_set(&wgpu::QuerySetDescriptor {
-                label: Some("kernel time"),
-                ty: wgpu::QueryType::Timestamp,
-                count: 2,
-            });
-            let resolve = b
-                .query_resolve
-                .ensure(dev, 16, u64::MAX, U::QUERY_RESOLVE | U::COPY_SRC, "timestamps");
-            let read = b
-                .query_read
-                .ensure(dev, 16, u64::MAX, U::MAP_READ | U::COPY_DST, "timestamps read");
-            Some((set, resolve, read))
-        } else {
-            None
-        };
-        let mut kernel_ns = 0f64;
-
-        for (chunk, step) in chunks.iter().zip(steps) {
-            let in_start = (chunk.n0 * problem.h + chunk.in_row0) * problem.in_row_elems;
-            let in_len = chunk.batch * chunk.in_rows * problem.in_row_elems;
-            if in_len > 0 {
-                self.queue
-                    .write_buffer(input, 0, bytemuck::cast_slice(&images[in_start..in_start + in_len]));
+        // Two slots when there is more than one chunk: chunk i + 1 is
+        // uploaded and submitted before chunk i is read back.
+        let in_flight = chunks.len().clamp(1, 2);
+        let mut slots = Vec::with_capacity(in_flight);
+        for s in b.chunks.iter_mut().take(in_flight) {
+            let params = s
+                .params
+                .ensure(dev, size_of::<P>() as u64, u64::MAX, U::UNIFORM | U::COPY_DST, "params");
+            let input = s.input.ensure(dev, in_bytes, cap, U::STORAGE | U::COPY_DST, "images");
+            let output = s.output.ensure(dev, out_bytes, cap, U::STORAGE | U::COPY_SRC, "output");
+            let staging = s
+                .staging
+                .ensure(dev, out_bytes, cap, U::MAP_READ | U::COPY_DST, "staging");
+            let mut entries = vec![
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: params.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: input.as_entire_binding(),
+                },
+            ];
+            if let Some(k) = kernel_buf {
+                entries.push(wgpu::BindGroupEntry {
+                    binding: 2,
+                    resource: k.as_entire_binding(),
+                });
             }
-            self.queue.write_buffer(params_buf, 0, bytemuck::bytes_of(&step.params));
-            let out_start = (chunk.n0 * problem.oh + chunk.out_row0) * problem.out_row_elems;
-            let out_len = chunk.batch * chunk.out_rows * problem.out_row_elems;
-            let bytes = (out_len * 4) as u64;
+            entries.push(wgpu::BindGroupEntry {
+                binding: entries.len() as u32,
+                resource: output.as_entire_binding(),
+            });
+            let bind_group = dev.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout,
+                entries: &entries,
+            });
+            let timing = profile.then(|| {
+                let set = dev.create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some("kernel time"),
+                    ty: wgpu::QueryType::Timestamp,
+                    count: 2,
+                });
+                let resolve = s
+                    .query_resolve
+                    .ensure(dev, 16, u64::MAX, U::QUERY_RESOLVE | U::COPY_SRC, "timestamps");
+                let read = s
+                    .query_read
+                    .ensure(dev, 16, u64::MAX, U::MAP_READ | U::COPY_DST, "timestamps read");
+                (set, resolve.clone(), read.clone())
+            });
+            slots.push((
+                params.clone(),
+                input.clone(),
+                output.clone(),
+                staging.clone(),
+                bind_group,
+                timing,
+            ));
+        }
 
+        let submit = |i: usize| -> wgpu::SubmissionIndex {
+            let (chunk, step) = (&chunks[i], &steps[i]);
+            let (params, input, output, staging, bind_group, timing) = &slots[i % in_flight];
+            let in_start = (chunk.n0 * problem.h + chunk.in_row0) * problem.in_row_elems;
+            if in_len(chunk) > 0 {
+                self.queue.write_buffer(
+                    input,
+                    0,
+                    bytemuck::cast_slice(&images[in_start..in_start + in_len(chunk)]),
+                );
+            }
+            self.queue.write_buffer(params, 0, bytemuck::bytes_of(&step.params));
             let mut encoder = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
             {
                 let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -451,37 +452,59 @@ impl GpuContext {
                     }),
                 });
                 pass.set_pipeline(pipeline);
-                pass.set_bind_group(0, &bind_group, &[]);
+                pass.set_bind_group(0, bind_group, &[]);
                 let (x, y, z) = step.groups;
                 pass.dispatch_workgroups(x, y, z);
             }
-            encoder.copy_buffer_to_buffer(output, 0, staging, 0, bytes);
-            if let Some((set, resolve, read)) = &timing {
+            encoder.copy_buffer_to_buffer(output, 0, staging, 0, out_len(chunk) as u64 * 4);
+            if let Some((set, resolve, read)) = timing {
                 encoder.resolve_query_set(set, 0..2, resolve, 0);
                 encoder.copy_buffer_to_buffer(resolve, 0, read, 0, 16);
             }
-            self.queue.submit([encoder.finish()]);
-            read_back(dev, staging, bytes, &mut out[out_start..out_start + out_len])?;
-            if let Some((_, _, read)) = &timing {
+            self.queue.submit([encoder.finish()])
+        };
+
+        let mut kernel_ns = 0f64;
+        let mut next = Some(submit(0));
+        for (i, chunk) in chunks.iter().enumerate() {
+            let current = next.take().expect("chunk i was submitted");
+            if i + 1 < chunks.len() {
+                next = Some(submit(i + 1));
+            }
+            let (_, _, _, staging, _, timing) = &slots[i % in_flight];
+            let out_start = (chunk.n0 * problem.oh + chunk.out_row0) * problem.out_row_elems;
+            let dst = &mut out[out_start..out_start + out_len(chunk)];
+            read_back(dev, staging, &current, dst)?;
+            if let Some((_, _, read)) = timing {
                 let mut stamps = [0f32; 4];
-                read_back(dev, read, 16, &mut stamps)?;
+                read_back(dev, read, &current, &mut stamps)?;
                 let [begin, end]: [u64; 2] = bytemuck::cast(stamps);
                 kernel_ns += end.saturating_sub(begin) as f64 * self.queue.get_timestamp_period() as f64;
             }
         }
-        Ok(timing.map(|_| kernel_ns * 1e-9))
+        Ok(profile.then_some(kernel_ns * 1e-9))
     }
 }
 
-/// Maps `staging`, copies its first `bytes` into `dst` and unmaps it.
-fn read_back(device: &wgpu::Device, staging: &wgpu::Buffer, bytes: u64, dst: &mut [f32]) -> Result<()> {
+/// Waits for submission `until`, maps the start of `staging` that `dst`
+/// fills, copies it out and unmaps. Later submissions keep running.
+fn read_back(
+    device: &wgpu::Device,
+    staging: &wgpu::Buffer,
+    until: &wgpu::SubmissionIndex,
+    dst: &mut [f32],
+) -> Result<()> {
+    let bytes = std::mem::size_of_val(dst) as u64;
     let slice = staging.slice(0..bytes);
     let (tx, rx) = std::sync::mpsc::channel();
     slice.map_async(wgpu::MapMode::Read, move |r| {
         let _ = tx.send(r);
     });
     device
-        .poll(wgpu::PollType::wait_indefinitely())
+        .poll(wgpu::PollType::Wait {
+            submission_index: Some(until.clone()),
+            timeout: None,
+        })
         .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
     rx.recv()
         .map_err(|_| Error::Gpu("the GPU dropped a readback".into()))?
