@@ -13,6 +13,11 @@ use super::context::GpuContext;
 use super::params::{ConvParams, PoolParams};
 use super::pipelines::{ConvTiling, DIRECT_MAX_NC, DIRECT_WG, POOL_WG};
 
+/// Largest input or output chunk, bytes: large enough that a dispatch
+/// dwarfs its fixed cost, small enough that the buffers of two chunks in
+/// flight stay a fraction of a large call's own input and output.
+const CHUNK_CAP_BYTES: u64 = 32 << 20;
+
 fn u32_of(what: &'static str, v: usize) -> Result<u32> {
     u32::try_from(v).map_err(|_| Error::Overflow {
         what,
@@ -107,7 +112,10 @@ impl GpuContext {
     fn limits(&self) -> ChunkLimits {
         let d = self.max_groups_per_dim as u64;
         ChunkLimits {
-            max_binding_bytes: self.max_binding_bytes,
+            // Two chunks are in flight, each with an input, an output and a
+            // mappable copy: capping a chunk keeps the memory of a huge call
+            // near its input plus its output.
+            max_binding_bytes: self.max_binding_bytes.min(CHUNK_CAP_BYTES),
             max_groups: d * d,
         }
     }
