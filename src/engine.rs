@@ -202,6 +202,7 @@ impl Engine {
         let images: ArrayView4<f32> = images.into();
         let kernels: ArrayView4<f32> = kernels.into();
         let g = spec.resolve(dims(&images), dims(&kernels))?;
+        crate::cpu::check_output_fits(g.output_shape())?;
         if g.m == 0 {
             return Ok((Array4::zeros(g.output_shape()), None));
         }
@@ -231,6 +232,7 @@ impl Engine {
     ) -> Result<(Array4<f32>, Option<f64>)> {
         let images: ArrayView4<f32> = images.into();
         let g = spec.resolve(dims(&images))?;
+        crate::cpu::check_output_fits(g.output_shape())?;
         if g.m == 0 {
             return Ok((Array4::zeros(g.output_shape()), None));
         }

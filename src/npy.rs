@@ -8,7 +8,7 @@
 //! place, so a failure never leaves a partial output behind.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Seek};
 use std::path::Path;
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn, ShapeBuilder};
@@ -97,14 +97,45 @@ fn read_f16(path: &Path, header: &Header, big_endian: bool) -> Result<ArrayD<f32
 pub fn read_f32(path: impl AsRef<Path>) -> Result<ArrayD<f32>> {
     let path = path.as_ref();
     let file = File::open(path).map_err(|e| io_error(path, e))?;
-    let header = Header::from_reader(&mut BufReader::new(file))
-        .map_err(|e| npy_error(path, format!("not a valid .npy file: {e}")))?;
+    let file_len = file.metadata().map_err(|e| io_error(path, e))?.len();
+    let mut reader = BufReader::new(file);
+    let header =
+        Header::from_reader(&mut reader).map_err(|e| npy_error(path, format!("not a valid .npy file: {e}")))?;
+    let data_len = file_len.saturating_sub(reader.stream_position().map_err(|e| io_error(path, e))?);
     let dtype = descr(&header);
     let (order, code) = match dtype.as_bytes() {
         [o @ (b'<' | b'>' | b'|' | b'='), rest @ ..] => (*o, std::str::from_utf8(rest).unwrap_or("")),
         _ => (b'<', dtype.as_str()),
     };
     let big = order == b'>';
+    // Compare the header's claim with the bytes really there before
+    // allocating: a hostile header must not make us reserve terabytes.
+    let item_bytes: Option<u64> = match code {
+        "u1" | "B" | "i1" | "b" => Some(1),
+        "f2" | "e" | "u2" | "i2" => Some(2),
+        "f4" | "u4" | "i4" => Some(4),
+        "f8" | "u8" | "i8" => Some(8),
+        _ => None, // refused with its dtype below
+    };
+    let needed = item_bytes.map(|item| header.shape.iter().try_fold(item, |acc, &d| acc.checked_mul(d as u64)));
+    match needed.unwrap_or(Some(0)) {
+        None => {
+            return Err(npy_error(
+                path,
+                format!("the header's shape {:?} is too large", header.shape),
+            ))
+        }
+        Some(n) if n > data_len => {
+            return Err(npy_error(
+                path,
+                format!(
+                    "the header's shape {:?} needs {n} bytes of data, the file holds {data_len} (truncated?)",
+                    header.shape
+                ),
+            ))
+        }
+        _ => {}
+    }
     let array = match code {
         "f4" => read_as::<f32>(path, |v| v)?,
         "f8" => read_as::<f64>(path, |v| v as f32)?,

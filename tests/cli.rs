@@ -218,6 +218,11 @@ fn bad_inputs_are_refused_with_one_line() {
     raw_npy(&mismatch, "<f4", "(2, 2, 2)", &[0u8; 4 * 9]);
     assert_refused(&conv(&mismatch, &k, &[]), "more than its header", &y);
 
+    // A header that claims terabytes must not make the reader allocate them.
+    let hostile = p(dir, "hostile.npy");
+    raw_npy(&hostile, "<f4", "(100000, 100000, 1000, 1)", &[0u8; 16]);
+    assert_refused(&conv(&hostile, &k, &[]), "needs 40000000000000 bytes", &y);
+
     let garbage = p(dir, "garbage.npy");
     std::fs::write(&garbage, b"this is not numpy").unwrap();
     assert_refused(&conv(&garbage, &k, &[]), "not a valid .npy", &y);
@@ -237,6 +242,12 @@ fn bad_inputs_are_refused_with_one_line() {
     assert_refused(&conv(&x, &k, &["--padding", "sideways"]), "padding", &y);
     assert_refused(&conv(&x, &k, &["--padding", "1.5,2"]), "padding", &y);
     assert_refused(&conv(&x, &k, &["--stride", "0,1"]), "stride", &y);
+    // An output no machine holds is an error, not an abort.
+    assert_refused(
+        &conv(&x, &k, &["--padding", "100000000,100000000"]),
+        "cannot be allocated",
+        &y,
+    );
     assert_refused(&conv(&x, &k, &["--dilation", "-1"]), "dilation", &y);
 
     let k2 = p(dir, "k2.npy");

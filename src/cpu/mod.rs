@@ -6,6 +6,23 @@ pub mod reference;
 
 use ndarray::Array4;
 
+use crate::error::{Error, Result};
+
+/// Refuses a result the machine cannot hold, before anything is computed:
+/// an impossible allocation would otherwise abort the process.
+pub(crate) fn check_output_fits(shape: [usize; 4]) -> Result<()> {
+    let elems = crate::shape::checked_elems("output", &shape)?;
+    let mut probe: Vec<f32> = Vec::new();
+    probe.try_reserve_exact(elems).map_err(|_| Error::Overflow {
+        what: "output",
+        detail: format!(
+            "a result of shape {} ({} bytes) cannot be allocated",
+            crate::error::Shape::from(shape),
+            elems as u128 * 4
+        ),
+    })
+}
+
 /// A zeroed array for a result. Large results come from fresh pages, and
 /// on Linux faulting them in 4 KiB at a time costs more than the
 /// computation of a memory-bound convolution; asking for transparent huge
