@@ -324,9 +324,6 @@ fn direct_piece<const FMA: bool>(
             }
         }
     }
-    fn weights<const KB: usize>(k: &[f32], taps: usize, nc: usize, kc: usize) -> Vec<[f32; KB]> {
-        (0..taps).map(|t| std::array::from_fn(|b| k[t * nc + kc + b])).collect()
-    }
     planes.clear();
     planes.resize(plane_len + LANES, 0.0);
     for (i, n) in (p.n0..p.n1).enumerate() {
@@ -342,37 +339,42 @@ fn direct_piece<const FMA: bool>(
             nc: g.nc,
         };
         // Channels in blocks of 4 (one row at a time), then 2 (two rows),
-        // then 1 (four rows); leftover rows one at a time.
+        // then 1 (four rows).
         let mut kc = 0;
         while kc + 4 <= g.nc {
-            let w = weights::<4>(k, offs.len(), g.nc, kc);
-            for r in 0..band {
-                run.block::<1, 4, FMA>(&w, r, kc, out);
-            }
+            rows_block::<1, 4, FMA>(&run, k, kc, band, out);
             kc += 4;
         }
         while kc + 2 <= g.nc {
-            let w = weights::<2>(k, offs.len(), g.nc, kc);
-            let pairs = band / 2 * 2;
-            for r in (0..pairs).step_by(2) {
-                run.block::<2, 2, FMA>(&w, r, kc, out);
-            }
-            for r in pairs..band {
-                run.block::<1, 2, FMA>(&w, r, kc, out);
-            }
+            rows_block::<2, 2, FMA>(&run, k, kc, band, out);
             kc += 2;
         }
         while kc < g.nc {
-            let w = weights::<1>(k, offs.len(), g.nc, kc);
-            let quads = band / 4 * 4;
-            for r in (0..quads).step_by(4) {
-                run.block::<4, 1, FMA>(&w, r, kc, out);
-            }
-            for r in quads..band {
-                run.block::<1, 1, FMA>(&w, r, kc, out);
-            }
+            rows_block::<4, 1, FMA>(&run, k, kc, band, out);
             kc += 1;
         }
+    }
+}
+
+/// Channels `kc..kc + KB` of every row of a band, RB rows at a time (the
+/// leftover rows one at a time).
+#[inline(always)]
+fn rows_block<const RB: usize, const KB: usize, const FMA: bool>(
+    run: &Run,
+    k: &[f32],
+    kc: usize,
+    band: usize,
+    out: &mut [f32],
+) {
+    let w: Vec<[f32; KB]> = (0..run.offs.len())
+        .map(|t| std::array::from_fn(|b| k[t * run.nc + kc + b]))
+        .collect();
+    let full = band / RB * RB;
+    for r in (0..full).step_by(RB) {
+        run.block::<RB, KB, FMA>(&w, r, kc, out);
+    }
+    for r in full..band {
+        run.block::<1, KB, FMA>(&w, r, kc, out);
     }
 }
 
