@@ -104,16 +104,15 @@ fn chunking_over_rows_of_one_image() {
 
 #[test]
 fn dispatch_folding_past_the_workgroup_limit() {
-    // With at most 3 workgroups per dimension the conv needs 9 x 9 and the
-    // pooling 3 x 3 folded dispatches, and larger problems are chunked.
-    let Some(small) = forced(None, Some(3)) else {
-        return;
-    };
+    // With at most 3 workgroups per dimension the convolutions need 9 x 9
+    // (tiled kernel) and many more (direct kernel, nc <= 4) folded
+    // workgroups, and larger problems are chunked.
+    let Some(small) = forced(None, Some(3)) else { return };
     let x = array([3, 20, 20, 4], 5);
-    let k = array([3, 3, 4, 6], 6);
     let conv = Conv2dSpec::new(Padding::Same);
     let pool = Pool2dSpec::new(PoolMode::Avg, 2, 2).with_count_include_pad(true);
-    assert_chunked_equal(&small, &x, &k, &conv, &pool);
+    assert_chunked_equal(&small, &x, &array([3, 3, 4, 6], 6), &conv, &pool);
+    assert_chunked_equal(&small, &x, &array([3, 3, 4, 2], 7), &conv, &pool);
 }
 
 #[test]
