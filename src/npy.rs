@@ -48,10 +48,9 @@ fn descr(header: &Header) -> String {
     header.type_descriptor.to_string().trim_matches('\'').to_string()
 }
 
-fn read_as<T: ReadableElement + Copy>(path: &Path, convert: impl Fn(T) -> f32) -> Result<ArrayD<f32>> {
+fn read_typed<T: ReadableElement>(path: &Path) -> Result<ArrayD<T>> {
     let file = File::open(path).map_err(|e| io_error(path, e))?;
-    let array = ArrayD::<T>::read_npy(BufReader::new(file)).map_err(|e| npy_error(path, describe_read_error(e)))?;
-    Ok(array.mapv(convert))
+    ArrayD::<T>::read_npy(BufReader::new(file)).map_err(|e| npy_error(path, describe_read_error(e)))
 }
 
 /// float16 has no reader in ndarray-npy: decode the raw little/big-endian
@@ -137,17 +136,18 @@ pub fn read_f32(path: impl AsRef<Path>) -> Result<ArrayD<f32>> {
         _ => {}
     }
     let array = match code {
-        "f4" => read_as::<f32>(path, |v| v)?,
-        "f8" => read_as::<f64>(path, |v| v as f32)?,
+        // No conversion: the array read is the result (no second copy).
+        "f4" => read_typed::<f32>(path)?,
+        "f8" => read_typed::<f64>(path)?.mapv(|v| v as f32),
         "f2" | "e" => read_f16(path, &header, big)?,
-        "u1" | "B" => read_as::<u8>(path, f32::from)?,
-        "i1" | "b" => read_as::<i8>(path, f32::from)?,
-        "u2" => read_as::<u16>(path, f32::from)?,
-        "i2" => read_as::<i16>(path, f32::from)?,
-        "u4" => read_as::<u32>(path, |v| v as f32)?,
-        "i4" => read_as::<i32>(path, |v| v as f32)?,
-        "u8" => read_as::<u64>(path, |v| v as f32)?,
-        "i8" => read_as::<i64>(path, |v| v as f32)?,
+        "u1" | "B" => read_typed::<u8>(path)?.mapv(f32::from),
+        "i1" | "b" => read_typed::<i8>(path)?.mapv(f32::from),
+        "u2" => read_typed::<u16>(path)?.mapv(f32::from),
+        "i2" => read_typed::<i16>(path)?.mapv(f32::from),
+        "u4" => read_typed::<u32>(path)?.mapv(|v| v as f32),
+        "i4" => read_typed::<i32>(path)?.mapv(|v| v as f32),
+        "u8" => read_typed::<u64>(path)?.mapv(|v| v as f32),
+        "i8" => read_typed::<i64>(path)?.mapv(|v| v as f32),
         _ => {
             let kind = match code.as_bytes().first() {
                 Some(b'b') | Some(b'?') => "boolean",
