@@ -151,15 +151,11 @@ impl Workload {
     /// Floating-point operations: `2 * m * oh * ow * kh * kw * c * nc` for a
     /// convolution, one per window cell for pooling.
     pub fn flops(&self, input: [usize; 4]) -> Result<f64> {
-        let [m, oh, ow, oc] = self.output_shape(input)?.map(|v| v as f64);
         Ok(match self.op {
-            Op::Conv { kernels, .. } => 2.0 * m * oh * ow * oc * (kernels[0] * kernels[1] * kernels[2]) as f64,
+            Op::Conv { kernels, spec } => spec.resolve(input, kernels)?.flops(),
             Op::Pool { spec } => {
-                let (kh, kw) = match spec.window {
-                    crate::shape::Window::Fixed(kh, kw) => (kh, kw),
-                    crate::shape::Window::Global => (input[1], input[2]),
-                };
-                m * oh * ow * oc * (kh * kw) as f64
+                let g = spec.resolve(input)?;
+                g.output_shape().iter().product::<usize>() as f64 * (g.kh * g.kw) as f64
             }
         })
     }

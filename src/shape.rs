@@ -520,15 +520,16 @@ impl Conv2dGeometry {
             .product::<f64>()
     }
 
+    /// Dilated kernel extent `((kh - 1) * dh + 1, (kw - 1) * dw + 1)`:
+    /// the input rows and columns one output reads.
+    pub fn extent(&self) -> (usize, usize) {
+        ((self.kh - 1) * self.dh + 1, (self.kw - 1) * self.dw + 1)
+    }
+
     /// Reduction length per output, `kh * kw * c` (the tolerance of SPEC.md
     /// scales with it).
     pub fn reduction_len(&self) -> usize {
         self.kh * self.kw * self.c
-    }
-
-    /// The same geometry restricted to `m` images.
-    pub fn with_batch(&self, m: usize) -> Self {
-        Conv2dGeometry { m, ..*self }
     }
 }
 
@@ -738,9 +739,9 @@ impl Pool2dGeometry {
         [self.m, self.h, self.w, self.c]
     }
 
-    /// The same geometry restricted to `m` images.
-    pub fn with_batch(&self, m: usize) -> Self {
-        Pool2dGeometry { m, ..*self }
+    /// Dilated window extent `((kh - 1) * dh + 1, (kw - 1) * dw + 1)`.
+    pub fn extent(&self) -> (usize, usize) {
+        ((self.kh - 1) * self.dh + 1, (self.kw - 1) * self.dw + 1)
     }
 
     /// The divisor of the average at output `(oy, ox)`: the window's taps

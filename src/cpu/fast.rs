@@ -241,9 +241,10 @@ struct Planes {
 
 impl Planes {
     fn new(g: &Conv2dGeometry, band: usize) -> Self {
-        let last = (g.ow - 1) * g.sw + (g.kw - 1) * g.dw;
+        let (ekh, ekw) = g.extent();
+        let last = (g.ow - 1) * g.sw + ekw - 1;
         Planes {
-            rows: (band - 1) * g.sh + (g.kh - 1) * g.dh + 1,
+            rows: (band - 1) * g.sh + ekh,
             width: last / g.sw + 1,
         }
     }

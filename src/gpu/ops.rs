@@ -70,7 +70,7 @@ fn conv_problem(g: &Conv2dGeometry) -> Problem {
         oh: g.oh,
         out_row_elems: g.ow * g.nc,
         sh: g.sh,
-        ekh: (g.kh - 1) * g.dh + 1,
+        ekh: g.extent().0,
         pad_top: g.pads.top,
         // Pixels per workgroup: one per invocation in the direct kernel,
         // a tile in the tiled one.
@@ -91,7 +91,7 @@ fn pool_problem(g: &Pool2dGeometry) -> Problem {
         oh: g.oh,
         out_row_elems: g.ow * g.c,
         sh: g.sh,
-        ekh: (g.kh - 1) * g.dh + 1,
+        ekh: g.extent().0,
         pad_top: g.pads.top,
         units_per_group: POOL_WG as usize,
         units_per_out_row: g.ow * g.c,
