@@ -25,7 +25,7 @@ use crate::shape::{Conv2dGeometry, Pool2dGeometry, PoolMode};
 
 thread_local! {
     /// Per-thread workspace (planes or im2col tiles), reused across pieces.
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    pub(super) static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Floats of workspace one piece of the direct kernel or pooling aims for.
@@ -41,17 +41,17 @@ const LANES: usize = 16;
 /// A piece of work: images `n0..n1`, output rows `oy0..oy1` of each (whole
 /// images when several are grouped, a band of rows of one image otherwise).
 #[derive(Debug, Clone, Copy)]
-struct Piece {
-    n0: usize,
-    n1: usize,
-    oy0: usize,
-    oy1: usize,
+pub(super) struct Piece {
+    pub(super) n0: usize,
+    pub(super) n1: usize,
+    pub(super) oy0: usize,
+    pub(super) oy1: usize,
 }
 
 /// Runs `f(piece, out)` over pieces in parallel; `out` is the piece's
 /// contiguous slice of the NHWC output. A piece holds at most `rows` output
 /// rows; `rows >= oh` groups whole images.
-fn for_each_piece(
+pub(super) fn for_each_piece(
     out: &mut [f32],
     m: usize,
     oh: usize,
@@ -102,7 +102,7 @@ fn for_each_piece(
 /// Output rows per piece so that `per_row` floats of workspace per output
 /// row stay near `tile`; with few images, bands split each image so every
 /// core gets work. May exceed `oh`: whole images are then grouped.
-fn piece_rows(oh: usize, per_row: usize, m: usize, tile: usize) -> usize {
+pub(super) fn piece_rows(oh: usize, per_row: usize, m: usize, tile: usize) -> usize {
     let by_size = (tile / per_row.max(1)).max(1);
     let threads = rayon::current_num_threads();
     if m >= 4 * threads {
@@ -112,21 +112,66 @@ fn piece_rows(oh: usize, per_row: usize, m: usize, tile: usize) -> usize {
     by_size.min(by_parallelism)
 }
 
+/// How a convolution is computed. Measured on an AVX2 machine (benchmark
+/// workloads, side by side): with one output channel the planar kernel is
+/// 3x-6x faster than the NHWC one (it vectorises along columns, so a
+/// single output channel still fills every lane); with 16 (seed_multi, RGB
+/// to 16) and 64 (cnn_conv3x3, cnn_stem) the NHWC kernel, vectorised along
+/// output channels, is 1.1x-1.3x faster than planar and im2col + GEMM.
+/// Pointwise layers are one GEMM, where the `gemm` crate stays ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Strategy {
+    Pointwise,
+    Planar,
+    Nhwc,
+    Im2col,
+}
+
+impl Strategy {
+    fn choose(g: &Conv2dGeometry, fma: bool) -> Self {
+        let pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pads == Default::default();
+        if pointwise {
+            Strategy::Pointwise
+        } else if g.c <= 4 && g.nc < 8 {
+            Strategy::Planar
+        } else if fma && cfg!(target_arch = "x86_64") {
+            Strategy::Nhwc
+        } else if g.c <= 4 && g.nc <= 16 {
+            Strategy::Planar
+        } else {
+            Strategy::Im2col
+        }
+    }
+}
+
 /// Convolution; `g` must come from [`crate::Conv2dSpec::resolve`].
 pub fn conv2d(images: ArrayView4<f32>, kernels: ArrayView4<f32>, g: &Conv2dGeometry) -> Array4<f32> {
+    conv2d_with(Strategy::choose(g, has_fma()), images, kernels, g)
+}
+
+/// [`conv2d`] with the strategy given (the tests run every one of them).
+fn conv2d_with(
+    strategy: Strategy,
+    images: ArrayView4<f32>,
+    kernels: ArrayView4<f32>,
+    g: &Conv2dGeometry,
+) -> Array4<f32> {
     let images = images.as_standard_layout();
     let kernels = kernels.as_standard_layout();
     let x = images.as_slice().expect("standard layout");
     let k = kernels.as_slice().expect("standard layout");
     let mut out = super::output_array(g.output_shape());
     let o = out.as_slice_mut().expect("fresh array is contiguous");
-    let pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pads == Default::default();
-    if pointwise {
-        conv_pointwise(x, k, o, g);
-    } else if g.c <= 4 && g.nc <= 16 {
-        conv_direct(x, k, o, g);
-    } else {
-        conv_im2col(x, k, o, g);
+    match strategy {
+        Strategy::Pointwise => conv_pointwise(x, k, o, g),
+        Strategy::Planar => conv_direct(x, k, o, g),
+        #[cfg(target_arch = "x86_64")]
+        Strategy::Nhwc => {
+            assert!(has_fma(), "the NHWC kernel needs AVX2 and FMA");
+            // SAFETY: AVX2 and FMA were seen at run time just above.
+            unsafe { super::nhwc::conv(x, k, o, g) }
+        }
+        _ => conv_im2col(x, k, o, g),
     }
     out
 }
@@ -626,6 +671,67 @@ fn fold_taps(acc: &mut [f32], row: &[f32], x_lo: usize, sw: usize, c: usize, op:
         let at = (x_lo + ox * sw) * c;
         for (a, &v) in px.iter_mut().zip(&row[at..at + c]) {
             *a = op(*a, v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{check, Conv2dSpec, Padding};
+
+    fn array(shape: [usize; 4], seed: u64) -> Array4<f32> {
+        crate::bench::random_array(shape, seed)
+    }
+
+    /// Every strategy against the reference, on shapes that reach each
+    /// kernel's tails: pixel blocks cut by the band's end, channel blocks
+    /// cut by `nc`, several images per piece, bands of one image.
+    #[test]
+    fn every_strategy_matches_the_reference() {
+        type Case = ([usize; 4], [usize; 4], Padding, (usize, usize), (usize, usize));
+        let cases: &[Case] = &[
+            ([2, 9, 11, 3], [3, 3, 3, 16], Padding::Same, (1, 1), (1, 1)),
+            ([3, 7, 5, 5], [2, 3, 5, 17], Padding::Valid, (1, 2), (1, 1)),
+            (
+                [1, 30, 7, 8],
+                [3, 2, 8, 9],
+                Padding::Explicit {
+                    top: 2,
+                    bottom: 0,
+                    left: 1,
+                    right: 3,
+                },
+                (2, 1),
+                (2, 2),
+            ),
+            ([4, 6, 6, 1], [5, 5, 1, 1], Padding::SameLower, (1, 1), (1, 1)),
+            ([1, 13, 13, 2], [3, 3, 2, 33], Padding::Symmetric(1, 2), (3, 2), (1, 3)),
+            ([2, 5, 8, 24], [1, 1, 24, 7], Padding::Valid, (1, 1), (1, 1)),
+            ([2, 5, 8, 6], [1, 1, 6, 20], Padding::Symmetric(1, 1), (2, 2), (1, 1)),
+            ([9, 4, 4, 4], [4, 4, 4, 8], Padding::Valid, (1, 1), (1, 1)),
+        ];
+        for &(xs, ks, padding, (sh, sw), (dh, dw)) in cases {
+            let spec = Conv2dSpec::new(padding).with_stride(sh, sw).with_dilation(dh, dw);
+            let g = spec.resolve(xs, ks).unwrap();
+            let (x, k) = (array(xs, 1), array(ks, 2));
+            let want = crate::cpu::reference::conv2d(x.view(), k.view(), &g);
+            let tolerance = check::conv_tolerance(g.reduction_len(), check::max_abs_finite(want.view()));
+            let mut strategies = vec![Strategy::Planar, Strategy::Im2col];
+            if has_fma() {
+                strategies.push(Strategy::Nhwc);
+            }
+            if Strategy::choose(&g, false) == Strategy::Pointwise {
+                strategies.push(Strategy::Pointwise);
+            }
+            for s in strategies {
+                let got = conv2d_with(s, x.view(), k.view(), &g);
+                assert!(
+                    check::within(got.view(), want.view(), tolerance),
+                    "{s:?} on {xs:?} * {ks:?}: {:?}",
+                    check::largest_difference(got.view(), want.view(), false)
+                );
+            }
         }
     }
 }

@@ -2,6 +2,8 @@
 //! checked against it.
 
 pub mod fast;
+#[cfg(target_arch = "x86_64")]
+mod nhwc;
 pub mod reference;
 
 use ndarray::Array4;
