@@ -4,6 +4,8 @@
 pub mod fast;
 #[cfg(target_arch = "x86_64")]
 mod nhwc;
+#[cfg(target_arch = "x86_64")]
+mod pool_nhwc;
 pub mod reference;
 
 use ndarray::Array4;
