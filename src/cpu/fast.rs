@@ -605,68 +605,94 @@ pub fn pool2d(images: ArrayView4<f32>, g: &Pool2dGeometry) -> Array4<f32> {
     let col_counts: Vec<usize> = (0..g.ow).map(|ox| g.divisor_cols(ox)).collect();
     for_each_piece(o, g.m, g.oh, row_elems, rows, |p, dst| {
         let band = p.oy1 - p.oy0;
+        let mut column = vec![0f32; g.w * g.c];
         for (i, n) in (p.n0..p.n1).enumerate() {
             let image = &x[n * g.h * g.w * g.c..(n + 1) * g.h * g.w * g.c];
             let image_dst = &mut dst[i * band * row_elems..(i + 1) * band * row_elems];
             for (r, out_row) in image_dst.chunks_mut(row_elems).enumerate() {
-                pool_row(image, g, p.oy0 + r, &col_counts, out_row);
+                pool_row(image, g, p.oy0 + r, &col_counts, &mut column, out_row);
             }
         }
     });
     out
 }
 
-fn pool_row(image: &[f32], g: &Pool2dGeometry, oy: usize, col_counts: &[usize], out_row: &mut [f32]) {
-    let c = g.c;
-    out_row.fill(match g.mode {
-        PoolMode::Max => f32::NEG_INFINITY,
-        PoolMode::Avg => 0.0,
-    });
-    let row_len = g.w * c;
-    for i in 0..g.kh {
-        let Some(y) = (oy * g.sh + i * g.dh).checked_sub(g.pads.top).filter(|&y| y < g.h) else {
-            continue;
-        };
-        let in_row = &image[y * row_len..(y + 1) * row_len];
-        for j in 0..g.kw {
-            // Output columns whose tap j lands inside the image:
-            // 0 <= ox * sw + j * dw - left < w.
-            let shift = j * g.dw;
-            let lo = g.pads.left.saturating_sub(shift).div_ceil(g.sw);
-            let hi = (g.w + g.pads.left).saturating_sub(shift).div_ceil(g.sw).min(g.ow);
-            if lo >= hi {
-                continue;
+/// One output row in two passes: the window's rows folded into `column`
+/// (contiguous, so fully vectorised), then the window's columns folded
+/// from it (strided). The strided pass, the slow one when channels are
+/// few, runs once per output row instead of once per window row.
+fn pool_row(
+    image: &[f32],
+    g: &Pool2dGeometry,
+    oy: usize,
+    col_counts: &[usize],
+    column: &mut [f32],
+    out_row: &mut [f32],
+) {
+    match g.mode {
+        // NaN beats every number; once NaN, stays NaN.
+        PoolMode::Max => pool_row_with(image, g, oy, column, out_row, f32::NEG_INFINITY, |m, v| {
+            if v > m || v.is_nan() {
+                v
+            } else {
+                m
             }
-            let x_lo = lo * g.sw + shift - g.pads.left;
-            let acc = &mut out_row[lo * c..hi * c];
-            match g.mode {
-                PoolMode::Max => fold_taps(acc, in_row, x_lo, g.sw, c, |m, v| {
-                    // NaN beats every number; once NaN, stays NaN.
-                    if v > m || v.is_nan() {
-                        v
-                    } else {
-                        m
-                    }
-                }),
-                PoolMode::Avg => fold_taps(acc, in_row, x_lo, g.sw, c, |s, v| s + v),
+        }),
+        PoolMode::Avg => {
+            pool_row_with(image, g, oy, column, out_row, 0.0, |s, v| s + v);
+            let rows = g.divisor_rows(oy);
+            for (px, &cols) in out_row.chunks_mut(g.c).zip(col_counts) {
+                let divisor = (rows * cols) as f32;
+                for s in px.iter_mut() {
+                    *s /= divisor;
+                }
             }
         }
     }
-    if g.mode == PoolMode::Avg {
-        let rows = g.divisor_rows(oy);
-        for (px, &cols) in out_row.chunks_mut(c).zip(col_counts) {
-            let divisor = (rows * cols) as f32;
-            for s in px.iter_mut() {
-                *s /= divisor;
-            }
+}
+
+#[inline(always)]
+fn pool_row_with(
+    image: &[f32],
+    g: &Pool2dGeometry,
+    oy: usize,
+    column: &mut [f32],
+    out_row: &mut [f32],
+    init: f32,
+    op: impl Fn(f32, f32) -> f32 + Copy,
+) {
+    let c = g.c;
+    out_row.fill(init);
+    let row_len = g.w * c;
+    let mut rows = (0..g.kh).filter_map(|i| (oy * g.sh + i * g.dh).checked_sub(g.pads.top).filter(|&y| y < g.h));
+    // A window wholly in the padding keeps `init`.
+    let Some(first) = rows.next() else {
+        return;
+    };
+    column.copy_from_slice(&image[first * row_len..(first + 1) * row_len]);
+    for y in rows {
+        for (a, &v) in column.iter_mut().zip(&image[y * row_len..(y + 1) * row_len]) {
+            *a = op(*a, v);
         }
+    }
+    for j in 0..g.kw {
+        // Output columns whose tap j lands inside the image:
+        // 0 <= ox * sw + j * dw - left < w.
+        let shift = j * g.dw;
+        let lo = g.pads.left.saturating_sub(shift).div_ceil(g.sw);
+        let hi = (g.w + g.pads.left).saturating_sub(shift).div_ceil(g.sw).min(g.ow);
+        if lo >= hi {
+            continue;
+        }
+        let x_lo = lo * g.sw + shift - g.pads.left;
+        fold_taps(&mut out_row[lo * c..hi * c], column, x_lo, g.sw, c, op);
     }
 }
 
 /// `acc[ox][ch] = op(acc[ox][ch], row[(x_lo + ox * sw)][ch])` over every
 /// output pixel of `acc`.
 #[inline(always)]
-fn fold_taps(acc: &mut [f32], row: &[f32], x_lo: usize, sw: usize, c: usize, op: impl Fn(f32, f32) -> f32) {
+fn fold_taps(acc: &mut [f32], row: &[f32], x_lo: usize, sw: usize, c: usize, op: impl Fn(f32, f32) -> f32 + Copy) {
     if sw == 1 {
         // Adjacent windows: one contiguous run.
         let src = &row[x_lo * c..x_lo * c + acc.len()];
@@ -675,9 +701,30 @@ fn fold_taps(acc: &mut [f32], row: &[f32], x_lo: usize, sw: usize, c: usize, op:
         }
         return;
     }
-    for (ox, px) in acc.chunks_exact_mut(c).enumerate() {
-        let at = (x_lo + ox * sw) * c;
-        for (a, &v) in px.iter_mut().zip(&row[at..at + c]) {
+    // A pixel's few channels as a fixed-size array: the compiler unrolls
+    // them instead of running a loop of 1 to 4 per pixel.
+    match c {
+        1 => fold_strided::<1>(acc, row, x_lo, sw, op),
+        2 => fold_strided::<2>(acc, row, x_lo, sw, op),
+        3 => fold_strided::<3>(acc, row, x_lo, sw, op),
+        4 => fold_strided::<4>(acc, row, x_lo, sw, op),
+        _ => {
+            for (ox, px) in acc.chunks_exact_mut(c).enumerate() {
+                let at = (x_lo + ox * sw) * c;
+                for (a, &v) in px.iter_mut().zip(&row[at..at + c]) {
+                    *a = op(*a, v);
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn fold_strided<const C: usize>(acc: &mut [f32], row: &[f32], x_lo: usize, sw: usize, op: impl Fn(f32, f32) -> f32) {
+    let src = &row[x_lo * C..];
+    for (px, tap) in acc.chunks_exact_mut(C).zip(src.chunks(sw * C)) {
+        let tap: &[f32; C] = tap[..C].try_into().expect("C floats");
+        for (a, &v) in px.iter_mut().zip(tap) {
             *a = op(*a, v);
         }
     }
