@@ -9,8 +9,19 @@
 // at a time. Padded cells are read as 0 and still multiplied, so `0 * inf` in
 // a kernel gives NaN exactly as the formula of the CPU reference does.
 //
+// Loads: images and kernels are bound as arrays of vec4. When the channel
+// count is a multiple of 4 (VEC_A), four consecutive reduction steps are four
+// consecutive channels of one pixel, 16-byte aligned, fetched with one vec4
+// load; likewise four output channels of the kernels when nc is (VEC_B).
+// Otherwise single floats are read out of the vec4 array. The pixel
+// coordinates of the tile's rows are decoded once per workgroup into
+// workgroup memory, and each invocation decodes its reduction step once per
+// KT slice, so the loads do no per-element divisions. POINTWISE (1x1, stride
+// 1, no padding, whole images) reads row m of the image matrix directly.
+//
 // Shapes arrive in `ConvParams` (mirrored by `ConvParams` in src/gpu/params.rs);
-// only the tiling is fixed here. Workgroup extents are pipeline overrides.
+// only the tiling is fixed here. Workgroup extents and the three load
+// variants are pipeline overrides.
 
 struct ConvParams {
     batch: u32,      // images in this chunk
@@ -40,13 +51,20 @@ struct ConvParams {
 }
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
-@group(0) @binding(1) var<storage, read> images: array<f32>;
-@group(0) @binding(2) var<storage, read> kernels: array<f32>;
+@group(0) @binding(1) var<storage, read> images: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> kernels: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
 // Invocations along output channels and along output pixels.
 override WG_N: u32 = 16u;
 override WG_M: u32 = 16u;
+// c % 4 == 0: vec4 loads of the images.
+override VEC_A: bool = false;
+// nc % 4 == 0: vec4 loads of the kernels.
+override VEC_B: bool = false;
+// 1x1 kernel, stride 1, no padding: a chunk's input rows are its output
+// rows, so pixel m of the chunk is at images[m * c].
+override POINTWISE: bool = false;
 
 const RM: u32 = 4u;
 const RN: u32 = 4u;
@@ -58,27 +76,39 @@ const B_TILE_LEN: u32 = KT * MAX_TILE_N;
 
 var<workgroup> a_tile: array<f32, A_TILE_LEN>; // [kk * TILE_M + mm]
 var<workgroup> b_tile: array<f32, B_TILE_LEN>; // [kk * TILE_N + nn]
+// Per tile row: (first image row of its image in `images`, top input row,
+// left input column, 1 if the row is a real output pixel).
+var<workgroup> rows: array<vec4<i32>, MAX_TILE_M>;
 
-// Element (m, k) of the implicit im2col matrix, 0 outside the image.
-fn load_a(m: u32, k: u32) -> f32 {
-    if (m >= p.m_total || k >= p.k_total) {
-        return 0.0;
-    }
-    let ox = m % p.ow;
-    let t = m / p.ow;
-    let oy = t % p.oh_chunk + p.out_row0;
-    let n = t / p.oh_chunk;
+fn image_at(i: u32) -> f32 {
+    return images[i >> 2u][i & 3u];
+}
+
+fn kernel_at(i: u32) -> f32 {
+    return kernels[i >> 2u][i & 3u];
+}
+
+// A reduction step k decoded: (channel, kernel row, kernel column, k valid).
+fn decode_k(k: u32) -> vec4<u32> {
     let ch = k % p.c;
-    let t2 = k / p.c;
-    let j = t2 % p.kw;
-    let i = t2 / p.kw;
-    let y = i32(oy * p.sh + i * p.dh) - i32(p.pad_top);
-    let x = i32(ox * p.sw + j * p.dw) - i32(p.pad_left);
-    if (y < 0 || x < 0 || y >= i32(p.h) || x >= i32(p.w)) {
-        return 0.0;
+    let t = k / p.c;
+    return vec4<u32>(ch, t / p.kw, t % p.kw, select(0u, 1u, k < p.k_total));
+}
+
+// Index into `images` of tap `tap` (from decode_k) of tile row `mm`, or -1
+// where the tap falls in the padding or outside the problem.
+fn tap_index(mm: u32, tap: vec4<u32>) -> i32 {
+    let r = rows[mm];
+    if (r.w == 0 || tap.w == 0u) {
+        return -1;
     }
-    let row = u32(y) - p.in_row0;
-    return images[((n * p.band_h + row) * p.w + u32(x)) * p.c + ch];
+    let y = r.y + i32(tap.y * p.dh);
+    let x = r.z + i32(tap.z * p.dw);
+    if (y < 0 || x < 0 || y >= i32(p.h) || x >= i32(p.w)) {
+        return -1;
+    }
+    let row = r.x + y - i32(p.in_row0);
+    return (row * i32(p.w) + x) * i32(p.c) + i32(tap.x);
 }
 
 @compute @workgroup_size(WG_N, WG_M, 1)
@@ -101,25 +131,103 @@ fn main(
     let tid = lid.y * WG_N + lid.x;
     let threads = WG_M * WG_N;
 
+    for (var mm = tid; mm < TILE_M; mm += threads) {
+        let m = m0 + mm;
+        let ox = m % p.ow;
+        let t = m / p.ow;
+        let oy = t % p.oh_chunk + p.out_row0;
+        let n = t / p.oh_chunk;
+        rows[mm] = vec4<i32>(
+            i32(n * p.band_h),
+            i32(oy * p.sh) - i32(p.pad_top),
+            i32(ox * p.sw) - i32(p.pad_left),
+            select(0, 1, m < p.m_total),
+        );
+    }
+    workgroupBarrier();
+
     var acc: array<f32, 16>; // RM * RN, zero-initialised
     for (var k0 = 0u; k0 < p.k_total; k0 += KT) {
-        // Consecutive invocations take consecutive k, which are consecutive
-        // channels in NHWC memory.
-        for (var e = tid; e < TILE_M * KT; e += threads) {
-            let kk = e % KT;
-            let mm = e / KT;
-            a_tile[kk * TILE_M + mm] = load_a(m0 + mm, k0 + kk);
-        }
-        for (var e = tid; e < KT * TILE_N; e += threads) {
-            let nn = e % TILE_N;
-            let kk = e / TILE_N;
-            let k = k0 + kk;
-            let n = n0 + nn;
-            var v = 0.0;
-            if (k < p.k_total && n < p.nc) {
-                v = kernels[k * p.nc + n];
+        if (VEC_A) {
+            // Quads of channels: threads is a multiple of KT / 4, so each
+            // invocation keeps one quad (one decode) for every row it loads.
+            let quads = KT / 4u;
+            let kq = tid % quads;
+            let k = k0 + kq * 4u;
+            let tap = decode_k(k);
+            for (var e = tid; e < TILE_M * quads; e += threads) {
+                let mm = e / quads;
+                var v = vec4<f32>(0.0);
+                if (POINTWISE) {
+                    let m = m0 + mm;
+                    if (m < p.m_total && k < p.k_total) {
+                        v = images[(m * p.c + k) >> 2u];
+                    }
+                } else {
+                    let at = tap_index(mm, tap);
+                    if (at >= 0) {
+                        v = images[u32(at) >> 2u];
+                    }
+                }
+                let kk = kq * 4u;
+                a_tile[kk * TILE_M + mm] = v.x;
+                a_tile[(kk + 1u) * TILE_M + mm] = v.y;
+                a_tile[(kk + 2u) * TILE_M + mm] = v.z;
+                a_tile[(kk + 3u) * TILE_M + mm] = v.w;
             }
-            b_tile[kk * TILE_N + nn] = v;
+        } else {
+            // Consecutive invocations take consecutive k (consecutive
+            // channels in NHWC memory); threads is a multiple of KT, so each
+            // invocation keeps one k (one decode) for every row it loads.
+            let kk = tid % KT;
+            let k = k0 + kk;
+            let tap = decode_k(k);
+            for (var e = tid; e < TILE_M * KT; e += threads) {
+                let mm = e / KT;
+                var v = 0.0;
+                if (POINTWISE) {
+                    let m = m0 + mm;
+                    if (m < p.m_total && k < p.k_total) {
+                        v = image_at(m * p.c + k);
+                    }
+                } else {
+                    let at = tap_index(mm, tap);
+                    if (at >= 0) {
+                        v = image_at(u32(at));
+                    }
+                }
+                a_tile[kk * TILE_M + mm] = v;
+            }
+        }
+        if (VEC_B) {
+            let quads = TILE_N / 4u;
+            for (var e = tid; e < KT * quads; e += threads) {
+                let nq = e % quads;
+                let kk = e / quads;
+                let k = k0 + kk;
+                let n = n0 + nq * 4u;
+                var v = vec4<f32>(0.0);
+                if (k < p.k_total && n < p.nc) {
+                    v = kernels[(k * p.nc + n) >> 2u];
+                }
+                let at = kk * TILE_N + nq * 4u;
+                b_tile[at] = v.x;
+                b_tile[at + 1u] = v.y;
+                b_tile[at + 2u] = v.z;
+                b_tile[at + 3u] = v.w;
+            }
+        } else {
+            for (var e = tid; e < KT * TILE_N; e += threads) {
+                let nn = e % TILE_N;
+                let kk = e / TILE_N;
+                let k = k0 + kk;
+                let n = n0 + nn;
+                var v = 0.0;
+                if (k < p.k_total && n < p.nc) {
+                    v = kernel_at(k * p.nc + n);
+                }
+                b_tile[kk * TILE_N + nn] = v;
+            }
         }
         workgroupBarrier();
         for (var kk = 0u; kk < KT; kk++) {

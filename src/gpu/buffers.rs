@@ -8,7 +8,9 @@ pub struct Slot {
 }
 
 impl Slot {
-    /// A buffer of at least `bytes` (at least 4), created or grown as needed.
+    /// A buffer of at least `bytes`, created or grown as needed. Sizes are
+    /// multiples of 16 (and `cap` must be one): a shader that binds the
+    /// buffer as an array of vec4 would otherwise not see its last floats.
     pub fn ensure(
         &mut self,
         device: &wgpu::Device,
@@ -17,7 +19,7 @@ impl Slot {
         usage: wgpu::BufferUsages,
         label: &'static str,
     ) -> &wgpu::Buffer {
-        let bytes = bytes.max(4);
+        let bytes = bytes.max(16).next_multiple_of(16);
         if self.buffer.as_ref().is_none_or(|b| b.size() < bytes) {
             let size = bytes.next_power_of_two().min(cap.max(bytes));
             self.buffer = Some(device.create_buffer(&wgpu::BufferDescriptor {

@@ -93,7 +93,8 @@ pub struct GpuContext {
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
     pub(crate) summary: AdapterSummary,
-    /// Largest binding this context uses, bytes (a multiple of 4).
+    /// Largest binding this context uses, bytes (a multiple of 16: the
+    /// conv kernel binds its inputs as arrays of vec4).
     pub(crate) max_binding_bytes: u64,
     /// Largest workgroup count per dispatch dimension this context uses.
     pub(crate) max_groups_per_dim: u32,
@@ -170,7 +171,7 @@ impl GpuContext {
             .unwrap_or(u64::MAX)
             .min(device_binding)
             .min(1 << 30)
-            & !3;
+            & !15;
         let max_groups_per_dim = options
             .max_workgroups_per_dim
             .unwrap_or(u32::MAX)
@@ -181,7 +182,7 @@ impl GpuContext {
             device,
             queue,
             summary,
-            max_binding_bytes: max_binding_bytes.max(4),
+            max_binding_bytes: max_binding_bytes.max(16),
             max_groups_per_dim,
             pipelines,
             timestamps,

@@ -77,7 +77,7 @@ fn conv_problem(g: &Conv2dGeometry) -> Problem {
         units_per_group: if g.nc <= DIRECT_MAX_NC {
             DIRECT_WG as usize
         } else {
-            ConvTiling::for_channels(g.nc).tile_m() as usize
+            ConvTiling::for_conv(g).tile_m() as usize
         },
         units_per_out_row: g.ow,
     }
@@ -153,7 +153,7 @@ impl GpuContext {
             )));
         }
         let direct = g.nc <= DIRECT_MAX_NC;
-        let tiling = ConvTiling::for_channels(g.nc);
+        let tiling = ConvTiling::for_conv(g);
         let tiles_n = if direct {
             1
         } else {

@@ -15,26 +15,41 @@ pub enum Family {
     Pool2d,
 }
 
-/// Workgroup extents of the conv kernel, chosen by output-channel count so a
-/// narrow convolution does not waste most of a 64-channel tile.
+/// The tiled conv kernel's specialisation: workgroup extents, chosen by
+/// output-channel count so a narrow convolution does not waste most of a
+/// 64-channel tile, and its load variants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConvTiling {
     /// Invocations along output channels (tile width / 4).
     pub wg_n: u32,
     /// Invocations along output pixels (tile height / 4).
     pub wg_m: u32,
+    /// `c % 4 == 0`: images read as vec4 along channels.
+    pub vec_a: bool,
+    /// `nc % 4 == 0`: kernels read as vec4 along output channels.
+    pub vec_b: bool,
+    /// 1x1 kernel, stride 1, no padding: pixel `m` is row `m` of the image
+    /// matrix, a plain GEMM.
+    pub pointwise: bool,
 }
 
 impl ConvTiling {
     /// Register block of one invocation, as in the shader (RM = RN = 4).
     pub const BLOCK: u32 = 4;
 
-    /// The tiling for `nc` output channels.
-    pub fn for_channels(nc: usize) -> Self {
-        match nc {
-            0..=4 => ConvTiling { wg_n: 1, wg_m: 64 },
-            5..=16 => ConvTiling { wg_n: 4, wg_m: 64 },
-            _ => ConvTiling { wg_n: 16, wg_m: 16 },
+    /// The specialisation for a convolution.
+    pub fn for_conv(g: &crate::shape::Conv2dGeometry) -> Self {
+        let (wg_n, wg_m) = match g.nc {
+            0..=4 => (1, 64),
+            5..=16 => (4, 64),
+            _ => (16, 16),
+        };
+        ConvTiling {
+            wg_n,
+            wg_m,
+            vec_a: g.c % 4 == 0,
+            vec_b: g.nc % 4 == 0,
+            pointwise: g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pads == Default::default(),
         }
     }
 
@@ -94,7 +109,7 @@ pub struct Pipelines {
     pub(crate) pool_layout: wgpu::BindGroupLayout,
     conv_pipeline_layout: wgpu::PipelineLayout,
     pool_pipeline_layout: wgpu::PipelineLayout,
-    cache: Mutex<HashMap<(Family, [u32; 2]), wgpu::ComputePipeline>>,
+    cache: Mutex<HashMap<(Family, [u32; 5]), wgpu::ComputePipeline>>,
 }
 
 impl Pipelines {
@@ -130,13 +145,17 @@ impl Pipelines {
         }
     }
 
-    fn get(&self, device: &wgpu::Device, family: Family, consts: [u32; 2]) -> wgpu::ComputePipeline {
+    fn get(&self, device: &wgpu::Device, family: Family, consts: [u32; 5]) -> wgpu::ComputePipeline {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache
             .entry((family, consts))
             .or_insert_with(|| {
                 let (module, layout, names): (_, _, &[&str]) = match family {
-                    Family::Conv2d => (&self.conv_module, &self.conv_pipeline_layout, &["WG_N", "WG_M"]),
+                    Family::Conv2d => (
+                        &self.conv_module,
+                        &self.conv_pipeline_layout,
+                        &["WG_N", "WG_M", "VEC_A", "VEC_B", "POINTWISE"],
+                    ),
                     Family::Conv2dDirect => (&self.direct_module, &self.conv_pipeline_layout, &["WG"]),
                     Family::Pool2d => (&self.pool_module, &self.pool_pipeline_layout, &["WG"]),
                 };
@@ -161,18 +180,19 @@ impl Pipelines {
             .clone()
     }
 
-    /// The conv pipeline for a tiling.
+    /// The conv pipeline for a specialisation.
     pub fn conv(&self, device: &wgpu::Device, t: ConvTiling) -> wgpu::ComputePipeline {
-        self.get(device, Family::Conv2d, [t.wg_n, t.wg_m])
+        let flags = [t.vec_a, t.vec_b, t.pointwise].map(u32::from);
+        self.get(device, Family::Conv2d, [t.wg_n, t.wg_m, flags[0], flags[1], flags[2]])
     }
 
     /// The direct conv pipeline.
     pub fn conv_direct(&self, device: &wgpu::Device) -> wgpu::ComputePipeline {
-        self.get(device, Family::Conv2dDirect, [DIRECT_WG, 0])
+        self.get(device, Family::Conv2dDirect, [DIRECT_WG, 0, 0, 0, 0])
     }
 
     /// The pooling pipeline.
     pub fn pool(&self, device: &wgpu::Device) -> wgpu::ComputePipeline {
-        self.get(device, Family::Pool2d, [POOL_WG, 0])
+        self.get(device, Family::Pool2d, [POOL_WG, 0, 0, 0, 0])
     }
 }
