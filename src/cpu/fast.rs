@@ -372,17 +372,31 @@ fn direct_piece<const FMA: bool>(
             }
         }
     }
-    planes.clear();
-    planes.resize(plane_len + LANES, 0.0);
+    // One channel, no padding, stride 1 along rows: the planes would be a
+    // copy of the image rows, so the image is read in place (where the last
+    // column block's over-read stays inside the input).
+    let in_place = g.c == 1 && g.sw == 1 && g.pads == Default::default() && layout.width == g.w;
+    let mut cleared = false;
     for (i, n) in (p.n0..p.n1).enumerate() {
-        // Every image of a piece writes the same cells, so the zeros of the
-        // padding survive from the resize above.
-        fill_planes(x, g, layout, n, p.oy0, planes);
+        let start = (n * g.h + p.oy0 * g.sh) * g.w;
+        let src: &[f32] = if in_place && start + plane_len + LANES <= x.len() {
+            &x[start..]
+        } else {
+            if !cleared {
+                planes.clear();
+                planes.resize(plane_len + LANES, 0.0);
+                cleared = true;
+            }
+            // Every image of a piece writes the same cells, so the zeros of
+            // the padding survive from the resize above.
+            fill_planes(x, g, layout, n, p.oy0, planes);
+            planes
+        };
         let out = &mut dst[i * band * row_elems..(i + 1) * band * row_elems];
         let run = Run {
             offs: &offs,
             max_off: offs.iter().copied().max().unwrap_or(0),
-            planes,
+            planes: src,
             row_stride: g.sh * layout.width,
             ow: g.ow,
             nc: g.nc,
@@ -783,6 +797,11 @@ mod tests {
             ([2, 5, 8, 24], [1, 1, 24, 7], Padding::Valid, (1, 1), (1, 1)),
             ([2, 5, 8, 6], [1, 1, 6, 20], Padding::Symmetric(1, 1), (2, 2), (1, 1)),
             ([9, 4, 4, 4], [4, 4, 4, 8], Padding::Valid, (1, 1), (1, 1)),
+            // One channel without padding: the planar kernel reads the image
+            // in place, except where the over-read would pass the input's end.
+            ([5, 9, 37, 1], [3, 4, 1, 1], Padding::Valid, (2, 1), (1, 1)),
+            ([3, 12, 20, 1], [2, 3, 1, 3], Padding::Valid, (1, 1), (2, 2)),
+            ([1, 40, 19, 1], [5, 5, 1, 2], Padding::Valid, (1, 1), (1, 1)),
         ];
         for &(xs, ks, padding, (sh, sw), (dh, dw)) in cases {
             let spec = Conv2dSpec::new(padding).with_stride(sh, sw).with_dilation(dh, dw);
