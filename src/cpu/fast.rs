@@ -576,29 +576,64 @@ fn fill_planes(x: &[f32], g: &Conv2dGeometry, layout: &Planes, n: usize, oy0: us
     let (c, sw, left) = (g.c, g.sw, g.pads.left);
     // Padded columns u = q * sw + phase in [left, left + cols) are image columns.
     let cols = (left + g.w).min(layout.width * sw).saturating_sub(left);
+    // Per phase, the plane columns q0..q1 that hold image columns from x0 on
+    // (the same for every row).
+    let spans: Vec<(usize, usize, usize, usize)> = (0..sw)
+        .filter_map(|phase| {
+            let q0 = left.saturating_sub(phase).div_ceil(sw);
+            let q1 = (left + cols).saturating_sub(phase).div_ceil(sw).min(layout.width);
+            (q0 < q1).then(|| (phase, q0, q1, q0 * sw + phase - left))
+        })
+        .collect();
     for r in 0..layout.rows {
         let Some(y) = (oy0 * g.sh + r).checked_sub(g.pads.top).filter(|&y| y < g.h) else {
             continue;
         };
         let src_row = &image[y * g.w * c..(y * g.w + cols) * c];
-        for phase in 0..sw {
-            let q0 = left.saturating_sub(phase).div_ceil(sw);
-            let q1 = (left + cols).saturating_sub(phase).div_ceil(sw).min(layout.width);
-            if q0 >= q1 {
+        for &(phase, q0, q1, x0) in &spans {
+            let at = |ch: usize| layout.plane(ch, phase, sw) + r * layout.width;
+            if sw == 1 && c == 1 {
+                planes[at(0) + q0..at(0) + q1].copy_from_slice(&src_row[x0..x0 + (q1 - q0)]);
                 continue;
             }
-            let x0 = q0 * sw + phase - left;
-            for ch in 0..c {
-                let at = layout.plane(ch, phase, sw) + r * layout.width;
-                let dst = &mut planes[at + q0..at + q1];
-                if sw == 1 && c == 1 {
-                    dst.copy_from_slice(&src_row[x0..x0 + (q1 - q0)]);
-                } else {
-                    for (d, s) in dst.iter_mut().zip(src_row[x0 * c + ch..].iter().step_by(sw * c)) {
-                        *d = *s;
+            // A fixed channel count lets the compiler turn the gathers into
+            // plain indexed loops (an iterator with a run-time step per
+            // element made this copy most of the kernel's time).
+            match c {
+                1 => gather::<1>(planes, &at, q0, q1, src_row, x0, sw),
+                2 => gather::<2>(planes, &at, q0, q1, src_row, x0, sw),
+                3 => gather::<3>(planes, &at, q0, q1, src_row, x0, sw),
+                4 => gather::<4>(planes, &at, q0, q1, src_row, x0, sw),
+                _ => {
+                    for ch in 0..c {
+                        let dst = &mut planes[at(ch) + q0..at(ch) + q1];
+                        for (i, d) in dst.iter_mut().enumerate() {
+                            *d = src_row[(x0 + i * sw) * c + ch];
+                        }
                     }
                 }
             }
+        }
+    }
+}
+
+/// `planes[at(ch) + q] = src_row[(x0 + (q - q0) * sw) * C + ch]` for q in q0..q1.
+#[inline(always)]
+fn gather<const C: usize>(
+    planes: &mut [f32],
+    at: &impl Fn(usize) -> usize,
+    q0: usize,
+    q1: usize,
+    src_row: &[f32],
+    x0: usize,
+    sw: usize,
+) {
+    let len = q1 - q0;
+    let src = &src_row[x0 * C..(x0 + (len - 1) * sw + 1) * C];
+    for ch in 0..C {
+        let dst = &mut planes[at(ch) + q0..at(ch) + q1];
+        for (i, d) in dst.iter_mut().enumerate() {
+            *d = src[i * sw * C + ch];
         }
     }
 }
