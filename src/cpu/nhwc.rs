@@ -58,12 +58,11 @@ impl Packed {
     }
 }
 
-/// Where the input of one piece lives: `src[row * row_stride + col * c]`,
-/// with row 0 the first row output row `oy0` reads and column 0 the first
-/// column output column 0 reads.
+/// Where the input of one piece lives: output pixel `q` of the band reads
+/// `src[starts[q] + off..]` for each run `(off, len)` of the reduction.
 struct Source<'a> {
     src: &'a [f32],
-    row_stride: usize,
+    starts: &'a [usize],
 }
 
 /// The convolution; the caller has checked AVX2 and FMA at run time.
@@ -96,6 +95,12 @@ pub(super) unsafe fn conv(x: &[f32], k: &[f32], o: &mut [f32], g: &Conv2dGeometr
     for_each_piece(o, g.m, g.oh, g.ow * g.nc, rows, |p, dst| {
         let band = p.oy1 - p.oy0;
         let band_rows = (band - 1) * g.sh + ekh;
+        let row_stride = if padded { width * g.c } else { g.w * g.c };
+        // First input of each output pixel of the band (the same for every
+        // image of the piece), without a division per pixel.
+        let starts: Vec<usize> = (0..band)
+            .flat_map(|r| (0..g.ow).map(move |ox| r * g.sh * row_stride + ox * g.sw * g.c))
+            .collect();
         SCRATCH.with_borrow_mut(|scratch| {
             if padded {
                 // Cells outside the image stay zero for every image of the piece.
@@ -108,19 +113,19 @@ pub(super) unsafe fn conv(x: &[f32], k: &[f32], o: &mut [f32], g: &Conv2dGeometr
                     fill_band(image, g, p.oy0, band_rows, width, scratch);
                     let source = Source {
                         src: scratch,
-                        row_stride: width * g.c,
+                        starts: &starts,
                     };
                     (source, &padded_runs)
                 } else {
                     let source = Source {
                         src: &image[p.oy0 * g.sh * g.w * g.c..],
-                        row_stride: g.w * g.c,
+                        starts: &starts,
                     };
                     (source, &direct_runs)
                 };
                 let out = &mut dst[i * band * g.ow * g.nc..(i + 1) * band * g.ow * g.nc];
                 // SAFETY: forwarded from this function's contract.
-                unsafe { piece(&source, runs, &packed, g, band, out) };
+                unsafe { piece(&source, runs, &packed, g, out) };
             }
         })
     });
@@ -144,21 +149,11 @@ fn fill_band(image: &[f32], g: &Conv2dGeometry, oy0: usize, rows: usize, width: 
     }
 }
 
-/// Every output of one image's band of `band` rows (`out`, NHWC).
+/// Every output of one image's band (`out`, NHWC).
 #[target_feature(enable = "avx2,fma")]
-unsafe fn piece(
-    source: &Source,
-    runs: &[(usize, usize)],
-    packed: &Packed,
-    g: &Conv2dGeometry,
-    band: usize,
-    out: &mut [f32],
-) {
-    let pixels = band * g.ow;
-    // First input of each output pixel, without a division per pixel.
-    let starts: Vec<usize> = (0..band)
-        .flat_map(|r| (0..g.ow).map(move |ox| r * g.sh * source.row_stride + ox * g.sw * g.c))
-        .collect();
+unsafe fn piece(source: &Source, runs: &[(usize, usize)], packed: &Packed, g: &Conv2dGeometry, out: &mut [f32]) {
+    let starts = source.starts;
+    let pixels = starts.len();
     // The last input any output reads must lie inside the source: this
     // bounds every pointer the kernel forms below.
     let reach = runs.iter().map(|&(off, len)| off + len).max().unwrap_or(0);
@@ -181,14 +176,23 @@ unsafe fn piece(
             // BLOCK floats per reduction step.
             let acc = unsafe { block(src, runs, w.as_ptr()) };
             for (p, acc_p) in acc.iter().enumerate().take(count) {
-                let mut sums = [0f32; BLOCK];
-                // SAFETY: `sums` holds BLOCK = 16 floats.
-                unsafe {
-                    _mm256_storeu_ps(sums.as_mut_ptr(), acc_p[0]);
-                    _mm256_storeu_ps(sums.as_mut_ptr().add(8), acc_p[1]);
-                }
                 let at = (q0 + p) * g.nc + b * BLOCK;
-                out[at..at + lanes].copy_from_slice(&sums[..lanes]);
+                let dst = &mut out[at..at + lanes];
+                if lanes == BLOCK {
+                    // SAFETY: `dst` holds BLOCK = 16 floats.
+                    unsafe {
+                        _mm256_storeu_ps(dst.as_mut_ptr(), acc_p[0]);
+                        _mm256_storeu_ps(dst.as_mut_ptr().add(8), acc_p[1]);
+                    }
+                } else {
+                    let mut sums = [0f32; BLOCK];
+                    // SAFETY: `sums` holds BLOCK = 16 floats.
+                    unsafe {
+                        _mm256_storeu_ps(sums.as_mut_ptr(), acc_p[0]);
+                        _mm256_storeu_ps(sums.as_mut_ptr().add(8), acc_p[1]);
+                    }
+                    dst.copy_from_slice(&sums[..lanes]);
+                }
             }
             q0 += count;
         }
