@@ -8,6 +8,8 @@ mod nhwc;
 mod pool_nhwc;
 pub mod reference;
 
+use std::mem::MaybeUninit;
+
 use ndarray::Array4;
 
 use crate::error::{Error, Result};
@@ -27,29 +29,42 @@ pub(crate) fn check_output_fits(shape: [usize; 4]) -> Result<()> {
     })
 }
 
-/// A zeroed array for a result. Large results come from fresh pages, and
-/// on Linux faulting them in 4 KiB at a time costs more than the
-/// computation of a memory-bound convolution; asking for transparent huge
-/// pages before the first touch makes that 512 times fewer faults.
-pub(crate) fn output_array(shape: [usize; 4]) -> Array4<f32> {
-    let mut a = Array4::<f32>::zeros(shape);
+/// An uninitialised array for a result of the fast path. Its kernels zero
+/// each piece of it (see [`zero_fill`]) right before computing that piece,
+/// in parallel and while the piece is in cache: a zeroed allocation is
+/// cleared by the calling thread alone, in a pass over memory of its own,
+/// whenever the allocator reuses memory (fresh pages come zeroed anyway).
+///
+/// Large results come from fresh pages, and on Linux faulting them in 4 KiB
+/// at a time costs more than the computation of a memory-bound
+/// convolution; asking for transparent huge pages before the first touch
+/// makes that 512 times fewer faults.
+pub(crate) fn output_uninit(shape: [usize; 4]) -> Array4<MaybeUninit<f32>> {
+    let mut a = Array4::<f32>::uninit(shape);
     #[cfg(target_os = "linux")]
     if let Some(s) = a.as_slice_mut() {
-        advise_huge_pages(s);
+        advise_huge_pages(s.as_mut_ptr() as usize, std::mem::size_of_val(s));
     }
     a
 }
 
+/// Zero-fills `s` and returns it as initialised floats.
+pub(crate) fn zero_fill(s: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    s.fill(MaybeUninit::new(0.0));
+    // SAFETY: every element was just written, and MaybeUninit<f32> has the
+    // layout of f32.
+    unsafe { &mut *(s as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
 #[cfg(target_os = "linux")]
-fn advise_huge_pages(s: &mut [f32]) {
+fn advise_huge_pages(start: usize, len: usize) {
     const HUGE: usize = 2 << 20;
-    let start = s.as_mut_ptr() as usize;
-    let end = start + std::mem::size_of_val(s);
+    let end = start + len;
     let first = start.next_multiple_of(HUGE);
     let last = end / HUGE * HUGE;
     if last > first + HUGE {
-        // SAFETY: [first, last) lies inside `s`, which this function borrows
-        // mutably; MADV_HUGEPAGE is a hint that never changes the contents.
+        // SAFETY: [first, last) lies inside an allocation the caller owns;
+        // MADV_HUGEPAGE is a hint that never changes the contents.
         unsafe {
             libc::madvise(first as *mut libc::c_void, last - first, libc::MADV_HUGEPAGE);
         }

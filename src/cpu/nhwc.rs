@@ -16,6 +16,7 @@
 //! `kh * kw * nc` times); without padding the image is read in place.
 
 use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
 
 use super::fast::{for_each_piece, piece_rows, SCRATCH};
 use crate::shape::Conv2dGeometry;
@@ -69,7 +70,7 @@ struct Source<'a> {
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA.
-pub(super) unsafe fn conv(x: &[f32], k: &[f32], o: &mut [f32], g: &Conv2dGeometry) {
+pub(super) unsafe fn conv(x: &[f32], k: &[f32], o: &mut [MaybeUninit<f32>], g: &Conv2dGeometry) {
     let packed = Packed::new(k, g);
     let padded = g.pads != Default::default();
     let (ekh, ekw) = g.extent();

@@ -10,6 +10,7 @@
 //! all-ones pattern is a NaN).
 
 use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
 
 use super::fast::{for_each_piece, piece_rows};
 use crate::shape::{Pool2dGeometry, PoolMode};
@@ -43,7 +44,7 @@ impl Columns {
 ///
 /// # Safety
 /// The CPU must support AVX2.
-pub(super) unsafe fn pool(x: &[f32], o: &mut [f32], g: &Pool2dGeometry) {
+pub(super) unsafe fn pool(x: &[f32], o: &mut [MaybeUninit<f32>], g: &Pool2dGeometry) {
     let row_elems = g.ow * g.c;
     let rows = piece_rows(g.oh, g.w * g.c * g.kh, g.m, TILE_FLOATS);
     let columns = Columns::new(g);

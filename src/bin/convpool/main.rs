@@ -408,7 +408,25 @@ fn bench(args: &BenchArgs) -> Result<String, Error> {
     Ok(String::new())
 }
 
+/// Asks glibc to keep freed blocks of up to 1 GiB for reuse. By default a
+/// block over 32 MiB is unmapped when freed, so each call of a repeated
+/// run (`bench`, `filter` over many images) gets its result in fresh pages
+/// that the kernel zeroes and faults in one by one: on the benchmark's large
+/// outputs (seed_multi, image_blur) that took as much time as the
+/// convolution. The CLI is a short-lived process, so holding on to its
+/// largest freed blocks costs nothing.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator tunables; it is called before any
+    // thread is started.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
