@@ -267,9 +267,12 @@ impl GpuContext {
             ..Default::default()
         };
         let max_dim = self.max_groups_per_dim;
+        // Four channels per invocation where they make whole vec4s.
+        let vec = g.c.is_multiple_of(4);
+        let lanes = if vec { 4 } else { 1 };
         let step = |ch: &Chunk| -> Result<Step<PoolParams>> {
             let total = ch.batch * ch.out_rows * g.ow * g.c;
-            let (x, y) = fold(total.div_ceil(POOL_WG as usize) as u64, max_dim)?;
+            let (x, y) = fold((total / lanes).div_ceil(POOL_WG as usize) as u64, max_dim)?;
             Ok(Step {
                 params: PoolParams {
                     batch: ch.batch as u32,
@@ -284,7 +287,7 @@ impl GpuContext {
                 groups: (x, y, 1),
             })
         };
-        let pipeline = self.pipelines.pool(&self.device);
+        let pipeline = self.pipelines.pool(&self.device, vec);
         self.execute(
             &pipeline,
             &self.pipelines.pool_layout,

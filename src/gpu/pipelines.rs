@@ -157,7 +157,7 @@ impl Pipelines {
                         &["WG_N", "WG_M", "VEC_A", "VEC_B", "POINTWISE"],
                     ),
                     Family::Conv2dDirect => (&self.direct_module, &self.conv_pipeline_layout, &["WG"]),
-                    Family::Pool2d => (&self.pool_module, &self.pool_pipeline_layout, &["WG"]),
+                    Family::Pool2d => (&self.pool_module, &self.pool_pipeline_layout, &["WG", "VEC"]),
                 };
                 let constants: Vec<(&str, f64)> = names.iter().zip(consts).map(|(n, v)| (*n, v as f64)).collect();
                 device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -191,8 +191,9 @@ impl Pipelines {
         self.get(device, Family::Conv2dDirect, [DIRECT_WG, 0, 0, 0, 0])
     }
 
-    /// The pooling pipeline.
-    pub fn pool(&self, device: &wgpu::Device) -> wgpu::ComputePipeline {
-        self.get(device, Family::Pool2d, [POOL_WG, 0, 0, 0, 0])
+    /// The pooling pipeline; `vec` when the channel count is a multiple of
+    /// 4 (one invocation per four channels).
+    pub fn pool(&self, device: &wgpu::Device, vec: bool) -> wgpu::ComputePipeline {
+        self.get(device, Family::Pool2d, [POOL_WG, u32::from(vec), 0, 0, 0])
     }
 }
