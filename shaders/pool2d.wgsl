@@ -132,3 +132,108 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         out[idx + 3u] = result.w;
     }
 }
+
+// ---------------------------------------------------------------------------
+// Tiled pooling for overlapping windows (stride below the window's extent):
+// a workgroup computes a TH x TW tile of output pixels x CT channel units
+// (vec4s with VEC, single channels without) of one image, after staging the
+// input cells the tile reads in workgroup memory, so each of them is read
+// from the storage buffer once per tile instead of once per window that
+// covers it. The host picks the tile (see src/gpu/ops.rs) so that the staged
+// input fits TILE_CAP. Padding and cells past the image are staged as the
+// neutral element (-inf for max, 0 for avg), which leaves every result as
+// the direct kernel computes it.
+
+override TW: u32 = 4u;
+override TH: u32 = 2u;
+override CT: u32 = 16u;
+// TW * TH * CT.
+override WG_T: u32 = 128u;
+
+const TILE_CAP: u32 = 768u;
+var<workgroup> tile: array<vec4<f32>, TILE_CAP>;
+
+@compute @workgroup_size(WG_T, 1, 1)
+fn tiled(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let units = select(p.c, p.c / 4u, VEC);
+    let tiles_u = (units + CT - 1u) / CT;
+    let tiles_x = (p.ow + TW - 1u) / TW;
+    let tiles_y = (p.oh_chunk + TH - 1u) / TH;
+    // Folded over x and y like every dispatch here; the same for the whole
+    // workgroup, so returning keeps the barrier uniform.
+    var g = wid.x + wid.y * nwg.x;
+    if (g >= tiles_u * tiles_x * tiles_y * p.batch) {
+        return;
+    }
+    let tu = g % tiles_u;
+    g = g / tiles_u;
+    let tx = g % tiles_x;
+    g = g / tiles_x;
+    let ty = g % tiles_y;
+    let n = g / tiles_y;
+
+    let ekh = (p.kh - 1u) * p.dh + 1u;
+    let ekw = (p.kw - 1u) * p.dw + 1u;
+    let ih = (TH - 1u) * p.sh + ekh;
+    let iw = (TW - 1u) * p.sw + ekw;
+    let y_base = i32((ty * TH + p.out_row0) * p.sh) - i32(p.pad_top);
+    let x_base = i32(tx * TW * p.sw) - i32(p.pad_left);
+    let neutral = select(vec4<f32>(bitcast<f32>(NEG_INF_BITS)), vec4<f32>(0.0), p.mode != 0u);
+    for (var e = lid; e < ih * iw * CT; e += WG_T) {
+        let u = e % CT;
+        let t = e / CT;
+        let y = y_base + i32(t / iw);
+        let x = x_base + i32(t % iw);
+        let gu = tu * CT + u;
+        var v = neutral;
+        if (y >= 0 && y < i32(p.h) && x >= 0 && x < i32(p.w) && gu < units) {
+            let row = n * p.band_h + (u32(y) - p.in_row0);
+            v = load((row * p.w + u32(x)) * p.c + gu * select(1u, 4u, VEC));
+        }
+        tile[e] = v;
+    }
+    workgroupBarrier();
+
+    let u = lid % CT;
+    let lx = (lid / CT) % TW;
+    let ly = lid / (CT * TW);
+    let gu = tu * CT + u;
+    let ox = tx * TW + lx;
+    let oy_chunk = ty * TH + ly;
+    if (gu >= units || ox >= p.ow || oy_chunk >= p.oh_chunk) {
+        return;
+    }
+    var best = vec4<f32>(bitcast<f32>(NEG_INF_BITS));
+    var sum = vec4<f32>(0.0);
+    for (var i = 0u; i < p.kh; i++) {
+        let r = ly * p.sh + i * p.dh;
+        for (var j = 0u; j < p.kw; j++) {
+            let v = tile[(r * iw + lx * p.sw + j * p.dw) * CT + u];
+            best = select(best, v, !is_nan(best) & (is_nan(v) | v > best));
+            sum = sum + v;
+        }
+    }
+    var result = best;
+    if (p.mode != 0u) {
+        let oy = oy_chunk + p.out_row0;
+        let rows = counted(i32(oy * p.sh) - i32(p.pad_top), p.kh, p.dh, p.h, p.pad_top, p.pad_bottom);
+        let cols = counted(i32(ox * p.sw) - i32(p.pad_left), p.kw, p.dw, p.w, p.pad_left, p.pad_right);
+        let divisor = rows * cols;
+        if (divisor == 0u) {
+            result = vec4<f32>(bitcast<f32>(NAN_BITS));
+        } else {
+            result = sum / f32(divisor);
+        }
+    }
+    let at = ((n * p.oh_chunk + oy_chunk) * p.ow + ox) * p.c + gu * select(1u, 4u, VEC);
+    out[at] = result.x;
+    if (VEC) {
+        out[at + 1u] = result.y;
+        out[at + 2u] = result.z;
+        out[at + 3u] = result.w;
+    }
+}

@@ -116,6 +116,48 @@ fn dispatch_folding_past_the_workgroup_limit() {
 }
 
 #[test]
+fn tiled_pooling_agrees_with_the_direct_kernel_bit_for_bit() {
+    // Overlapping windows on the tiled kernel, chunked into row bands and
+    // folded past 3 workgroups per dimension, against the direct kernel.
+    let Some(direct) = gpu_engine() else { return };
+    let Some(tiled) = gpu_engine_with(GpuOptions {
+        max_binding_bytes: Some(3000),
+        max_workgroups_per_dim: Some(3),
+        tiled_pooling: Some(true),
+        ..Default::default()
+    }) else {
+        return;
+    };
+    for c in [8, 5] {
+        let mut x = array([3, 21, 19, c], 9);
+        x[[0, 4, 4, 1]] = f32::NAN;
+        x[[1, 7, 3, 2]] = f32::INFINITY;
+        x[[2, 0, 0, 0]] = f32::NEG_INFINITY;
+        let specs = [
+            Pool2dSpec::new(PoolMode::Max, 3, 3)
+                .with_stride(2, 2)
+                .with_padding(Padding::Same),
+            Pool2dSpec::new(PoolMode::Avg, 3, 2)
+                .with_stride(1, 2)
+                .with_padding(Padding::Symmetric(1, 1))
+                .with_count_include_pad(true),
+            Pool2dSpec::new(PoolMode::Avg, 2, 3)
+                .with_dilation(2, 1)
+                .with_ceil_mode(true)
+                .with_stride(1, 2),
+        ];
+        for spec in &specs {
+            let a = direct.pool2d(&x, spec).unwrap();
+            let b = tiled.pool2d(&x, spec).unwrap();
+            assert!(
+                a.iter().zip(b.iter()).all(|(p, q)| p.to_bits() == q.to_bits()),
+                "{spec:?} on c = {c}"
+            );
+        }
+    }
+}
+
+#[test]
 fn nan_and_infinities_follow_spec() {
     let Some(engine) = gpu_engine() else { return };
     let mut x = array([2, 9, 8, 3], 7);
@@ -227,7 +269,25 @@ proptest! {
             .with_ceil_mode(ceil_mode)
             .with_count_include_pad(count_include_pad);
         prop_assume!(spec.resolve([m, h, w, c]).is_ok());
-        let y = engine.pool2d(&array([m, h, w, c], seed), &spec);
+        let x = array([m, h, w, c], seed);
+        let y = engine.pool2d(&x, &spec);
+        prop_assert!(y.is_ok(), "{}", y.unwrap_err());
+        // The tiled kernel (overlapping windows), in verify mode too.
+        let Some(tiled) = tiled_engine() else { return Ok(()) };
+        let y = tiled.pool2d(&x, &spec);
         prop_assert!(y.is_ok(), "{}", y.unwrap_err());
     }
+}
+
+/// A verify-mode GPU engine that pools overlapping windows with the tiled kernel.
+fn tiled_engine() -> Option<&'static Engine> {
+    static ENGINE: std::sync::OnceLock<Option<Engine>> = std::sync::OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            gpu_engine_with(GpuOptions {
+                tiled_pooling: Some(true),
+                ..Default::default()
+            })
+        })
+        .as_ref()
 }

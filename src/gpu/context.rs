@@ -19,6 +19,14 @@ pub struct GpuOptions {
     /// Only adapters whose name contains this text (case-insensitive); the
     /// environment variable `CONVPOOL_ADAPTER` sets it too.
     pub adapter: Option<String>,
+    /// Pool overlapping windows with the tiled kernel, which stages each
+    /// tile's input in workgroup memory and so reads every input cell once
+    /// per tile, instead of the direct kernel (one invocation per output,
+    /// overlapping windows served by the GPU's caches). Off by default: on
+    /// lavapipe the tiled kernel measured 1.75x slower on cnn_maxpool, and it
+    /// has not been timed on a hardware GPU yet. `None` reads the
+    /// environment variable `CONVPOOL_POOL_KERNEL` (`tiled` or `direct`).
+    pub tiled_pooling: Option<bool>,
 }
 
 /// What `convpool devices` prints about an adapter.
@@ -101,6 +109,8 @@ pub struct GpuContext {
     pub(crate) pipelines: Pipelines,
     /// Whether the device records timestamps (kernel time in the benchmark).
     pub(crate) timestamps: bool,
+    /// Whether overlapping pooling windows use the tiled kernel.
+    pub(crate) tiled_pooling: bool,
     /// Idle buffer sets; a call takes one (or makes one) and gives it back,
     /// so concurrent calls never share buffers and never wait on each other.
     pub(crate) idle: Mutex<Vec<Buffers>>,
@@ -186,6 +196,9 @@ impl GpuContext {
             max_groups_per_dim,
             pipelines,
             timestamps,
+            tiled_pooling: options.tiled_pooling.unwrap_or_else(|| {
+                std::env::var("CONVPOOL_POOL_KERNEL").is_ok_and(|v| v.eq_ignore_ascii_case("tiled"))
+            }),
             idle: Mutex::new(Vec::new()),
         }))
     }

@@ -11,7 +11,7 @@ use super::buffers::Buffers;
 use super::chunk::{plan, Chunk, ChunkLimits, Problem};
 use super::context::GpuContext;
 use super::params::{ConvParams, PoolParams};
-use super::pipelines::{ConvTiling, DIRECT_MAX_NC, DIRECT_WG, POOL_WG};
+use super::pipelines::{ConvTiling, PoolTiling, DIRECT_MAX_NC, DIRECT_WG, POOL_WG};
 
 /// Largest input or output chunk, bytes: large enough that a dispatch
 /// dwarfs its fixed cost, small enough that the buffers of two chunks in
@@ -83,7 +83,14 @@ fn conv_problem(g: &Conv2dGeometry) -> Problem {
     }
 }
 
-fn pool_problem(g: &Pool2dGeometry) -> Problem {
+/// Workgroups of the tiled pooling kernel for one output row of one image
+/// as if tiles were one row high: a bound on its groups per row.
+fn tiles_per_row(g: &Pool2dGeometry, t: PoolTiling) -> usize {
+    let units = if g.c.is_multiple_of(4) { g.c / 4 } else { g.c };
+    units.div_ceil(t.ct as usize) * g.ow.div_ceil(t.tw as usize)
+}
+
+fn pool_problem(g: &Pool2dGeometry, tiled: Option<PoolTiling>) -> Problem {
     Problem {
         m: g.m,
         h: g.h,
@@ -93,8 +100,8 @@ fn pool_problem(g: &Pool2dGeometry) -> Problem {
         sh: g.sh,
         ekh: g.extent().0,
         pad_top: g.pads.top,
-        units_per_group: POOL_WG as usize,
-        units_per_out_row: g.ow * g.c,
+        units_per_group: tiled.map_or(POOL_WG as usize, |_| 1),
+        units_per_out_row: tiled.map_or(g.ow * g.c, |t| tiles_per_row(g, t)),
     }
 }
 
@@ -106,7 +113,12 @@ impl GpuContext {
 
     /// The chunks a pooling is split into on this device.
     pub fn plan_pool(&self, g: &Pool2dGeometry) -> Result<Vec<Chunk>> {
-        plan(&pool_problem(g), &self.limits())
+        plan(&pool_problem(g, self.pool_tiling(g)), &self.limits())
+    }
+
+    /// The tile of the tiled pooling kernel where it is enabled and applies.
+    fn pool_tiling(&self, g: &Pool2dGeometry) -> Option<PoolTiling> {
+        self.tiled_pooling.then(|| PoolTiling::choose(g)).flatten()
     }
 
     fn limits(&self) -> ChunkLimits {
@@ -242,7 +254,8 @@ impl GpuContext {
             g.dw,
             g.w + g.pads.left + g.pads.right,
         )?;
-        let problem = pool_problem(g);
+        let tiling = self.pool_tiling(g);
+        let problem = pool_problem(g, tiling);
         let chunks = plan(&problem, &self.limits())?;
         let base = PoolParams {
             h: u32_of("height", g.h)?,
@@ -272,7 +285,11 @@ impl GpuContext {
         let lanes = if vec { 4 } else { 1 };
         let step = |ch: &Chunk| -> Result<Step<PoolParams>> {
             let total = ch.batch * ch.out_rows * g.ow * g.c;
-            let (x, y) = fold((total / lanes).div_ceil(POOL_WG as usize) as u64, max_dim)?;
+            let groups = match tiling {
+                Some(t) => tiles_per_row(g, t) * ch.out_rows.div_ceil(t.th as usize) * ch.batch,
+                None => (total / lanes).div_ceil(POOL_WG as usize),
+            };
+            let (x, y) = fold(groups as u64, max_dim)?;
             Ok(Step {
                 params: PoolParams {
                     batch: ch.batch as u32,
@@ -287,7 +304,10 @@ impl GpuContext {
                 groups: (x, y, 1),
             })
         };
-        let pipeline = self.pipelines.pool(&self.device, vec);
+        let pipeline = match tiling {
+            Some(t) => self.pipelines.pool_tiled(&self.device, t, vec),
+            None => self.pipelines.pool(&self.device, vec),
+        };
         self.execute(
             &pipeline,
             &self.pipelines.pool_layout,

@@ -11,8 +11,10 @@ pub enum Family {
     Conv2d,
     /// `shaders/conv2d_direct.wgsl`.
     Conv2dDirect,
-    /// `shaders/pool2d.wgsl`.
+    /// `shaders/pool2d.wgsl`, entry point `main`.
     Pool2d,
+    /// `shaders/pool2d.wgsl`, entry point `tiled`.
+    Pool2dTiled,
 }
 
 /// The tiled conv kernel's specialisation: workgroup extents, chosen by
@@ -66,6 +68,62 @@ impl ConvTiling {
 
 /// Invocations per workgroup of the pooling kernel.
 pub const POOL_WG: u32 = 256;
+
+/// The tile of the tiled pooling kernel: `th x tw` output pixels x `ct`
+/// channel units (vec4s when the channel count is a multiple of 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PoolTiling {
+    /// Output columns per tile.
+    pub tw: u32,
+    /// Output rows per tile.
+    pub th: u32,
+    /// Channel units per tile.
+    pub ct: u32,
+}
+
+impl PoolTiling {
+    /// Staged input cells a tile may hold (`TILE_CAP` in the shader: 12 KiB
+    /// of vec4, under WebGPU's 16 KiB default workgroup storage).
+    pub const CAP: usize = 768;
+
+    /// The tile for a pooling whose windows overlap, or None where they do
+    /// not (each input is then read once anyway) or no tile fits `CAP`.
+    /// Among the tiles that fit, the one that stages the fewest input cells
+    /// per output, with at least half of its invocations busy.
+    pub fn choose(g: &crate::shape::Pool2dGeometry) -> Option<Self> {
+        let (ekh, ekw) = g.extent();
+        if g.sh >= ekh && g.sw >= ekw {
+            return None;
+        }
+        let units = if g.c.is_multiple_of(4) { g.c / 4 } else { g.c };
+        let mut best: Option<(f64, usize, PoolTiling)> = None;
+        for ct in [1usize, 2, 4, 8, 16, 32] {
+            for th in [1usize, 2, 4, 8, 16] {
+                for tw in [1usize, 2, 4, 8, 16, 32] {
+                    let wg = ct * tw * th;
+                    let staged = ((th - 1) * g.sh + ekh) * ((tw - 1) * g.sw + ekw) * ct;
+                    if !(32..=256).contains(&wg) || staged > Self::CAP {
+                        continue;
+                    }
+                    let useful = ct.min(units) * tw.min(g.ow) * th.min(g.oh);
+                    if 2 * useful < wg {
+                        continue;
+                    }
+                    let score = useful as f64 / staged as f64;
+                    let tiling = PoolTiling {
+                        tw: tw as u32,
+                        th: th as u32,
+                        ct: ct as u32,
+                    };
+                    if best.is_none_or(|(s, w, _)| score > s || (score == s && wg > w)) {
+                        best = Some((score, wg, tiling));
+                    }
+                }
+            }
+        }
+        best.map(|(_, _, t)| t)
+    }
+}
 
 /// Invocations per workgroup of the direct conv kernel.
 pub const DIRECT_WG: u32 = 64;
@@ -158,6 +216,11 @@ impl Pipelines {
                     ),
                     Family::Conv2dDirect => (&self.direct_module, &self.conv_pipeline_layout, &["WG"]),
                     Family::Pool2d => (&self.pool_module, &self.pool_pipeline_layout, &["WG", "VEC"]),
+                    Family::Pool2dTiled => (
+                        &self.pool_module,
+                        &self.pool_pipeline_layout,
+                        &["WG_T", "VEC", "TW", "TH", "CT"],
+                    ),
                 };
                 let constants: Vec<(&str, f64)> = names.iter().zip(consts).map(|(n, v)| (*n, v as f64)).collect();
                 device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -165,10 +228,11 @@ impl Pipelines {
                         Family::Conv2d => "conv2d",
                         Family::Conv2dDirect => "conv2d_direct",
                         Family::Pool2d => "pool2d",
+                        Family::Pool2dTiled => "pool2d_tiled",
                     }),
                     layout: Some(layout),
                     module,
-                    entry_point: Some("main"),
+                    entry_point: Some(if family == Family::Pool2dTiled { "tiled" } else { "main" }),
                     compilation_options: wgpu::PipelineCompilationOptions {
                         constants: &constants,
                         // Every workgroup variable is written before it is read.
@@ -189,6 +253,12 @@ impl Pipelines {
     /// The direct conv pipeline.
     pub fn conv_direct(&self, device: &wgpu::Device) -> wgpu::ComputePipeline {
         self.get(device, Family::Conv2dDirect, [DIRECT_WG, 0, 0, 0, 0])
+    }
+
+    /// The tiled pooling pipeline for a tile; `vec` as for [`Pipelines::pool`].
+    pub fn pool_tiled(&self, device: &wgpu::Device, t: PoolTiling, vec: bool) -> wgpu::ComputePipeline {
+        let wg = t.tw * t.th * t.ct;
+        self.get(device, Family::Pool2dTiled, [wg, u32::from(vec), t.tw, t.th, t.ct])
     }
 
     /// The pooling pipeline; `vec` when the channel count is a multiple of
