@@ -656,6 +656,12 @@ fn gather<const C: usize>(
         unsafe { deinterleave3_avx2(src, [&mut **r, &mut **g, &mut **b]) };
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if C == 1 && sw == 2 && is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was seen at run time just above.
+        unsafe { every_other_avx2(src, dst[0]) };
+        return;
+    }
     for (i, px) in src.chunks(sw * C).enumerate() {
         for (ch, d) in dst.iter_mut().enumerate() {
             d[i] = px[ch];
@@ -705,6 +711,34 @@ unsafe fn deinterleave3_avx2(src: &[f32], mut dst: [&mut [f32]; 3]) {
         for (ch, d) in dst.iter_mut().enumerate() {
             d[i] = src[3 * i + ch];
         }
+    }
+}
+
+/// `dst[i] = src[2 * i]`, 8 at a time (one stride phase of a grayscale row).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn every_other_avx2(src: &[f32], dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let n = dst.len();
+    assert!(n > 0 && src.len() > 2 * (n - 1));
+    let mut i = 0;
+    while 2 * i + 16 <= src.len() && i + 8 <= n {
+        // SAFETY: src[2i..2i + 16] and dst[i..i + 8] are in bounds (loop test).
+        unsafe {
+            let p = src.as_ptr().add(2 * i);
+            let (a, b) = (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)));
+            // [a0 a2 b0 b2 | a4 a6 b4 b6], then the middle 64-bit pairs swapped.
+            let v = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+            let v = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)));
+            _mm256_storeu_ps(dst.as_mut_ptr().add(i), v);
+        }
+        i += 8;
+    }
+    for (d, s) in dst[i..].iter_mut().zip(src[2 * i..].iter().step_by(2)) {
+        *d = *s;
     }
 }
 
@@ -911,6 +945,10 @@ mod tests {
             ([5, 9, 37, 1], [3, 4, 1, 1], Padding::Valid, (2, 1), (1, 1)),
             ([3, 12, 20, 1], [2, 3, 1, 3], Padding::Valid, (1, 1), (2, 2)),
             ([1, 40, 19, 1], [5, 5, 1, 2], Padding::Valid, (1, 1), (1, 1)),
+            // Wide rows split into stride phases (vectorised copies of RGB
+            // and of every other grayscale column, with tails).
+            ([2, 11, 43, 1], [3, 3, 1, 1], Padding::Symmetric(1, 1), (2, 2), (1, 1)),
+            ([2, 7, 29, 3], [3, 3, 3, 1], Padding::Same, (1, 1), (1, 1)),
         ];
         for &(xs, ks, padding, (sh, sw), (dh, dw)) in cases {
             let spec = Conv2dSpec::new(padding).with_stride(sh, sw).with_dilation(dh, dw);
