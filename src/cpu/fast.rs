@@ -816,11 +816,15 @@ fn pool_row(
         PoolMode::Avg => {
             pool_row_with(image, g, oy, column, out_row, 0.0, |s, v| s + v);
             let rows = g.divisor_rows(oy);
-            for (px, &cols) in out_row.chunks_mut(g.c).zip(col_counts) {
-                let divisor = (rows * cols) as f32;
-                for s in px.iter_mut() {
+            // Runs of pixels with the same divisor (all but the edges) as
+            // one flat slice each, so the divisions are vectorised.
+            let mut ox = 0;
+            for run in col_counts.chunk_by(|a, b| a == b) {
+                let divisor = (rows * run[0]) as f32;
+                for s in &mut out_row[ox * g.c..(ox + run.len()) * g.c] {
                     *s /= divisor;
                 }
+                ox += run.len();
             }
         }
     }
