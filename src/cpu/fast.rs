@@ -753,9 +753,10 @@ fn has_fma() -> bool {
     }
 }
 
-/// Pooling in one pass over the input: each output row is built from its
-/// window rows, one window column at a time over the whole row, channels
-/// innermost (contiguous in NHWC), so there is no per-pixel bookkeeping.
+/// Pooling. With 8 or more channels (and AVX2) each output pixel's window
+/// is folded in registers ([`super::pool_nhwc`]); otherwise each output row
+/// is built separably from its window rows with contiguous, vectorised
+/// folds (see [`pool_row`]), so there is no per-pixel bookkeeping.
 pub fn pool2d(images: ArrayView4<f32>, g: &Pool2dGeometry) -> Array4<f32> {
     let images = images.as_standard_layout();
     let x = images.as_slice().expect("standard layout");
@@ -776,14 +777,31 @@ pub fn pool2d(images: ArrayView4<f32>, g: &Pool2dGeometry) -> Array4<f32> {
     // Columns that count for the divisor, per output column (the divisor is
     // the product of the row and column counts of the shared rule).
     let col_counts: Vec<usize> = (0..g.ow).map(|ox| g.divisor_cols(ox)).collect();
+    let init = match g.mode {
+        PoolMode::Max => f32::NEG_INFINITY,
+        PoolMode::Avg => 0.0,
+    };
+    // Padded columns the windows span (ceil_mode may reach past the padding).
+    let (_, ekw) = g.extent();
+    let padded_cols = (g.pads.left + g.w).max(g.ow.saturating_sub(1) * g.sw + ekw);
     for_each_piece(o, g.m, g.oh, row_elems, rows, |p, dst| {
         let band = p.oy1 - p.oy0;
-        let mut column = vec![0f32; g.w * g.c];
+        // Cells outside the image hold `init`, which no fold changes: a
+        // padded cell never wins a max and adds nothing to a sum.
+        let mut column = vec![init; padded_cols * g.c];
+        let mut wide = vec![
+            0f32;
+            if g.sw > 1 {
+                (g.ow.saturating_sub(1) * g.sw + 1) * g.c
+            } else {
+                0
+            }
+        ];
         for (i, n) in (p.n0..p.n1).enumerate() {
             let image = &x[n * g.h * g.w * g.c..(n + 1) * g.h * g.w * g.c];
             let image_dst = &mut dst[i * band * row_elems..(i + 1) * band * row_elems];
             for (r, out_row) in image_dst.chunks_mut(row_elems).enumerate() {
-                pool_row(image, g, p.oy0 + r, &col_counts, &mut column, out_row);
+                pool_row(image, g, p.oy0 + r, &col_counts, &mut column, &mut wide, out_row);
             }
         }
     });
@@ -792,21 +810,24 @@ pub fn pool2d(images: ArrayView4<f32>, g: &Pool2dGeometry) -> Array4<f32> {
     unsafe { out.assume_init() }
 }
 
-/// One output row in two passes: the window's rows folded into `column`
-/// (contiguous, so fully vectorised), then the window's columns folded
-/// from it (strided). The strided pass, the slow one when channels are
-/// few, runs once per output row instead of once per window row.
+/// One output row, separably and with contiguous folds only: the window's
+/// rows are folded into the zero-padded `column`, its columns are folded at
+/// every column (into the output row itself at stride 1, else into `wide`,
+/// from which every sw-th pixel is then kept). Folding `sw` times more
+/// columns than needed is still faster than strided folds when channels
+/// are few: contiguous folds are vectorised.
 fn pool_row(
     image: &[f32],
     g: &Pool2dGeometry,
     oy: usize,
     col_counts: &[usize],
     column: &mut [f32],
+    wide: &mut [f32],
     out_row: &mut [f32],
 ) {
     match g.mode {
         // NaN beats every number; once NaN, stays NaN.
-        PoolMode::Max => pool_row_with(image, g, oy, column, out_row, f32::NEG_INFINITY, |m, v| {
+        PoolMode::Max => pool_row_with(image, g, oy, column, wide, out_row, f32::NEG_INFINITY, |m, v| {
             if v > m || v.is_nan() {
                 v
             } else {
@@ -814,7 +835,7 @@ fn pool_row(
             }
         }),
         PoolMode::Avg => {
-            pool_row_with(image, g, oy, column, out_row, 0.0, |s, v| s + v);
+            pool_row_with(image, g, oy, column, wide, out_row, 0.0, |s, v| s + v);
             let rows = g.divisor_rows(oy);
             // Runs of pixels with the same divisor (all but the edges) as
             // one flat slice each, so the divisions are vectorised.
@@ -830,82 +851,63 @@ fn pool_row(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn pool_row_with(
     image: &[f32],
     g: &Pool2dGeometry,
     oy: usize,
     column: &mut [f32],
+    wide: &mut [f32],
     out_row: &mut [f32],
     init: f32,
     op: impl Fn(f32, f32) -> f32 + Copy,
 ) {
     let c = g.c;
-    out_row.fill(init);
     let row_len = g.w * c;
     let mut rows = (0..g.kh).filter_map(|i| (oy * g.sh + i * g.dh).checked_sub(g.pads.top).filter(|&y| y < g.h));
     // A window wholly in the padding keeps `init`.
     let Some(first) = rows.next() else {
+        out_row.fill(init);
         return;
     };
-    column.copy_from_slice(&image[first * row_len..(first + 1) * row_len]);
+    let inside = &mut column[g.pads.left * c..g.pads.left * c + row_len];
+    inside.copy_from_slice(&image[first * row_len..(first + 1) * row_len]);
     for y in rows {
-        for (a, &v) in column.iter_mut().zip(&image[y * row_len..(y + 1) * row_len]) {
+        for (a, &v) in inside.iter_mut().zip(&image[y * row_len..(y + 1) * row_len]) {
             *a = op(*a, v);
         }
     }
+    let acc: &mut [f32] = if g.sw == 1 { out_row } else { wide };
+    acc.fill(init);
     for j in 0..g.kw {
-        // Output columns whose tap j lands inside the image:
-        // 0 <= ox * sw + j * dw - left < w.
-        let shift = j * g.dw;
-        let lo = g.pads.left.saturating_sub(shift).div_ceil(g.sw);
-        let hi = (g.w + g.pads.left).saturating_sub(shift).div_ceil(g.sw).min(g.ow);
-        if lo >= hi {
-            continue;
-        }
-        let x_lo = lo * g.sw + shift - g.pads.left;
-        fold_taps(&mut out_row[lo * c..hi * c], column, x_lo, g.sw, c, op);
-    }
-}
-
-/// `acc[ox][ch] = op(acc[ox][ch], row[(x_lo + ox * sw)][ch])` over every
-/// output pixel of `acc`.
-#[inline(always)]
-fn fold_taps(acc: &mut [f32], row: &[f32], x_lo: usize, sw: usize, c: usize, op: impl Fn(f32, f32) -> f32 + Copy) {
-    if sw == 1 {
-        // Adjacent windows: one contiguous run.
-        let src = &row[x_lo * c..x_lo * c + acc.len()];
-        for (a, &v) in acc.iter_mut().zip(src) {
+        let taps = &column[j * g.dw * c..j * g.dw * c + acc.len()];
+        for (a, &v) in acc.iter_mut().zip(taps) {
             *a = op(*a, v);
         }
-        return;
     }
-    // A pixel's few channels as a fixed-size array: the compiler unrolls
-    // them instead of running a loop of 1 to 4 per pixel.
-    match c {
-        1 => fold_strided::<1>(acc, row, x_lo, sw, op),
-        2 => fold_strided::<2>(acc, row, x_lo, sw, op),
-        3 => fold_strided::<3>(acc, row, x_lo, sw, op),
-        4 => fold_strided::<4>(acc, row, x_lo, sw, op),
-        _ => {
-            for (ox, px) in acc.chunks_exact_mut(c).enumerate() {
-                let at = (x_lo + ox * sw) * c;
-                for (a, &v) in px.iter_mut().zip(&row[at..at + c]) {
-                    *a = op(*a, v);
+    if g.sw > 1 {
+        match c {
+            1 => keep_every::<1>(out_row, wide, g.sw),
+            2 => keep_every::<2>(out_row, wide, g.sw),
+            3 => keep_every::<3>(out_row, wide, g.sw),
+            4 => keep_every::<4>(out_row, wide, g.sw),
+            _ => {
+                for (px, src) in out_row.chunks_exact_mut(c).zip(wide.chunks(g.sw * c)) {
+                    px.copy_from_slice(&src[..c]);
                 }
             }
         }
     }
 }
 
+/// `out[ox] = wide[ox * sw]` for pixels of C channels (a fixed count, so
+/// each pixel is a few plain moves).
 #[inline(always)]
-fn fold_strided<const C: usize>(acc: &mut [f32], row: &[f32], x_lo: usize, sw: usize, op: impl Fn(f32, f32) -> f32) {
-    let src = &row[x_lo * C..];
-    for (px, tap) in acc.chunks_exact_mut(C).zip(src.chunks(sw * C)) {
-        let tap: &[f32; C] = tap[..C].try_into().expect("C floats");
-        for (a, &v) in px.iter_mut().zip(tap) {
-            *a = op(*a, v);
-        }
+fn keep_every<const C: usize>(out: &mut [f32], wide: &[f32], sw: usize) {
+    for (px, src) in out.chunks_exact_mut(C).zip(wide.chunks(sw * C)) {
+        let src: &[f32; C] = src[..C].try_into().expect("C floats");
+        px.copy_from_slice(src);
     }
 }
 
