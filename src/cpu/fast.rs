@@ -754,9 +754,9 @@ fn has_fma() -> bool {
 }
 
 /// Pooling. With 8 or more channels (and AVX2) each output pixel's window
-/// is folded in registers ([`super::pool_nhwc`]); otherwise each output row
+/// is folded in registers; otherwise each output row
 /// is built separably from its window rows with contiguous, vectorised
-/// folds (see [`pool_row`]), so there is no per-pixel bookkeeping.
+/// folds, so there is no per-pixel bookkeeping.
 pub fn pool2d(images: ArrayView4<f32>, g: &Pool2dGeometry) -> Array4<f32> {
     let images = images.as_standard_layout();
     let x = images.as_slice().expect("standard layout");
