@@ -11,7 +11,7 @@ use super::buffers::Buffers;
 use super::chunk::{plan, Chunk, ChunkLimits, Problem};
 use super::context::GpuContext;
 use super::params::{ConvParams, PoolParams};
-use super::pipelines::{ConvTiling, PoolTiling, DIRECT_MAX_NC, DIRECT_WG, POOL_WG};
+use super::pipelines::{pool_lanes, ConvTiling, PoolTiling, DIRECT_MAX_NC, DIRECT_WG, POOL_WG};
 
 /// Largest input or output chunk, bytes: large enough that a dispatch
 /// dwarfs its fixed cost, small enough that the buffers of two chunks in
@@ -86,7 +86,7 @@ fn conv_problem(g: &Conv2dGeometry) -> Problem {
 /// Workgroups of the tiled pooling kernel for one output row of one image
 /// as if tiles were one row high: a bound on its groups per row.
 fn tiles_per_row(g: &Pool2dGeometry, t: PoolTiling) -> usize {
-    let units = if g.c.is_multiple_of(4) { g.c / 4 } else { g.c };
+    let units = g.c / pool_lanes(g.c);
     units.div_ceil(t.ct as usize) * g.ow.div_ceil(t.tw as usize)
 }
 
@@ -281,8 +281,8 @@ impl GpuContext {
         };
         let max_dim = self.max_groups_per_dim;
         // Four channels per invocation where they make whole vec4s.
-        let vec = g.c.is_multiple_of(4);
-        let lanes = if vec { 4 } else { 1 };
+        let lanes = pool_lanes(g.c);
+        let vec = lanes == 4;
         let step = |ch: &Chunk| -> Result<Step<PoolParams>> {
             let total = ch.batch * ch.out_rows * g.ow * g.c;
             let groups = match tiling {

@@ -81,6 +81,16 @@ pub struct PoolTiling {
     pub ct: u32,
 }
 
+/// Channels per invocation of the pooling kernels: a vec4 where the
+/// channel count is a multiple of 4, else one.
+pub fn pool_lanes(c: usize) -> usize {
+    if c.is_multiple_of(4) {
+        4
+    } else {
+        1
+    }
+}
+
 impl PoolTiling {
     /// Staged input cells a tile may hold (`TILE_CAP` in the shader: 12 KiB
     /// of vec4, under WebGPU's 16 KiB default workgroup storage).
@@ -95,7 +105,7 @@ impl PoolTiling {
         if g.sh >= ekh && g.sw >= ekw {
             return None;
         }
-        let units = if g.c.is_multiple_of(4) { g.c / 4 } else { g.c };
+        let units = g.c / pool_lanes(g.c);
         let mut best: Option<(f64, usize, PoolTiling)> = None;
         for ct in [1usize, 2, 4, 8, 16, 32] {
             for th in [1usize, 2, 4, 8, 16] {
