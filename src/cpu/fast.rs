@@ -135,7 +135,9 @@ impl Strategy {
             Strategy::Pointwise
         } else if g.c <= 4 && g.nc < 8 {
             Strategy::Planar
-        } else if fma && cfg!(target_arch = "x86_64") {
+        } else if fma && cfg!(target_arch = "x86_64") && g.nc >= 8 {
+            // Below 8 output channels most of its 16 lanes (and of its
+            // repacked weights) would be padding.
             Strategy::Nhwc
         } else if g.c <= 4 && g.nc <= 16 {
             Strategy::Planar
@@ -380,6 +382,7 @@ fn direct_piece<const FMA: bool>(
     // copy of the image rows, so the image is read in place (where the last
     // column block's over-read stays inside the input).
     let in_place = g.c == 1 && g.sw == 1 && g.pads == Default::default() && layout.width == g.w;
+    let weights = BlockWeights::new(k, offs.len(), g.nc);
     let mut cleared = false;
     for (i, n) in (p.n0..p.n1).enumerate() {
         let start = (n * g.h + p.oy0 * g.sh) * g.w;
@@ -405,20 +408,39 @@ fn direct_piece<const FMA: bool>(
             ow: g.ow,
             nc: g.nc,
         };
-        // Channels in blocks of 4 (one row at a time), then 2 (two rows),
-        // then 1 (four rows).
-        let mut kc = 0;
-        while kc + 4 <= g.nc {
-            rows_block::<1, 4, FMA>(&run, k, kc, band, out);
-            kc += 4;
+        for (b, w) in weights.fours.iter().enumerate() {
+            rows_block::<1, 4, FMA>(&run, w, 4 * b, band, out);
         }
-        while kc + 2 <= g.nc {
-            rows_block::<2, 2, FMA>(&run, k, kc, band, out);
-            kc += 2;
+        if let Some(w) = &weights.two {
+            rows_block::<2, 2, FMA>(&run, w, weights.two_at, band, out);
         }
-        while kc < g.nc {
-            rows_block::<4, 1, FMA>(&run, k, kc, band, out);
-            kc += 1;
+        if let Some(w) = &weights.one {
+            rows_block::<4, 1, FMA>(&run, w, g.nc - 1, band, out);
+        }
+    }
+}
+
+/// The weights of each tap for the output channels of one register block:
+/// channels in blocks of 4 (one row at a time), then 2 (two rows), then 1
+/// (four rows). Gathered once per piece, not once per image.
+struct BlockWeights {
+    fours: Vec<Vec<[f32; 4]>>,
+    two: Option<Vec<[f32; 2]>>,
+    two_at: usize,
+    one: Option<Vec<[f32; 1]>>,
+}
+
+impl BlockWeights {
+    fn new(k: &[f32], taps: usize, nc: usize) -> Self {
+        fn gather<const KB: usize>(k: &[f32], taps: usize, nc: usize, kc: usize) -> Vec<[f32; KB]> {
+            (0..taps).map(|t| std::array::from_fn(|b| k[t * nc + kc + b])).collect()
+        }
+        let two_at = nc / 4 * 4;
+        BlockWeights {
+            fours: (0..nc / 4).map(|b| gather::<4>(k, taps, nc, 4 * b)).collect(),
+            two: (nc % 4 >= 2).then(|| gather::<2>(k, taps, nc, two_at)),
+            two_at,
+            one: (nc % 2 == 1).then(|| gather::<1>(k, taps, nc, nc - 1)),
         }
     }
 }
@@ -428,28 +450,25 @@ fn direct_piece<const FMA: bool>(
 #[inline(always)]
 fn rows_block<const RB: usize, const KB: usize, const FMA: bool>(
     run: &Run,
-    k: &[f32],
+    w: &[[f32; KB]],
     kc: usize,
     band: usize,
     out: &mut [f32],
 ) {
-    let w: Vec<[f32; KB]> = (0..run.offs.len())
-        .map(|t| std::array::from_fn(|b| k[t * run.nc + kc + b]))
-        .collect();
     let full = band / RB * RB;
     for r in (0..full).step_by(RB) {
-        run.block::<RB, KB, FMA>(&w, r, kc, out);
+        run.block::<RB, KB, FMA>(w, r, kc, out);
     }
     // The leftover rows two at a time: one row alone has too few
     // accumulators to hide the FMA latency (a profile of image_blur showed
     // the single-row loop taking a fifth of the kernel's time).
     let mut r = full;
     while r + 2 <= band {
-        run.block::<2, KB, FMA>(&w, r, kc, out);
+        run.block::<2, KB, FMA>(w, r, kc, out);
         r += 2;
     }
     if r < band {
-        run.block::<1, KB, FMA>(&w, r, kc, out);
+        run.block::<1, KB, FMA>(w, r, kc, out);
     }
 }
 

@@ -160,6 +160,8 @@ unsafe fn piece(source: &Source, runs: &[(usize, usize)], packed: &Packed, g: &C
     let reach = runs.iter().map(|&(off, len)| off + len).max().unwrap_or(0);
     assert!(pixels > 0 && starts[pixels - 1] + reach <= source.src.len());
     assert!(out.len() == pixels * g.nc);
+    // The runs cover the reduction once: `block` reads BLOCK weights per step.
+    assert!(runs.iter().map(|&(_, len)| len).sum::<usize>() == g.reduction_len());
     let base = source.src.as_ptr();
     for b in 0..g.nc.div_ceil(BLOCK) {
         let w = packed.block(b);
