@@ -131,8 +131,17 @@ enum Strategy {
 impl Strategy {
     fn choose(g: &Conv2dGeometry, fma: bool) -> Self {
         let pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pads == Default::default();
+        // The direct kernels copy the padded columns a row of outputs spans;
+        // with huge padding and stride (a 1-pixel image, pads and stride of
+        // 1e9) that span is mostly padding nobody reads and would take
+        // gigabytes. im2col copies only the taps each output reads.
+        let (_, ekw) = g.extent();
+        let span = (g.ow - 1).saturating_mul(g.sw).saturating_add(ekw);
+        let compact = span <= 2 * (g.w + ekw);
         if pointwise {
             Strategy::Pointwise
+        } else if !compact {
+            Strategy::Im2col
         } else if g.c <= 4 && g.nc < 8 {
             Strategy::Planar
         } else if fma && cfg!(target_arch = "x86_64") && g.nc >= 8 {
@@ -995,6 +1004,30 @@ mod tests {
                     "{s:?} on {xs:?} * {ks:?}: {:?}",
                     check::largest_difference(got.view(), want.view(), false)
                 );
+            }
+        }
+    }
+
+    /// A 1-pixel image with padding and stride of 1e9: the direct kernels
+    /// would copy two billion padded columns; the choice falls to im2col,
+    /// which computes the 3 x 3 result at once.
+    #[test]
+    fn huge_padding_and_stride_stay_small() {
+        let big = 1_000_000_000;
+        let spec = Conv2dSpec::new(Padding::Symmetric(big, big)).with_stride(big, big);
+        for nc in [1, 8] {
+            let g = spec.resolve([1, 1, 1, 1], [1, 1, 1, nc]).unwrap();
+            assert_eq!(Strategy::choose(&g, true), Strategy::Im2col);
+            let k = array([1, 1, 1, nc], 4);
+            let y = conv2d(Array4::from_elem((1, 1, 1, 1), 2.0).view(), k.view(), &g);
+            assert_eq!(y.shape(), &[1, 3, 3, nc]);
+            for ((_, oy, ox, ch), &v) in y.indexed_iter() {
+                let want = if (oy, ox) == (1, 1) {
+                    2.0 * k[[0, 0, 0, ch]]
+                } else {
+                    0.0
+                };
+                assert_eq!(v, want);
             }
         }
     }
