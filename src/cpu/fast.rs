@@ -131,13 +131,13 @@ enum Strategy {
 impl Strategy {
     fn choose(g: &Conv2dGeometry, fma: bool) -> Self {
         let pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pads == Default::default();
-        // The direct kernels copy the padded columns a row of outputs spans;
-        // with huge padding and stride (a 1-pixel image, pads and stride of
-        // 1e9) that span is mostly padding nobody reads and would take
-        // gigabytes. im2col copies only the taps each output reads.
-        let (_, ekw) = g.extent();
+        // The direct kernels copy the padded rows and columns a band of
+        // outputs spans; with huge padding and stride or dilation (a 1-pixel
+        // image, pads and stride of 1e9) that is mostly padding no tap reads,
+        // gigabytes of it. im2col copies only the taps each output reads.
+        let (ekh, ekw) = g.extent();
         let span = (g.ow - 1).saturating_mul(g.sw).saturating_add(ekw);
-        let compact = span <= 2 * (g.w + ekw);
+        let compact = span <= 2 * (g.w + g.kw) && ekh <= 2 * (g.h + g.kh);
         if pointwise {
             Strategy::Pointwise
         } else if !compact {
@@ -786,6 +786,15 @@ fn has_fma() -> bool {
 /// is built separably from its window rows with contiguous, vectorised
 /// folds, so there is no per-pixel bookkeeping.
 pub fn pool2d(images: ArrayView4<f32>, g: &Pool2dGeometry) -> Array4<f32> {
+    // The row path below folds a padded copy of the columns the windows
+    // span; where huge dilation or stride makes that span mostly padding
+    // (billions of cells for a handful of taps), the reference computes the
+    // few taps directly.
+    let (ekh, ekw) = g.extent();
+    let span = (g.ow.max(1) - 1).saturating_mul(g.sw).saturating_add(ekw);
+    if g.c < 8 && (span > 2 * (g.w + g.kw) || ekh > 2 * (g.h + g.kh)) {
+        return super::reference::pool2d(images, g);
+    }
     let images = images.as_standard_layout();
     let x = images.as_slice().expect("standard layout");
     let mut out = super::output_uninit(g.output_shape());
@@ -810,7 +819,6 @@ pub fn pool2d(images: ArrayView4<f32>, g: &Pool2dGeometry) -> Array4<f32> {
         PoolMode::Avg => 0.0,
     };
     // Padded columns the windows span (ceil_mode may reach past the padding).
-    let (_, ekw) = g.extent();
     let padded_cols = (g.pads.left + g.w).max(g.ow.saturating_sub(1) * g.sw + ekw);
     for_each_piece(o, g.m, g.oh, row_elems, rows, |p, dst| {
         let band = p.oy1 - p.oy0;
@@ -1010,9 +1018,20 @@ mod tests {
 
     /// A 1-pixel image with padding and stride of 1e9: the direct kernels
     /// would copy two billion padded columns; the choice falls to im2col,
-    /// which computes the 3 x 3 result at once.
+    /// which computes the 3 x 3 result at once. The same for a dilation of
+    /// 1e8 with padding to match.
     #[test]
     fn huge_padding_and_stride_stay_small() {
+        let spec =
+            Conv2dSpec::new(Padding::Symmetric(100_000_000, 100_000_000)).with_dilation(100_000_000, 100_000_000);
+        for nc in [1, 8] {
+            let g = spec.resolve([2, 5, 5, 1], [3, 3, 1, nc]).unwrap();
+            assert_eq!(Strategy::choose(&g, true), Strategy::Im2col);
+            let (x, k) = (array([2, 5, 5, 1], 5), array([3, 3, 1, nc], 6));
+            let want = crate::cpu::reference::conv2d(x.view(), k.view(), &g);
+            let got = conv2d(x.view(), k.view(), &g);
+            assert!(check::within(got.view(), want.view(), 1e-5));
+        }
         let big = 1_000_000_000;
         let spec = Conv2dSpec::new(Padding::Symmetric(big, big)).with_stride(big, big);
         for nc in [1, 8] {
@@ -1029,6 +1048,21 @@ mod tests {
                 };
                 assert_eq!(v, want);
             }
+        }
+    }
+
+    #[test]
+    fn pooling_with_huge_dilation_stays_small() {
+        // Two taps per window reach the image; the windows span 2e8 columns.
+        let spec = crate::Pool2dSpec::new(crate::PoolMode::Avg, 3, 3)
+            .with_dilation(100_000_000, 100_000_000)
+            .with_padding(Padding::Symmetric(100_000_000, 100_000_000));
+        for c in [1, 9] {
+            let g = spec.resolve([2, 5, 5, c]).unwrap();
+            let x = array([2, 5, 5, c], 7);
+            let want = crate::cpu::reference::pool2d(x.view(), &g);
+            let got = pool2d(x.view(), &g);
+            assert!(check::within(got.view(), want.view(), 1e-6));
         }
     }
 }
