@@ -132,12 +132,13 @@ impl Strategy {
     fn choose(g: &Conv2dGeometry, fma: bool) -> Self {
         let pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pads == Default::default();
         // The direct kernels copy the padded rows and columns a band of
-        // outputs spans; with huge padding and stride or dilation (a 1-pixel
-        // image, pads and stride of 1e9) that is mostly padding no tap reads,
-        // gigabytes of it. im2col copies only the taps each output reads.
+        // outputs spans (the planar one split into `sw` stride phases); with
+        // huge padding, stride or dilation (a 1-pixel image, pads and stride
+        // of 1e9) that is mostly padding no tap reads, gigabytes of it.
+        // im2col copies only the taps each output reads.
         let (ekh, ekw) = g.extent();
         let span = (g.ow - 1).saturating_mul(g.sw).saturating_add(ekw);
-        let compact = span <= 2 * (g.w + g.kw) && ekh <= 2 * (g.h + g.kh);
+        let compact = span <= 2 * (g.w + g.kw) && ekh <= 2 * (g.h + g.kh) && g.sw <= g.w + g.kw && g.sh <= g.h + g.kh;
         if pointwise {
             Strategy::Pointwise
         } else if !compact {

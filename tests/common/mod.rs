@@ -282,3 +282,10 @@ pub fn padding_strategy() -> impl proptest::strategy::Strategy<Value = Padding> 
         }),
     ]
 }
+
+/// Strides, dilations and pads from 1 to 1e9 on a log scale.
+#[allow(dead_code)]
+pub fn huge() -> impl proptest::strategy::Strategy<Value = usize> {
+    use proptest::prelude::*;
+    (0u32..=9, 1usize..10).prop_map(|(e, d)| (d * 10usize.pow(e)).min(1_000_000_000))
+}
