@@ -60,6 +60,20 @@ pub(super) fn for_each_piece(
     rows: usize,
     f: impl Fn(Piece, &mut [f32]) + Sync,
 ) {
+    for_each_piece_uninit(out, m, oh, row_elems, rows, |p, dst| f(p, super::zero_fill(dst)))
+}
+
+/// [`for_each_piece`] for a kernel that writes every element of its piece
+/// itself (so zeroing it first would be a wasted pass): `out`'s pieces are
+/// handed over uninitialised.
+fn for_each_piece_uninit(
+    out: &mut [MaybeUninit<f32>],
+    m: usize,
+    oh: usize,
+    row_elems: usize,
+    rows: usize,
+    f: impl Fn(Piece, &mut [MaybeUninit<f32>]) + Sync,
+) {
     let per_image = oh * row_elems;
     if per_image == 0 || m == 0 {
         return;
@@ -79,7 +93,7 @@ pub(super) fn for_each_piece(
                     oy0: 0,
                     oy1: oh,
                 };
-                f(piece, super::zero_fill(chunk))
+                f(piece, chunk)
             });
     } else {
         out.par_chunks_mut(per_image).enumerate().for_each(|(n, image_out)| {
@@ -94,7 +108,7 @@ pub(super) fn for_each_piece(
                         oy0,
                         oy1: oy0 + band.len() / row_elems,
                     };
-                    f(piece, super::zero_fill(band))
+                    f(piece, band)
                 });
         });
     }
@@ -186,8 +200,9 @@ fn conv2d_with(
         }
         _ => conv_im2col(x, k, o, g),
     }
-    // SAFETY: every strategy hands each piece of the output, zero-filled,
-    // to its kernel (`for_each_piece`, `conv_pointwise`): all of it is written.
+    // SAFETY: every element is written: the planar kernel stores every
+    // output of its pieces itself, the other strategies get their pieces
+    // zero-filled (`for_each_piece`, `conv_pointwise`).
     unsafe { out.assume_init() }
 }
 
@@ -326,7 +341,9 @@ fn conv_direct(x: &[f32], k: &[f32], o: &mut [MaybeUninit<f32>], g: &Conv2dGeome
     // Bands in multiples of the 4-row register blocks where possible.
     let rows = if (4..g.oh).contains(&rows) { rows / 4 * 4 } else { rows };
     let fma = has_fma();
-    for_each_piece(o, g.m, g.oh, row_elems, rows, |p, dst| {
+    // Every output of a piece is stored by `Run::block` (every row, column
+    // block and channel block), so the piece is not zeroed first.
+    for_each_piece_uninit(o, g.m, g.oh, row_elems, rows, |p, dst| {
         let layout = Planes::new(g, p.oy1 - p.oy0);
         SCRATCH.with_borrow_mut(|planes| {
             #[cfg(target_arch = "x86_64")]
@@ -353,7 +370,7 @@ unsafe fn direct_piece_avx2(
     layout: &Planes,
     p: Piece,
     planes: &mut Vec<f32>,
-    dst: &mut [f32],
+    dst: &mut [MaybeUninit<f32>],
 ) {
     direct_piece::<true>(x, k, g, layout, p, planes, dst)
 }
@@ -372,7 +389,7 @@ fn direct_piece<const FMA: bool>(
     layout: &Planes,
     p: Piece,
     planes: &mut Vec<f32>,
-    dst: &mut [f32],
+    dst: &mut [MaybeUninit<f32>],
 ) {
     let band = p.oy1 - p.oy0;
     let row_elems = g.ow * g.nc;
@@ -463,7 +480,7 @@ fn rows_block<const RB: usize, const KB: usize, const FMA: bool>(
     w: &[[f32; KB]],
     kc: usize,
     band: usize,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
 ) {
     let full = band / RB * RB;
     for r in (0..full).step_by(RB) {
@@ -501,7 +518,7 @@ impl Run<'_> {
         w: &[[f32; KB]],
         r: usize,
         kc: usize,
-        out: &mut [f32],
+        out: &mut [MaybeUninit<f32>],
     ) {
         for x in (0..self.ow).step_by(LANES) {
             #[cfg(target_arch = "x86_64")]
@@ -518,12 +535,14 @@ impl Run<'_> {
             for (rb, acc_r) in acc.iter().enumerate() {
                 let row = &mut out[(r + rb) * self.ow * self.nc..(r + rb + 1) * self.ow * self.nc];
                 if KB == 1 && self.nc == 1 {
-                    row[x..x + cols].copy_from_slice(&acc_r[0][..cols]);
+                    for (d, &v) in row[x..x + cols].iter_mut().zip(&acc_r[0]) {
+                        d.write(v);
+                    }
                     continue;
                 }
                 for l in 0..cols {
                     for (kb, acc_k) in acc_r.iter().enumerate() {
-                        row[(x + l) * self.nc + kc + kb] = acc_k[l];
+                        row[(x + l) * self.nc + kc + kb].write(acc_k[l]);
                     }
                 }
             }
