@@ -66,7 +66,7 @@ pub(super) fn for_each_piece(
 /// [`for_each_piece`] for a kernel that writes every element of its piece
 /// itself (so zeroing it first would be a wasted pass): `out`'s pieces are
 /// handed over uninitialised.
-fn for_each_piece_uninit(
+pub(super) fn for_each_piece_uninit(
     out: &mut [MaybeUninit<f32>],
     m: usize,
     oh: usize,
@@ -200,9 +200,9 @@ fn conv2d_with(
         }
         _ => conv_im2col(x, k, o, g),
     }
-    // SAFETY: every element is written: the planar kernel stores every
-    // output of its pieces itself, the other strategies get their pieces
-    // zero-filled (`for_each_piece`, `conv_pointwise`).
+    // SAFETY: every element is written: the planar and NHWC kernels store
+    // every output of their pieces themselves, the other strategies get
+    // their pieces zero-filled (`for_each_piece`, `conv_pointwise`).
     unsafe { out.assume_init() }
 }
 

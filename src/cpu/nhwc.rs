@@ -18,7 +18,7 @@
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
-use super::fast::{for_each_piece, piece_rows, SCRATCH};
+use super::fast::{for_each_piece_uninit, piece_rows, SCRATCH};
 use crate::shape::Conv2dGeometry;
 
 /// Output channels per block: two 8-wide registers.
@@ -93,7 +93,9 @@ pub(super) unsafe fn conv(x: &[f32], k: &[f32], o: &mut [MaybeUninit<f32>], g: &
     let image_len = g.h * g.w * g.c;
     let direct_runs = runs(g.w * g.c);
     let padded_runs = runs(width * g.c);
-    for_each_piece(o, g.m, g.oh, g.ow * g.nc, rows, |p, dst| {
+    // `piece` stores every output (every pixel of every channel block), so
+    // the output is not zeroed first.
+    for_each_piece_uninit(o, g.m, g.oh, g.ow * g.nc, rows, |p, dst| {
         let band = p.oy1 - p.oy0;
         let band_rows = (band - 1) * g.sh + ekh;
         let row_stride = if padded { width * g.c } else { g.w * g.c };
@@ -152,7 +154,13 @@ fn fill_band(image: &[f32], g: &Conv2dGeometry, oy0: usize, rows: usize, width: 
 
 /// Every output of one image's band (`out`, NHWC).
 #[target_feature(enable = "avx2,fma")]
-unsafe fn piece(source: &Source, runs: &[(usize, usize)], packed: &Packed, g: &Conv2dGeometry, out: &mut [f32]) {
+unsafe fn piece(
+    source: &Source,
+    runs: &[(usize, usize)],
+    packed: &Packed,
+    g: &Conv2dGeometry,
+    out: &mut [MaybeUninit<f32>],
+) {
     let starts = source.starts;
     let pixels = starts.len();
     // The last input any output reads must lie inside the source: this
@@ -182,10 +190,12 @@ unsafe fn piece(source: &Source, runs: &[(usize, usize)], packed: &Packed, g: &C
                 let at = (q0 + p) * g.nc + b * BLOCK;
                 let dst = &mut out[at..at + lanes];
                 if lanes == BLOCK {
-                    // SAFETY: `dst` holds BLOCK = 16 floats.
+                    // SAFETY: `dst` holds BLOCK = 16 floats (MaybeUninit<f32>
+                    // has the layout of f32).
                     unsafe {
-                        _mm256_storeu_ps(dst.as_mut_ptr(), acc_p[0]);
-                        _mm256_storeu_ps(dst.as_mut_ptr().add(8), acc_p[1]);
+                        let d = dst.as_mut_ptr().cast::<f32>();
+                        _mm256_storeu_ps(d, acc_p[0]);
+                        _mm256_storeu_ps(d.add(8), acc_p[1]);
                     }
                 } else {
                     let mut sums = [0f32; BLOCK];
@@ -194,7 +204,9 @@ unsafe fn piece(source: &Source, runs: &[(usize, usize)], packed: &Packed, g: &C
                         _mm256_storeu_ps(sums.as_mut_ptr(), acc_p[0]);
                         _mm256_storeu_ps(sums.as_mut_ptr().add(8), acc_p[1]);
                     }
-                    dst.copy_from_slice(&sums[..lanes]);
+                    for (d, &v) in dst.iter_mut().zip(&sums) {
+                        d.write(v);
+                    }
                 }
             }
             q0 += count;
