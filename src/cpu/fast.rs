@@ -687,11 +687,13 @@ fn gather<const C: usize>(
     x0: usize,
 ) {
     let len = q1 - q0;
-    let plane_len = layout.rows * layout.width;
-    // The planes of one phase are every sw-th plane from plane(0, phase).
-    let mut planes_of_phase = planes[layout.plane(0, phase, sw)..]
-        .chunks_exact_mut(plane_len)
-        .step_by(sw)
+    // The planes of one phase are every sw-th plane from plane(0, phase);
+    // (`chunks_mut` with that stride: no division per call, unlike
+    // `chunks_exact_mut` + `step_by`, which showed in the profile.)
+    let stride = sw * layout.rows * layout.width;
+    let first = layout.plane(0, phase, sw);
+    let mut planes_of_phase = planes[first..first + (C - 1) * stride + row_at + q1]
+        .chunks_mut(stride)
         .map(|p| &mut p[row_at + q0..row_at + q1]);
     let mut dst: [&mut [f32]; C] = std::array::from_fn(|_| planes_of_phase.next().expect("C planes"));
     let src = &src_row[x0 * C..(x0 + (len - 1) * sw + 1) * C];
