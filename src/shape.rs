@@ -137,6 +137,11 @@ impl Pads {
 }
 
 /// Dilated extent `(k - 1) * d + 1`.
+/// `(outputs - 1) * stride + extent`, saturating.
+fn span(outputs: usize, stride: usize, extent: usize) -> usize {
+    outputs.saturating_sub(1).saturating_mul(stride).saturating_add(extent)
+}
+
 fn extent(k: usize, d: usize, what: &'static str) -> Result<usize> {
     (k - 1)
         .checked_mul(d)
@@ -526,6 +531,12 @@ impl Conv2dGeometry {
         ((self.kh - 1) * self.dh + 1, (self.kw - 1) * self.dw + 1)
     }
 
+    /// Padded columns a row of outputs reads, `(ow - 1) * sw + ekw`
+    /// (saturating: hostile strides must not overflow).
+    pub fn span_cols(&self) -> usize {
+        span(self.ow, self.sw, self.extent().1)
+    }
+
     /// Reduction length per output, `kh * kw * c` (the tolerance of SPEC.md
     /// scales with it).
     pub fn reduction_len(&self) -> usize {
@@ -742,6 +753,12 @@ impl Pool2dGeometry {
     /// Dilated window extent `((kh - 1) * dh + 1, (kw - 1) * dw + 1)`.
     pub fn extent(&self) -> (usize, usize) {
         ((self.kh - 1) * self.dh + 1, (self.kw - 1) * self.dw + 1)
+    }
+
+    /// Padded columns a row of outputs reads, `(ow - 1) * sw + ekw`
+    /// (saturating: hostile strides must not overflow).
+    pub fn span_cols(&self) -> usize {
+        span(self.ow, self.sw, self.extent().1)
     }
 
     /// The divisor of the average at output `(oy, ox)`: the window's taps

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 mod common;
 
-use common::{array, huge, padding_strategy};
+use common::{array, hostile, padding_strategy};
 
 /// Output size written independently of the crate: SPEC.md's formula.
 fn expected_len(size: usize, pads: (usize, usize), k: usize, d: usize, s: usize) -> usize {
@@ -270,29 +270,15 @@ proptest! {
     /// a typed error, or the reference's result without a workspace sized by
     /// the padded span (which would abort the process on allocation).
     #[test]
-    fn huge_strides_dilations_and_pads(
-        (m, h, w, c) in (1usize..3, 1usize..6, 1usize..6, 1usize..12),
-        (kh, kw, nc) in (1usize..4, 1usize..4, 1usize..12),
-        (sh, sw, dh, dw) in (huge(), huge(), huge(), huge()),
-        (top, bottom, left, right) in (huge(), huge(), huge(), huge()),
-        seed in any::<u64>(),
-    ) {
-        let padding = Padding::Explicit { top, bottom, left, right };
-        let spec = Conv2dSpec::new(padding).with_stride(sh, sw).with_dilation(dh, dw);
-        if let Ok(g) = spec.resolve([m, h, w, c], [kh, kw, c, nc]) {
-            prop_assume!(g.oh * g.ow * nc * m <= 20_000);
-            let y = Engine::cpu()
-                .with_verify(true)
-                .conv2d(&array([m, h, w, c], seed), &array([kh, kw, c, nc], !seed), &spec);
+    fn huge_strides_dilations_and_pads(case in hostile()) {
+        let x = array(case.images, case.seed);
+        let engine = Engine::cpu().with_verify(true);
+        if let Some(spec) = case.conv() {
+            let y = engine.conv2d(&x, &array(case.kernels, !case.seed), &spec);
             prop_assert!(y.is_ok(), "{}", y.unwrap_err());
         }
-        let pool = Pool2dSpec::new(PoolMode::Avg, kh, kw)
-            .with_stride(sh, sw)
-            .with_dilation(dh, dw)
-            .with_padding(Padding::Symmetric(top.min(dh * (kh - 1) / 2), left.min(dw * (kw - 1) / 2)));
-        if let Ok(g) = pool.resolve([m, h, w, c]) {
-            prop_assume!(g.oh * g.ow * c * m <= 20_000);
-            let y = Engine::cpu().with_verify(true).pool2d(&array([m, h, w, c], seed), &pool);
+        if let Some(pool) = case.pool(PoolMode::Avg) {
+            let y = engine.pool2d(&x, &pool);
             prop_assert!(y.is_ok(), "{}", y.unwrap_err());
         }
     }

@@ -1,15 +1,17 @@
 //! The fast CPU path, checked against [`super::reference`] by the golden and
 //! property tests.
 //!
-//! Three convolution strategies, chosen by shape:
+//! Four convolution strategies, chosen by shape (see `Strategy::choose`):
 //! - pointwise (1x1, stride 1, no padding): NHWC images already are the
 //!   `(pixels x c)` matrix, so the convolution is one GEMM with no copies;
-//! - direct (few channels in and out, as in grayscale and RGB filtering):
+//! - planar (few channels in and out, as in grayscale and RGB filtering):
 //!   a zero-padded planar copy of the rows a piece reads, split into stride
 //!   phases so every tap reads a contiguous run, then vectorised
 //!   multiply-adds with the accumulators in registers;
-//! - im2col + GEMM otherwise, on bounded tiles of output rows (never the whole
-//!   batch), through the `gemm` crate.
+//! - NHWC direct (8+ output channels, AVX2/FMA): `super::nhwc`;
+//! - im2col + GEMM otherwise (no AVX2/FMA, or a span that is mostly
+//!   padding), on bounded tiles of output rows (never the whole batch),
+//!   through the `gemm` crate.
 //!
 //! Work is split into pieces (several whole images, or a band of output rows
 //! of one image) run with rayon; each piece writes a contiguous slice of the
@@ -145,14 +147,11 @@ enum Strategy {
 impl Strategy {
     fn choose(g: &Conv2dGeometry, fma: bool) -> Self {
         let pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pads == Default::default();
-        // The direct kernels copy the padded rows and columns a band of
-        // outputs spans (the planar one split into `sw` stride phases); with
-        // huge padding, stride or dilation (a 1-pixel image, pads and stride
-        // of 1e9) that is mostly padding no tap reads, gigabytes of it.
-        // im2col copies only the taps each output reads.
-        let (ekh, ekw) = g.extent();
-        let span = (g.ow - 1).saturating_mul(g.sw).saturating_add(ekw);
-        let compact = span <= 2 * (g.w + g.kw) && ekh <= 2 * (g.h + g.kh) && g.sw <= g.w + g.kw && g.sh <= g.h + g.kh;
+        // The direct kernels copy the padded span of a band of outputs (the
+        // planar one split into `sw` stride phases, so the strides count too).
+        let compact = super::span_is_compact(g.h, g.w, g.kh, g.kw, g.extent().0, g.span_cols())
+            && g.sw <= g.w + g.kw
+            && g.sh <= g.h + g.kh;
         if pointwise {
             Strategy::Pointwise
         } else if !compact {
@@ -317,11 +316,9 @@ struct Planes {
 
 impl Planes {
     fn new(g: &Conv2dGeometry, band: usize) -> Self {
-        let (ekh, ekw) = g.extent();
-        let last = (g.ow - 1) * g.sw + ekw - 1;
         Planes {
-            rows: (band - 1) * g.sh + ekh,
-            width: last / g.sw + 1,
+            rows: (band - 1) * g.sh + g.extent().0,
+            width: (g.span_cols() - 1) / g.sw + 1,
         }
     }
 
@@ -439,7 +436,7 @@ fn direct_piece<const FMA: bool>(
             rows_block::<1, 4, FMA>(&run, w, 4 * b, band, out);
         }
         if let Some(w) = &weights.two {
-            rows_block::<2, 2, FMA>(&run, w, weights.two_at, band, out);
+            rows_block::<2, 2, FMA>(&run, w, 4 * weights.fours.len(), band, out);
         }
         if let Some(w) = &weights.one {
             rows_block::<4, 1, FMA>(&run, w, g.nc - 1, band, out);
@@ -453,7 +450,6 @@ fn direct_piece<const FMA: bool>(
 struct BlockWeights {
     fours: Vec<Vec<[f32; 4]>>,
     two: Option<Vec<[f32; 2]>>,
-    two_at: usize,
     one: Option<Vec<[f32; 1]>>,
 }
 
@@ -466,7 +462,6 @@ impl BlockWeights {
         BlockWeights {
             fours: (0..nc / 4).map(|b| gather::<4>(k, taps, nc, 4 * b)).collect(),
             two: (nc % 4 >= 2).then(|| gather::<2>(k, taps, nc, two_at)),
-            two_at,
             one: (nc % 2 == 1).then(|| gather::<1>(k, taps, nc, nc - 1)),
         }
     }
@@ -808,13 +803,10 @@ fn has_fma() -> bool {
 /// is built separably from its window rows with contiguous, vectorised
 /// folds, so there is no per-pixel bookkeeping.
 pub fn pool2d(images: ArrayView4<f32>, g: &Pool2dGeometry) -> Array4<f32> {
-    // The row path below folds a padded copy of the columns the windows
-    // span; where huge dilation or stride makes that span mostly padding
-    // (billions of cells for a handful of taps), the reference computes the
-    // few taps directly.
+    // The row path below folds a padded copy of the span; where it is
+    // mostly padding, the reference computes the few taps directly.
     let (ekh, ekw) = g.extent();
-    let span = (g.ow.max(1) - 1).saturating_mul(g.sw).saturating_add(ekw);
-    if g.c < 8 && (span > 2 * (g.w + g.kw) || ekh > 2 * (g.h + g.kh)) {
+    if g.c < 8 && !super::span_is_compact(g.h, g.w, g.kh, g.kw, ekh, g.span_cols()) {
         return super::reference::pool2d(images, g);
     }
     let images = images.as_standard_layout();
@@ -841,20 +833,14 @@ pub fn pool2d(images: ArrayView4<f32>, g: &Pool2dGeometry) -> Array4<f32> {
         PoolMode::Avg => 0.0,
     };
     // Padded columns the windows span (ceil_mode may reach past the padding).
-    let padded_cols = (g.pads.left + g.w).max(g.ow.saturating_sub(1) * g.sw + ekw);
+    let padded_cols = (g.pads.left + g.w).max(g.span_cols());
     for_each_piece(o, g.m, g.oh, row_elems, rows, |p, dst| {
         let band = p.oy1 - p.oy0;
         // Cells outside the image hold `init`, which no fold changes: a
         // padded cell never wins a max and adds nothing to a sum.
         let mut column = vec![init; padded_cols * g.c];
-        let mut wide = vec![
-            0f32;
-            if g.sw > 1 {
-                (g.ow.saturating_sub(1) * g.sw + 1) * g.c
-            } else {
-                0
-            }
-        ];
+        // One fold per window start (`(ow - 1) * sw + 1` columns).
+        let mut wide = vec![0f32; if g.sw > 1 { (g.span_cols() + 1 - ekw) * g.c } else { 0 }];
         for (i, n) in (p.n0..p.n1).enumerate() {
             let image = &x[n * g.h * g.w * g.c..(n + 1) * g.h * g.w * g.c];
             let image_dst = &mut dst[i * band * row_elems..(i + 1) * band * row_elems];
@@ -884,14 +870,7 @@ fn pool_row(
     out_row: &mut [f32],
 ) {
     match g.mode {
-        // NaN beats every number; once NaN, stays NaN.
-        PoolMode::Max => pool_row_with(image, g, oy, column, wide, out_row, f32::NEG_INFINITY, |m, v| {
-            if v > m || v.is_nan() {
-                v
-            } else {
-                m
-            }
-        }),
+        PoolMode::Max => pool_row_with(image, g, oy, column, wide, out_row, f32::NEG_INFINITY, super::max_nan),
         PoolMode::Avg => {
             pool_row_with(image, g, oy, column, wide, out_row, 0.0, |s, v| s + v);
             let rows = g.divisor_rows(oy);

@@ -14,6 +14,26 @@ use ndarray::Array4;
 
 use crate::error::{Error, Result};
 
+/// Whether the padded rows and columns a row of outputs spans stay within
+/// a small multiple of the image plus a kernel. The CPU kernels that copy
+/// that span (planar and NHWC convolution, few-channel pooling rows) take
+/// it only then: with huge padding, stride or dilation (a 1-pixel image,
+/// pads and stride of 1e9) it is mostly padding no tap reads, gigabytes of
+/// it, and the callers fall back to paths that touch only the taps.
+pub(crate) fn span_is_compact(h: usize, w: usize, kh: usize, kw: usize, ekh: usize, span_cols: usize) -> bool {
+    span_cols <= 2 * (w + kw) && ekh <= 2 * (h + kh)
+}
+
+/// NaN-propagating max of SPEC.md: NaN beats every number; once NaN, stays NaN.
+#[inline(always)]
+pub(crate) fn max_nan(m: f32, v: f32) -> f32 {
+    if v > m || v.is_nan() {
+        v
+    } else {
+        m
+    }
+}
+
 /// Refuses a result the machine cannot hold, before anything is computed:
 /// an impossible allocation would otherwise abort the process.
 pub(crate) fn check_output_fits(shape: [usize; 4]) -> Result<()> {

@@ -73,32 +73,28 @@ struct Source<'a> {
 pub(super) unsafe fn conv(x: &[f32], k: &[f32], o: &mut [MaybeUninit<f32>], g: &Conv2dGeometry) {
     let packed = Packed::new(k, g);
     let padded = g.pads != Default::default();
-    let (ekh, ekw) = g.extent();
+    let ekh = g.extent().0;
     // Padded columns a row of outputs reads.
-    let width = (g.ow - 1) * g.sw + ekw;
+    let width = g.span_cols();
     let per_row = g.sh * width * g.c;
     let rows = piece_rows(g.oh, per_row, g.m, BAND_FLOATS);
+    // Rows of the padded band, or of the image read in place.
+    let row_stride = if padded { width * g.c } else { g.w * g.c };
     // Offsets of the reduction's contiguous runs from a pixel's first input.
-    let runs = |row_stride: usize| -> Vec<(usize, usize)> {
-        let mut runs = Vec::new();
-        for i in 0..g.kh {
-            if g.dw == 1 {
-                runs.push((i * g.dh * row_stride, g.kw * g.c));
-            } else {
-                runs.extend((0..g.kw).map(|j| (i * g.dh * row_stride + j * g.dw * g.c, g.c)));
-            }
+    let mut runs = Vec::new();
+    for i in 0..g.kh {
+        if g.dw == 1 {
+            runs.push((i * g.dh * row_stride, g.kw * g.c));
+        } else {
+            runs.extend((0..g.kw).map(|j| (i * g.dh * row_stride + j * g.dw * g.c, g.c)));
         }
-        runs
-    };
+    }
     let image_len = g.h * g.w * g.c;
-    let direct_runs = runs(g.w * g.c);
-    let padded_runs = runs(width * g.c);
     // `piece` stores every output (every pixel of every channel block), so
     // the output is not zeroed first.
     for_each_piece_uninit(o, g.m, g.oh, g.ow * g.nc, rows, |p, dst| {
         let band = p.oy1 - p.oy0;
         let band_rows = (band - 1) * g.sh + ekh;
-        let row_stride = if padded { width * g.c } else { g.w * g.c };
         // First input of each output pixel of the band (the same for every
         // image of the piece), without a division per pixel.
         let starts: Vec<usize> = (0..band)
@@ -112,23 +108,16 @@ pub(super) unsafe fn conv(x: &[f32], k: &[f32], o: &mut [MaybeUninit<f32>], g: &
             }
             for (i, n) in (p.n0..p.n1).enumerate() {
                 let image = &x[n * image_len..(n + 1) * image_len];
-                let (source, runs) = if padded {
+                let src: &[f32] = if padded {
                     fill_band(image, g, p.oy0, band_rows, width, scratch);
-                    let source = Source {
-                        src: scratch,
-                        starts: &starts,
-                    };
-                    (source, &padded_runs)
+                    scratch
                 } else {
-                    let source = Source {
-                        src: &image[p.oy0 * g.sh * g.w * g.c..],
-                        starts: &starts,
-                    };
-                    (source, &direct_runs)
+                    &image[p.oy0 * g.sh * g.w * g.c..]
                 };
+                let source = Source { src, starts: &starts };
                 let out = &mut dst[i * band * g.ow * g.nc..(i + 1) * band * g.ow * g.nc];
                 // SAFETY: forwarded from this function's contract.
-                unsafe { piece(&source, runs, &packed, g, out) };
+                unsafe { piece(&source, &runs, &packed, g, out) };
             }
         })
     });

@@ -164,8 +164,7 @@ impl Window<'_> {
                 .map(move |&x| self.image[y * self.row_len + x * self.c + ch])
         });
         match self.mode {
-            // NaN beats every number; once NaN, stays NaN.
-            PoolMode::Max => taps.fold(f32::NEG_INFINITY, |m, v| if v > m || v.is_nan() { v } else { m }),
+            PoolMode::Max => taps.fold(f32::NEG_INFINITY, super::max_nan),
             PoolMode::Avg => taps.fold(0.0, |s, v| s + v) / self.divisor,
         }
     }

@@ -283,9 +283,76 @@ pub fn padding_strategy() -> impl proptest::strategy::Strategy<Value = Padding> 
     ]
 }
 
-/// Strides, dilations and pads from 1 to 1e9 on a log scale.
+/// A hostile problem: tiny images and kernels with strides, dilations and
+/// pads from 1 to 1e9 (on a log scale).
+#[derive(Debug, Clone)]
+pub struct Hostile {
+    pub images: [usize; 4],
+    pub kernels: [usize; 4],
+    pub stride: (usize, usize),
+    pub dilation: (usize, usize),
+    /// `[top, bottom, left, right]`.
+    pub pads: [usize; 4],
+    pub seed: u64,
+}
+
 #[allow(dead_code)]
-pub fn huge() -> impl proptest::strategy::Strategy<Value = usize> {
+pub fn hostile() -> impl proptest::strategy::Strategy<Value = Hostile> {
     use proptest::prelude::*;
-    (0u32..=9, 1usize..10).prop_map(|(e, d)| (d * 10usize.pow(e)).min(1_000_000_000))
+    let huge = || (0u32..=9, 1usize..10).prop_map(|(e, d)| (d * 10usize.pow(e)).min(1_000_000_000));
+    (
+        (1usize..3, 1usize..6, 1usize..6, 1usize..12),
+        (1usize..4, 1usize..4, 1usize..12),
+        (huge(), huge(), huge(), huge()),
+        (huge(), huge(), huge(), huge()),
+        any::<u64>(),
+    )
+        .prop_map(
+            |((m, h, w, c), (kh, kw, nc), (sh, sw, dh, dw), (top, bottom, left, right), seed)| Hostile {
+                images: [m, h, w, c],
+                kernels: [kh, kw, c, nc],
+                stride: (sh, sw),
+                dilation: (dh, dw),
+                pads: [top, bottom, left, right],
+                seed,
+            },
+        )
+}
+
+/// Outputs a hostile case may have: the reference must compute them.
+const HOSTILE_MAX_OUTPUTS: usize = 20_000;
+
+#[allow(dead_code)]
+impl Hostile {
+    /// The convolution, where it resolves to a result small enough to check.
+    pub fn conv(&self) -> Option<Conv2dSpec> {
+        let [top, bottom, left, right] = self.pads;
+        let spec = Conv2dSpec::new(Padding::Explicit {
+            top,
+            bottom,
+            left,
+            right,
+        })
+        .with_stride(self.stride.0, self.stride.1)
+        .with_dilation(self.dilation.0, self.dilation.1);
+        let g = spec.resolve(self.images, self.kernels).ok()?;
+        (g.output_shape().iter().product::<usize>() <= HOSTILE_MAX_OUTPUTS).then_some(spec)
+    }
+
+    /// A pooling with the same window, strides and dilations (pads capped at
+    /// half the dilated window, as pooling requires), where it resolves to a
+    /// result small enough to check.
+    pub fn pool(&self, mode: PoolMode) -> Option<Pool2dSpec> {
+        let ([top, _, left, _], [kh, kw, _, _]) = (self.pads, self.kernels);
+        let (dh, dw) = self.dilation;
+        let spec = Pool2dSpec::new(mode, kh, kw)
+            .with_stride(self.stride.0, self.stride.1)
+            .with_dilation(dh, dw)
+            .with_padding(Padding::Symmetric(
+                top.min(dh * (kh - 1) / 2),
+                left.min(dw * (kw - 1) / 2),
+            ));
+        let g = spec.resolve(self.images).ok()?;
+        (g.output_shape().iter().product::<usize>() <= HOSTILE_MAX_OUTPUTS).then_some(spec)
+    }
 }
