@@ -308,26 +308,55 @@ fn im2col(x: &[f32], g: &Conv2dGeometry, n: usize, oy0: usize, oy1: usize, cols:
 }
 
 /// Layout of the zero-padded planar rows of the direct kernel:
-/// `planes[ch][phase][row][q]` holds padded column `q * sw + phase`.
+/// `planes[ch][phase][row][q]` holds padded column `q * phases + phase`.
+///
+/// A grayscale convolution with column stride 2 is not phase-split: it is
+/// computed at every column (`step` = 2 computed columns per output) and
+/// every other sum is kept. The extra multiply-adds cost less than splitting
+/// small rows into phases, which made such convolutions copy-bound.
 struct Planes {
     rows: usize,
     width: usize,
+    /// Stride phases the columns are split into (`sw`, or 1 with `step`).
+    phases: usize,
+    /// Computed columns per output column (1, or `sw` when not split).
+    step: usize,
 }
 
 impl Planes {
     fn new(g: &Conv2dGeometry, band: usize) -> Self {
+        let step = if g.c == 1 && g.sw == 2 && g.nc <= 4 { g.sw } else { 1 };
+        let phases = g.sw / step;
         Planes {
             rows: (band - 1) * g.sh + g.extent().0,
-            width: (g.span_cols() - 1) / g.sw + 1,
+            width: (g.span_cols() - 1) / phases + 1,
+            phases,
+            step,
         }
     }
 
-    fn plane(&self, ch: usize, phase: usize, sw: usize) -> usize {
-        (ch * sw + phase) * self.rows * self.width
+    fn plane(&self, ch: usize, phase: usize) -> usize {
+        (ch * self.phases + phase) * self.rows * self.width
     }
 
     fn len(&self, g: &Conv2dGeometry) -> usize {
-        g.c * g.sw * self.rows * self.width
+        g.c * self.phases * self.rows * self.width
+    }
+
+    /// Per phase, the plane columns `q0..q1` that hold image columns from
+    /// `x0` on (the same for every row), as `(phase, q0, q1, x0)`.
+    fn spans(&self, g: &Conv2dGeometry) -> Vec<(usize, usize, usize, usize)> {
+        let (ph, left) = (self.phases, g.pads.left);
+        // Padded columns u = q * phases + phase in [left, left + cols) are
+        // image columns.
+        let cols = (left + g.w).min(self.width * ph).saturating_sub(left);
+        (0..ph)
+            .filter_map(|phase| {
+                let q0 = left.saturating_sub(phase).div_ceil(ph);
+                let q1 = (left + cols).saturating_sub(phase).div_ceil(ph).min(self.width);
+                (q0 < q1).then(|| (phase, q0, q1, q0 * ph + phase - left))
+            })
+            .collect()
     }
 }
 
@@ -391,55 +420,117 @@ fn direct_piece<const FMA: bool>(
     let band = p.oy1 - p.oy0;
     let row_elems = g.ow * g.nc;
     let plane_len = layout.len(g);
-    // Tap offsets into the planes, relative to an output row's first row,
-    // in HWIO order (so tap t has weights k[t * nc..]).
+    // Tap offsets relative to an output row's first input, in HWIO order
+    // (so tap t has weights k[t * nc..]): into the planes, and into the
+    // image itself for rows read in place.
     let mut offs = Vec::with_capacity(g.kh * g.kw * g.c);
+    let mut offs_in_place = Vec::with_capacity(g.kh * g.kw);
     for i in 0..g.kh {
         for j in 0..g.kw {
-            let (q, phase) = ((j * g.dw) / g.sw, (j * g.dw) % g.sw);
+            let (q, phase) = ((j * g.dw) / layout.phases, (j * g.dw) % layout.phases);
             for ch in 0..g.c {
-                offs.push(layout.plane(ch, phase, g.sw) + i * g.dh * layout.width + q);
+                offs.push(layout.plane(ch, phase) + i * g.dh * layout.width + q);
             }
+            offs_in_place.push(i * g.dh * g.w + j * g.dw);
         }
     }
-    // One channel, no padding, stride 1 along rows: the planes would be a
-    // copy of the image rows, so the image is read in place (where the last
-    // column block's over-read stays inside the input).
-    let in_place = g.c == 1 && g.sw == 1 && g.pads == Default::default() && layout.width == g.w;
+    // With one channel and no phase split the planes would be a copy of the
+    // image rows, so the rows whose taps stay inside the image vertically
+    // are read in place; the few output columns whose taps reach the left
+    // or right padding are then recomputed (`border_columns`), as the
+    // in-place sums read the neighbouring row's pixels there.
+    let in_place = g.c == 1 && layout.phases == 1;
+    let (top, first) = (g.pads.top, g.pads.top.div_ceil(g.sh));
+    let last = (g.h + top).checked_sub(g.extent().0).map_or(0, |v| v / g.sh + 1);
+    let (a, b) = (first.clamp(p.oy0, p.oy1), last.clamp(p.oy0, p.oy1));
+    let computed = (g.ow - 1) * layout.step + 1;
+    let spans = layout.spans(g);
     let weights = BlockWeights::new(k, offs.len(), g.nc);
     let mut cleared = false;
     for (i, n) in (p.n0..p.n1).enumerate() {
-        let start = (n * g.h + p.oy0 * g.sh) * g.w;
-        let src: &[f32] = if in_place && start + plane_len + LANES <= x.len() {
-            &x[start..]
+        let out = &mut dst[i * band * row_elems..(i + 1) * band * row_elems];
+        // The image offset of output row a's first padded input, and the
+        // end of the farthest read of rows a..b (the last column block
+        // reads up to LANES - 1 columns past the row).
+        let base = ((n * g.h + a * g.sh - top.min(a * g.sh)) * g.w).checked_sub(g.pads.left);
+        let end = base.map(|s| s + (b.max(a + 1) - a - 1) * g.sh * g.w + g.extent().0.saturating_sub(1) * g.w);
+        let fits = end.is_some_and(|e| e + (g.extent().1 - 1) + computed.next_multiple_of(LANES) <= x.len());
+        let direct = if in_place && a < b && fits {
+            (a, b)
         } else {
+            (p.oy0, p.oy0)
+        };
+        for (s, e) in [(p.oy0, direct.0), (direct.1, p.oy1)] {
+            if s == e {
+                continue;
+            }
             if !cleared {
                 planes.clear();
                 planes.resize(plane_len + LANES, 0.0);
                 cleared = true;
             }
-            // Every image of a piece writes the same cells, so the zeros of
-            // the padding survive from the resize above.
-            fill_planes(x, g, layout, n, p.oy0, planes);
-            planes
-        };
-        let out = &mut dst[i * band * row_elems..(i + 1) * band * row_elems];
-        let run = Run {
-            offs: &offs,
-            max_off: offs.iter().copied().max().unwrap_or(0),
-            planes: src,
-            row_stride: g.sh * layout.width,
-            ow: g.ow,
-            nc: g.nc,
-        };
-        for (b, w) in weights.fours.iter().enumerate() {
-            rows_block::<1, 4, FMA>(&run, w, 4 * b, band, out);
+            fill_planes(x, g, layout, &spans, n, s, e - s, planes);
+            let run = Run::new(&offs, planes, g.sh * layout.width, g, layout.step);
+            run.all_rows::<FMA>(
+                &weights,
+                e - s,
+                &mut out[(s - p.oy0) * row_elems..(e - p.oy0) * row_elems],
+            );
         }
-        if let Some(w) = &weights.two {
-            rows_block::<2, 2, FMA>(&run, w, 4 * weights.fours.len(), band, out);
+        if let (Some(base), true) = (base, direct.0 < direct.1) {
+            let rows = &mut out[(a - p.oy0) * row_elems..(b - p.oy0) * row_elems];
+            let run = Run::new(&offs_in_place, &x[base..], g.sh * g.w, g, layout.step);
+            run.all_rows::<FMA>(&weights, b - a, rows);
+            border_columns::<FMA>(x, k, g, n, a, b, rows);
         }
-        if let Some(w) = &weights.one {
-            rows_block::<4, 1, FMA>(&run, w, g.nc - 1, band, out);
+    }
+}
+
+/// Recomputes, for output rows `a..b` of image `n` (held in `rows`), the
+/// output columns whose taps reach the left or right padding, one tap at a
+/// time in the order of the vector kernel (so the sums are bit for bit
+/// those of the planes path).
+#[inline(always)]
+fn border_columns<const FMA: bool>(
+    x: &[f32],
+    k: &[f32],
+    g: &Conv2dGeometry,
+    n: usize,
+    a: usize,
+    b: usize,
+    rows: &mut [MaybeUninit<f32>],
+) {
+    let left_end = g.pads.left.div_ceil(g.sw).min(g.ow);
+    let right_start = (g.w + g.pads.left)
+        .checked_sub(g.extent().1)
+        .map_or(0, |v| v / g.sw + 1)
+        .clamp(left_end, g.ow);
+    let image = &x[n * g.h * g.w..(n + 1) * g.h * g.w];
+    let row_elems = g.ow * g.nc;
+    // Eight rows at a time: eight independent chains of multiply-adds
+    // instead of one chain per output (latency-bound in the profile).
+    const ROWS: usize = 8;
+    for oy0 in (a..b).step_by(ROWS) {
+        let count = ROWS.min(b - oy0);
+        for ox in (0..left_end).chain(right_start..g.ow) {
+            for kc in 0..g.nc {
+                let mut acc = [0f32; ROWS];
+                for i in 0..g.kh {
+                    // Rows a..b read inside the image (see `direct_piece`).
+                    let y0 = oy0 * g.sh + i * g.dh - g.pads.top;
+                    for j in 0..g.kw {
+                        let w = k[(i * g.kw + j) * g.nc + kc];
+                        let xx = (ox * g.sw + j * g.dw).checked_sub(g.pads.left).filter(|&xx| xx < g.w);
+                        for (r, acc) in acc[..count].iter_mut().enumerate() {
+                            let v = xx.map_or(0.0, |xx| image[(y0 + r * g.sh) * g.w + xx]);
+                            *acc = if FMA { v.mul_add(w, *acc) } else { *acc + v * w };
+                        }
+                    }
+                }
+                for (r, &v) in acc[..count].iter().enumerate() {
+                    rows[(oy0 - a + r) * row_elems + ox * g.nc + kc].write(v);
+                }
+            }
         }
     }
 }
@@ -502,10 +593,39 @@ struct Run<'a> {
     planes: &'a [f32],
     row_stride: usize,
     ow: usize,
+    /// Computed columns per output column (see [`Planes`]).
+    step: usize,
     nc: usize,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    fn new(offs: &'a [usize], planes: &'a [f32], row_stride: usize, g: &Conv2dGeometry, step: usize) -> Self {
+        Run {
+            offs,
+            max_off: offs.iter().copied().max().unwrap_or(0),
+            planes,
+            row_stride,
+            ow: g.ow,
+            step,
+            nc: g.nc,
+        }
+    }
+
+    /// Every channel of output rows `0..band`, one register block of
+    /// channels after the other.
+    #[inline(always)]
+    fn all_rows<const FMA: bool>(&self, weights: &BlockWeights, band: usize, out: &mut [MaybeUninit<f32>]) {
+        for (b, w) in weights.fours.iter().enumerate() {
+            rows_block::<1, 4, FMA>(self, w, 4 * b, band, out);
+        }
+        if let Some(w) = &weights.two {
+            rows_block::<2, 2, FMA>(self, w, 4 * weights.fours.len(), band, out);
+        }
+        if let Some(w) = &weights.one {
+            rows_block::<4, 1, FMA>(self, w, self.nc - 1, band, out);
+        }
+    }
+
     /// Output rows `r..r + RB`, channels `kc..kc + KB`, every column.
     #[inline(always)]
     fn block<const RB: usize, const KB: usize, const FMA: bool>(
@@ -515,7 +635,10 @@ impl Run<'_> {
         kc: usize,
         out: &mut [MaybeUninit<f32>],
     ) {
-        for x in (0..self.ow).step_by(LANES) {
+        // Computed columns: every column of the planes an output reads at
+        // its first tap, `step` apart per output.
+        let computed = (self.ow - 1) * self.step + 1;
+        for x in (0..computed).step_by(LANES) {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: FMA is true only in the build that runs after `has_fma`
             // saw AVX2 and FMA.
@@ -526,18 +649,33 @@ impl Run<'_> {
             };
             #[cfg(not(target_arch = "x86_64"))]
             let acc = self.sums_scalar::<RB, KB>(w, r, x);
-            let cols = LANES.min(self.ow - x);
+            // Outputs x / step.. of this block (LANES is a multiple of step).
+            let (ox, cols) = (x / self.step, LANES.min(computed - x).div_ceil(self.step));
             for (rb, acc_r) in acc.iter().enumerate() {
                 let row = &mut out[(r + rb) * self.ow * self.nc..(r + rb + 1) * self.ow * self.nc];
                 if KB == 1 && self.nc == 1 {
-                    for (d, &v) in row[x..x + cols].iter_mut().zip(&acc_r[0]) {
-                        d.write(v);
+                    // Separate loops: a run-time step would keep the common
+                    // contiguous store from becoming one copy.
+                    let dst = &mut row[ox..ox + cols];
+                    if self.step == 1 && cols == LANES {
+                        // A fixed length: a few vector moves, not a call to
+                        // memcpy per block (which showed in the profile).
+                        let dst: &mut [MaybeUninit<f32>; LANES] = dst.try_into().expect("LANES outputs");
+                        *dst = acc_r[0].map(MaybeUninit::new);
+                    } else if self.step == 1 {
+                        for (d, &v) in dst.iter_mut().zip(&acc_r[0]) {
+                            d.write(v);
+                        }
+                    } else {
+                        for (d, &v) in dst.iter_mut().zip(acc_r[0].iter().step_by(self.step)) {
+                            d.write(v);
+                        }
                     }
                     continue;
                 }
                 for l in 0..cols {
                     for (kb, acc_k) in acc_r.iter().enumerate() {
-                        row[(x + l) * self.nc + kc + kb].write(acc_k[l]);
+                        row[(ox + l) * self.nc + kc + kb].write(acc_k[l * self.step]);
                     }
                 }
             }
@@ -616,29 +754,42 @@ impl Run<'_> {
     }
 }
 
-/// Copies the input rows that output rows `[oy0, ..)` read into the planar,
-/// phase-split layout; cells outside the image stay 0.
-fn fill_planes(x: &[f32], g: &Conv2dGeometry, layout: &Planes, n: usize, oy0: usize, planes: &mut [f32]) {
+/// Copies the input rows that output rows `oy0..oy0 + band` read into the
+/// planar, phase-split layout (`spans` from [`Planes::spans`]). Padding rows
+/// are zeroed; padding columns are never written, so they keep the zeros
+/// the planes were created with.
+fn fill_planes(
+    x: &[f32],
+    g: &Conv2dGeometry,
+    layout: &Planes,
+    spans: &[(usize, usize, usize, usize)],
+    n: usize,
+    oy0: usize,
+    band: usize,
+    planes: &mut [f32],
+) {
     let image = &x[n * g.h * g.w * g.c..(n + 1) * g.h * g.w * g.c];
-    let (c, sw, left) = (g.c, g.sw, g.pads.left);
-    // Padded columns u = q * sw + phase in [left, left + cols) are image columns.
-    let cols = (left + g.w).min(layout.width * sw).saturating_sub(left);
-    // Per phase, the plane columns q0..q1 that hold image columns from x0 on
-    // (the same for every row).
-    let spans: Vec<(usize, usize, usize, usize)> = (0..sw)
-        .filter_map(|phase| {
-            let q0 = left.saturating_sub(phase).div_ceil(sw);
-            let q1 = (left + cols).saturating_sub(phase).div_ceil(sw).min(layout.width);
-            (q0 < q1).then(|| (phase, q0, q1, q0 * sw + phase - left))
-        })
-        .collect();
-    for r in 0..layout.rows {
+    let (c, sw) = (g.c, layout.phases);
+    let cols = spans
+        .iter()
+        .map(|&(_, q0, q1, x0)| x0 + (q1 - q0 - 1) * sw + 1)
+        .max()
+        .unwrap_or(0);
+    for r in 0..(band - 1) * g.sh + g.extent().0 {
         let Some(y) = (oy0 * g.sh + r).checked_sub(g.pads.top).filter(|&y| y < g.h) else {
+            // A padding row; another band of the piece may have left image
+            // pixels here.
+            for ch in 0..c {
+                for phase in 0..sw {
+                    let at = layout.plane(ch, phase) + r * layout.width;
+                    planes[at..at + layout.width].fill(0.0);
+                }
+            }
             continue;
         };
         let src_row = &image[y * g.w * c..(y * g.w + cols) * c];
-        for &(phase, q0, q1, x0) in &spans {
-            let at = |ch: usize| layout.plane(ch, phase, sw) + r * layout.width;
+        for &(phase, q0, q1, x0) in spans {
+            let at = |ch: usize| layout.plane(ch, phase) + r * layout.width;
             if sw == 1 && c == 1 {
                 planes[at(0) + q0..at(0) + q1].copy_from_slice(&src_row[x0..x0 + (q1 - q0)]);
                 continue;
@@ -686,7 +837,7 @@ fn gather<const C: usize>(
     // (`chunks_mut` with that stride: no division per call, unlike
     // `chunks_exact_mut` + `step_by`, which showed in the profile.)
     let stride = sw * layout.rows * layout.width;
-    let first = layout.plane(0, phase, sw);
+    let first = layout.plane(0, phase);
     let mut planes_of_phase = planes[first..first + (C - 1) * stride + row_at + q1]
         .chunks_mut(stride)
         .map(|p| &mut p[row_at + q0..row_at + q1]);
@@ -992,6 +1143,49 @@ mod tests {
             // and of every other grayscale column, with tails).
             ([2, 11, 43, 1], [3, 3, 1, 1], Padding::Symmetric(1, 1), (2, 2), (1, 1)),
             ([2, 7, 29, 3], [3, 3, 3, 1], Padding::Same, (1, 1), (1, 1)),
+            // Padded grayscale: rows inside the image read in place with
+            // their border columns recomputed, padding rows from planes (in
+            // bands of one image too), column stride 2 computed at every
+            // column (up to 4 output channels) or phase-split (more).
+            (
+                [3, 17, 23, 1],
+                [3, 3, 1, 1],
+                Padding::Explicit {
+                    top: 1,
+                    bottom: 2,
+                    left: 1,
+                    right: 0,
+                },
+                (1, 1),
+                (1, 1),
+            ),
+            ([2, 28, 28, 1], [3, 3, 1, 1], Padding::Symmetric(1, 1), (2, 2), (1, 1)),
+            ([1, 64, 50, 1], [5, 5, 1, 3], Padding::Same, (1, 1), (1, 1)),
+            (
+                [2, 31, 40, 1],
+                [3, 2, 1, 5],
+                Padding::Explicit {
+                    top: 3,
+                    bottom: 0,
+                    left: 0,
+                    right: 4,
+                },
+                (2, 2),
+                (2, 3),
+            ),
+            (
+                [1, 45, 33, 1],
+                [3, 3, 1, 2],
+                Padding::Explicit {
+                    top: 0,
+                    bottom: 1,
+                    left: 2,
+                    right: 2,
+                },
+                (3, 2),
+                (1, 2),
+            ),
+            ([2, 6, 9, 1], [7, 7, 1, 1], Padding::Same, (1, 1), (1, 1)),
         ];
         for &(xs, ks, padding, (sh, sw), (dh, dw)) in cases {
             let spec = Conv2dSpec::new(padding).with_stride(sh, sw).with_dilation(dh, dw);
