@@ -469,7 +469,7 @@ fn direct_piece<const FMA: bool>(
                 planes.resize(plane_len + LANES, 0.0);
                 cleared = true;
             }
-            fill_planes(x, g, layout, &spans, n, s, e - s, planes);
+            fill_planes(x, g, layout, &spans, n, s..e, planes);
             let run = Run::new(&offs, planes, g.sh * layout.width, g, layout.step);
             run.all_rows::<FMA>(
                 &weights,
@@ -754,7 +754,7 @@ impl<'a> Run<'a> {
     }
 }
 
-/// Copies the input rows that output rows `oy0..oy0 + band` read into the
+/// Copies the input rows that output rows `oys` read into the
 /// planar, phase-split layout (`spans` from [`Planes::spans`]). Padding rows
 /// are zeroed; padding columns are never written, so they keep the zeros
 /// the planes were created with.
@@ -764,10 +764,10 @@ fn fill_planes(
     layout: &Planes,
     spans: &[(usize, usize, usize, usize)],
     n: usize,
-    oy0: usize,
-    band: usize,
+    oys: std::ops::Range<usize>,
     planes: &mut [f32],
 ) {
+    let (oy0, band) = (oys.start, oys.len());
     let image = &x[n * g.h * g.w * g.c..(n + 1) * g.h * g.w * g.c];
     let (c, sw) = (g.c, layout.phases);
     let cols = spans
