@@ -521,8 +521,12 @@ fn border_columns<const FMA: bool>(
                     for j in 0..g.kw {
                         let w = k[(i * g.kw + j) * g.nc + kc];
                         let xx = (ox * g.sw + j * g.dw).checked_sub(g.pads.left).filter(|&xx| xx < g.w);
-                        for (r, acc) in acc[..count].iter_mut().enumerate() {
-                            let v = xx.map_or(0.0, |xx| image[(y0 + r * g.sh) * g.w + xx]);
+                        // All ROWS chains (a fixed count keeps them in
+                        // registers); rows past `count` repeat the last one
+                        // and are not stored.
+                        for (r, acc) in acc.iter_mut().enumerate() {
+                            let y = y0 + r.min(count - 1) * g.sh;
+                            let v = xx.map_or(0.0, |xx| image[y * g.w + xx]);
                             *acc = if FMA { v.mul_add(w, *acc) } else { *acc + v * w };
                         }
                     }
