@@ -319,7 +319,7 @@ struct Planes {
     width: usize,
     /// Stride phases the columns are split into (`sw`, or 1 with `step`).
     phases: usize,
-    /// Computed columns per output column (1, or `sw` when not split).
+    /// Computed columns per output column (1, or `sw` = 2 when not split).
     step: usize,
 }
 
@@ -460,8 +460,20 @@ fn direct_piece<const FMA: bool>(
         } else {
             (p.oy0, p.oy0)
         };
-        for (s, e) in [(p.oy0, direct.0), (direct.1, p.oy1)] {
+        // Top to bottom: padding rows above, rows in place, padding rows
+        // below (reading the image in order keeps the prefetcher ahead; the
+        // bottom rows first made their copy take the cache misses).
+        for part in 0..3 {
+            let (s, e) = [(p.oy0, direct.0), direct, (direct.1, p.oy1)][part];
             if s == e {
+                continue;
+            }
+            let rows = &mut out[(s - p.oy0) * row_elems..(e - p.oy0) * row_elems];
+            if part == 1 {
+                let base = base.expect("rows read in place have a base");
+                let run = Run::new(&offs_in_place, &x[base..], g.sh * g.w, g, layout.step);
+                run.all_rows::<FMA>(&weights, e - s, rows);
+                border_columns::<FMA>(x, k, g, n, s, e, rows);
                 continue;
             }
             if !cleared {
@@ -471,17 +483,7 @@ fn direct_piece<const FMA: bool>(
             }
             fill_planes(x, g, layout, &spans, n, s..e, planes);
             let run = Run::new(&offs, planes, g.sh * layout.width, g, layout.step);
-            run.all_rows::<FMA>(
-                &weights,
-                e - s,
-                &mut out[(s - p.oy0) * row_elems..(e - p.oy0) * row_elems],
-            );
-        }
-        if let (Some(base), true) = (base, direct.0 < direct.1) {
-            let rows = &mut out[(a - p.oy0) * row_elems..(b - p.oy0) * row_elems];
-            let run = Run::new(&offs_in_place, &x[base..], g.sh * g.w, g, layout.step);
-            run.all_rows::<FMA>(&weights, b - a, rows);
-            border_columns::<FMA>(x, k, g, n, a, b, rows);
+            run.all_rows::<FMA>(&weights, e - s, rows);
         }
     }
 }
@@ -654,7 +656,12 @@ impl<'a> Run<'a> {
             #[cfg(not(target_arch = "x86_64"))]
             let acc = self.sums_scalar::<RB, KB>(w, r, x);
             // Outputs x / step.. of this block (LANES is a multiple of step).
-            let (ox, cols) = (x / self.step, LANES.min(computed - x).div_ceil(self.step));
+            // (`step` is 1 or 2: shifts, not divisions by a run-time value.)
+            let half = self.step == 2;
+            let (ox, cols) = (
+                x >> half as u32,
+                (LANES.min(computed - x) + half as usize) >> half as u32,
+            );
             for (rb, acc_r) in acc.iter().enumerate() {
                 let row = &mut out[(r + rb) * self.ow * self.nc..(r + rb + 1) * self.ow * self.nc];
                 if KB == 1 && self.nc == 1 {
@@ -670,8 +677,11 @@ impl<'a> Run<'a> {
                         for (d, &v) in dst.iter_mut().zip(&acc_r[0]) {
                             d.write(v);
                         }
+                    } else if cols == LANES / 2 {
+                        let dst: &mut [MaybeUninit<f32>; LANES / 2] = dst.try_into().expect("LANES / 2 outputs");
+                        *dst = std::array::from_fn(|l| MaybeUninit::new(acc_r[0][2 * l]));
                     } else {
-                        for (d, &v) in dst.iter_mut().zip(acc_r[0].iter().step_by(self.step)) {
+                        for (d, &v) in dst.iter_mut().zip(acc_r[0].iter().step_by(2)) {
                             d.write(v);
                         }
                     }
