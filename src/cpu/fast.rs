@@ -7,7 +7,9 @@
 //! - planar (few channels in and out, as in grayscale and RGB filtering):
 //!   a zero-padded planar copy of the rows a piece reads, split into stride
 //!   phases so every tap reads a contiguous run, then vectorised
-//!   multiply-adds with the accumulators in registers;
+//!   multiply-adds with the accumulators in registers; grayscale images are
+//!   read in place instead, only their padding rows copied and their border
+//!   columns recomputed;
 //! - NHWC direct (8+ output channels, AVX2/FMA): `super::nhwc`;
 //! - im2col + GEMM otherwise (no AVX2/FMA, or a span that is mostly
 //!   padding), on bounded tiles of output rows (never the whole batch),
