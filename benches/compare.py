@@ -5,8 +5,10 @@
 
 BASELINE.json comes from ../shared/bench/baseline_bench.py --json, CPU.json and
 GPU.json from `convpool bench --json PATH` run right after it on the same
-machine with the same --quick setting. Times are medians; ratios are
-onnxruntime time / convpool time (above 1: convpool is faster). The roofline
+machine with the same --quick setting. Times are the best of the timed runs
+on both sides (the baseline script reports best-of-N, so convpool's minimum,
+not its median, is the like-for-like figure); ratios are onnxruntime time /
+convpool time (above 1: convpool is faster). The roofline
 column uses the peaks given with --peaks (FMA GFLOP/s, copy GB/s), else the
 ones convpool measured.
 """
@@ -27,18 +29,19 @@ def main():
         b = base.get(name, {})
         ort = b.get("onnxruntime_nhwc")
         best = min(((b[v], v) for v in ort_variants if isinstance(b.get(v), (int, float))), default=None)
-        ms = r["median_s"] * 1e3
-        fraction = r["roofline_fraction"]
+        t = r["min_s"]
+        ms = t * 1e3
+        fraction = r["roofline_s"] / t
         if peaks:
             fma, bw = (float(v) for v in peaks.split(","))
-            fraction = max(r["flops"] / (fma * 1e9), r["min_bytes"] / (bw * 1e9)) / r["median_s"]
+            fraction = max(r["flops"] / (fma * 1e9), r["min_bytes"] / (bw * 1e9)) / t
         cells = [name, str(r["m"]), f"{ms:.2f}", f"{100 * fraction:.0f} %"]
-        cells += [f"{ort * 1e3:.2f}", f"{ort / r['median_s']:.2f}x"] if ort else ["-", "-"]
-        cells += [f"{best[0] * 1e3:.2f} ({best[1]})", f"{best[0] / r['median_s']:.2f}x"] if best else ["-", "-"]
+        cells += [f"{ort * 1e3:.2f}", f"{ort / t:.2f}x"] if ort else ["-", "-"]
+        cells += [f"{best[0] * 1e3:.2f} ({best[1]})", f"{best[0] / t:.2f}x"] if best else ["-", "-"]
         g = gpu.get(name)
         if g:
             k = g.get("kernel_median_s")
-            cells.append(f"{g['median_s'] * 1e3:.1f}" + (f" ({k * 1e3:.1f})" if k else ""))
+            cells.append(f"{g['min_s'] * 1e3:.1f}" + (f" ({k * 1e3:.1f})" if k else ""))
         else:
             cells.append("-")
         print("| " + " | ".join(cells) + " |")

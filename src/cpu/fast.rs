@@ -1212,21 +1212,16 @@ mod tests {
     #[test]
     fn every_strategy_matches_the_reference() {
         type Case = ([usize; 4], [usize; 4], Padding, (usize, usize), (usize, usize));
+        let explicit = |top, bottom, left, right| Padding::Explicit {
+            top,
+            bottom,
+            left,
+            right,
+        };
         let cases: &[Case] = &[
             ([2, 9, 11, 3], [3, 3, 3, 16], Padding::Same, (1, 1), (1, 1)),
             ([3, 7, 5, 5], [2, 3, 5, 17], Padding::Valid, (1, 2), (1, 1)),
-            (
-                [1, 30, 7, 8],
-                [3, 2, 8, 9],
-                Padding::Explicit {
-                    top: 2,
-                    bottom: 0,
-                    left: 1,
-                    right: 3,
-                },
-                (2, 1),
-                (2, 2),
-            ),
+            ([1, 30, 7, 8], [3, 2, 8, 9], explicit(2, 0, 1, 3), (2, 1), (2, 2)),
             ([4, 6, 6, 1], [5, 5, 1, 1], Padding::SameLower, (1, 1), (1, 1)),
             ([1, 13, 13, 2], [3, 3, 2, 33], Padding::Symmetric(1, 2), (3, 2), (1, 3)),
             ([2, 5, 8, 24], [1, 1, 24, 7], Padding::Valid, (1, 1), (1, 1)),
@@ -1237,52 +1232,20 @@ mod tests {
             ([5, 9, 37, 1], [3, 4, 1, 1], Padding::Valid, (2, 1), (1, 1)),
             ([3, 12, 20, 1], [2, 3, 1, 3], Padding::Valid, (1, 1), (2, 2)),
             ([1, 40, 19, 1], [5, 5, 1, 2], Padding::Valid, (1, 1), (1, 1)),
-            // Wide rows split into stride phases (vectorised copies of RGB
-            // and of every other grayscale column, with tails).
+            // Wide rows: grayscale at column stride 2 computed at every
+            // column, RGB split into planes (vectorised, with tails).
             ([2, 11, 43, 1], [3, 3, 1, 1], Padding::Symmetric(1, 1), (2, 2), (1, 1)),
             ([2, 7, 29, 3], [3, 3, 3, 1], Padding::Same, (1, 1), (1, 1)),
             // Padded grayscale: rows inside the image read in place with
             // their border columns recomputed, padding rows from planes (in
             // bands of one image too), column stride 2 computed at every
-            // column (up to 4 output channels) or phase-split (more).
-            (
-                [3, 17, 23, 1],
-                [3, 3, 1, 1],
-                Padding::Explicit {
-                    top: 1,
-                    bottom: 2,
-                    left: 1,
-                    right: 0,
-                },
-                (1, 1),
-                (1, 1),
-            ),
+            // column (up to 4 output channels) or phase-split (more, with
+            // the vectorised every-other-column copy).
+            ([3, 17, 23, 1], [3, 3, 1, 1], explicit(1, 2, 1, 0), (1, 1), (1, 1)),
             ([2, 28, 28, 1], [3, 3, 1, 1], Padding::Symmetric(1, 1), (2, 2), (1, 1)),
             ([1, 64, 50, 1], [5, 5, 1, 3], Padding::Same, (1, 1), (1, 1)),
-            (
-                [2, 31, 40, 1],
-                [3, 2, 1, 5],
-                Padding::Explicit {
-                    top: 3,
-                    bottom: 0,
-                    left: 0,
-                    right: 4,
-                },
-                (2, 2),
-                (2, 3),
-            ),
-            (
-                [1, 45, 33, 1],
-                [3, 3, 1, 2],
-                Padding::Explicit {
-                    top: 0,
-                    bottom: 1,
-                    left: 2,
-                    right: 2,
-                },
-                (3, 2),
-                (1, 2),
-            ),
+            ([2, 31, 40, 1], [3, 2, 1, 5], explicit(3, 0, 0, 4), (2, 2), (2, 3)),
+            ([1, 45, 33, 1], [3, 3, 1, 2], explicit(0, 1, 2, 2), (3, 2), (1, 2)),
             ([2, 6, 9, 1], [7, 7, 1, 1], Padding::Same, (1, 1), (1, 1)),
         ];
         for &(xs, ks, padding, (sh, sw), (dh, dw)) in cases {
