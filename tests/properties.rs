@@ -175,6 +175,23 @@ proptest! {
         prop_assert!(y.is_ok(), "{}", y.unwrap_err());
     }
 
+    /// Shapes of the Winograd path (3x3, stride 1, no dilation, channels in
+    /// whole vectors), which the general strategy above rarely draws.
+    #[test]
+    fn fast_cpu_winograd_shapes_match_reference(
+        (m, h, w) in (0usize..=3, 1usize..20, 1usize..20),
+        (c, nc) in (prop::sample::select(vec![16usize, 24, 32, 64]), prop::sample::select(vec![16usize, 32, 48])),
+        padding in padding_strategy(),
+        seed in any::<u64>(),
+    ) {
+        let spec = Conv2dSpec::new(padding);
+        prop_assume!(spec.resolve([m, h, w, c], [3, 3, c, nc]).is_ok());
+        let y = Engine::cpu()
+            .with_verify(true)
+            .conv2d(&array([m, h, w, c], seed), &array([3, 3, c, nc], !seed), &spec);
+        prop_assert!(y.is_ok(), "{}", y.unwrap_err());
+    }
+
     #[test]
     fn fast_cpu_pool_matches_reference(
         (m, h, w, c) in (0usize..=5, 1usize..14, 1usize..14, 1usize..=17),

@@ -11,6 +11,9 @@
 //!   read in place instead, only their padding rows copied and their border
 //!   columns recomputed;
 //! - NHWC direct (8+ output channels, AVX2/FMA): `super::nhwc`;
+//! - Winograd F(2x2, 3x3) for 3x3 stride-1 layers with many channels
+//!   (`super::winograd`): 2.25x fewer multiply-adds, on the NHWC kernel's
+//!   register blocks, for finite values (others take the NHWC kernel);
 //! - im2col + GEMM otherwise (no AVX2/FMA, or a span that is mostly
 //!   padding), on bounded tiles of output rows (never the whole batch),
 //!   through the `gemm` crate.
@@ -137,12 +140,17 @@ pub(super) fn piece_rows(oh: usize, per_row: usize, m: usize, tile: usize) -> us
 /// single output channel still fills every lane); with 16 (seed_multi, RGB
 /// to 16) and 64 (cnn_conv3x3, cnn_stem) the NHWC kernel, vectorised along
 /// output channels, is 1.1x-1.3x faster than planar and im2col + GEMM.
-/// Pointwise layers are one GEMM, where the `gemm` crate stays ahead.
+/// Pointwise layers are one GEMM, where the `gemm` crate stays ahead. 3x3
+/// stride-1 layers with 16+ channels in and out (cnn_conv3x3) take
+/// Winograd: 1.4x-1.5x faster than the NHWC kernel side by side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Strategy {
     Pointwise,
     Planar,
     Nhwc,
+    /// Winograd F(2x2, 3x3) on the NHWC kernel's blocks (`super::winograd`),
+    /// where the values allow it; the NHWC kernel otherwise.
+    Winograd,
     Im2col,
 }
 
@@ -161,6 +169,10 @@ impl Strategy {
         } else if g.c <= 4 && g.nc < 8 {
             Strategy::Planar
         } else if fma && cfg!(target_arch = "x86_64") && g.nc >= 8 {
+            #[cfg(target_arch = "x86_64")]
+            if super::winograd::fits(g) {
+                return Strategy::Winograd;
+            }
             // Below 8 output channels most of its 16 lanes (and of its
             // repacked weights) would be padding.
             Strategy::Nhwc
@@ -198,6 +210,17 @@ fn conv2d_with(
             assert!(has_fma(), "the NHWC kernel needs AVX2 and FMA");
             // SAFETY: AVX2 and FMA were seen at run time just above.
             unsafe { super::nhwc::conv(x, k, o, g) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Strategy::Winograd => {
+            assert!(has_fma(), "the Winograd kernel needs AVX2 and FMA");
+            if super::winograd::usable(x, k, g) {
+                // SAFETY: AVX2 and FMA were seen at run time just above.
+                unsafe { super::winograd::conv(x, k, o, g) }
+            } else {
+                // SAFETY: as above.
+                unsafe { super::nhwc::conv(x, k, o, g) }
+            }
         }
         _ => conv_im2col(x, k, o, g),
     }
@@ -1247,6 +1270,12 @@ mod tests {
             ([2, 31, 40, 1], [3, 2, 1, 5], explicit(3, 0, 0, 4), (2, 2), (2, 3)),
             ([1, 45, 33, 1], [3, 3, 1, 2], explicit(0, 1, 2, 2), (3, 2), (1, 2)),
             ([2, 6, 9, 1], [7, 7, 1, 1], Padding::Same, (1, 1), (1, 1)),
+            // Winograd tiles: odd and even output sizes (partial tiles),
+            // asymmetric pads, several images per piece, bands of one image.
+            ([2, 9, 11, 16], [3, 3, 16, 16], Padding::Same, (1, 1), (1, 1)),
+            ([1, 8, 7, 24], [3, 3, 24, 32], explicit(2, 0, 1, 3), (1, 1), (1, 1)),
+            ([3, 5, 6, 16], [3, 3, 16, 48], Padding::Valid, (1, 1), (1, 1)),
+            ([1, 40, 9, 16], [3, 3, 16, 16], Padding::Same, (1, 1), (1, 1)),
         ];
         for &(xs, ks, padding, (sh, sw), (dh, dw)) in cases {
             let spec = Conv2dSpec::new(padding).with_stride(sh, sw).with_dilation(dh, dw);
@@ -1257,6 +1286,10 @@ mod tests {
             let mut strategies = vec![Strategy::Planar, Strategy::Im2col];
             if has_fma() {
                 strategies.push(Strategy::Nhwc);
+                #[cfg(target_arch = "x86_64")]
+                if super::super::winograd::fits(&g) {
+                    strategies.push(Strategy::Winograd);
+                }
             }
             if Strategy::choose(&g, false) == Strategy::Pointwise {
                 strategies.push(Strategy::Pointwise);
@@ -1319,6 +1352,37 @@ mod tests {
             let want = crate::cpu::reference::pool2d(x.view(), &g);
             let got = pool2d(x.view(), &g);
             assert!(check::within(got.view(), want.view(), 1e-6));
+        }
+    }
+
+    /// Winograd transforms mix neighbouring inputs, so infinite or NaN
+    /// values (in the image or the weights) take the direct kernel, which
+    /// keeps SPEC.md's propagation: only the outputs whose windows hold them.
+    #[test]
+    fn winograd_leaves_special_values_to_the_direct_kernel() {
+        let g = Conv2dSpec::new(Padding::Same)
+            .resolve([1, 8, 8, 16], [3, 3, 16, 16])
+            .unwrap();
+        if !has_fma() {
+            return;
+        }
+        assert_eq!(Strategy::choose(&g, true), Strategy::Winograd);
+        for (special, in_kernel) in [(f32::NAN, false), (f32::INFINITY, false), (f32::INFINITY, true)] {
+            let (mut x, mut k) = (array([1, 8, 8, 16], 3), array([3, 3, 16, 16], 4));
+            if in_kernel {
+                k[[0, 0, 5, 2]] = special;
+            } else {
+                x[[0, 4, 4, 7]] = special;
+            }
+            let want = crate::cpu::reference::conv2d(x.view(), k.view(), &g);
+            let got = conv2d_with(Strategy::Winograd, x.view(), k.view(), &g);
+            let tolerance = check::conv_tolerance(g.reduction_len(), check::max_abs_finite(want.view()));
+            for (&a, &b) in got.iter().zip(&want) {
+                assert_eq!(a.is_nan(), b.is_nan(), "{a} vs {b}");
+                assert!(a.is_nan() || a == b || (a - b).abs() as f64 <= tolerance, "{a} vs {b}");
+            }
+            // Some outputs stay finite: the special value did not spread.
+            assert!(got.iter().any(|v| v.is_finite()));
         }
     }
 

@@ -7,6 +7,8 @@ mod nhwc;
 #[cfg(target_arch = "x86_64")]
 mod pool_nhwc;
 pub mod reference;
+#[cfg(target_arch = "x86_64")]
+mod winograd;
 
 use std::mem::MaybeUninit;
 

@@ -22,11 +22,11 @@ use super::fast::{for_each_piece_uninit, piece_rows, SCRATCH};
 use crate::shape::Conv2dGeometry;
 
 /// Output channels per block: two 8-wide registers.
-const BLOCK: usize = 16;
+pub(super) const BLOCK: usize = 16;
 
 /// Output pixels per block: 12 accumulators + 2 weight registers + 1
 /// broadcast of the 16 ymm registers.
-const PIX: usize = 6;
+pub(super) const PIX: usize = 6;
 
 /// Floats of padded input band one piece aims for (about the L2 cache).
 const BAND_FLOATS: usize = 1 << 16;
@@ -211,7 +211,7 @@ unsafe fn piece(
 /// per step of all runs.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn block(src: [*const f32; PIX], runs: &[(usize, usize)], mut w: *const f32) -> [[__m256; 2]; PIX] {
+pub(super) unsafe fn block(src: [*const f32; PIX], runs: &[(usize, usize)], mut w: *const f32) -> [[__m256; 2]; PIX] {
     let mut acc = [[_mm256_setzero_ps(); 2]; PIX];
     for &(off, len) in runs {
         // SAFETY: the caller's contract covers every pointer formed here.
