@@ -136,12 +136,12 @@ impl Pads {
     }
 }
 
-/// Dilated extent `(k - 1) * d + 1`.
 /// `(outputs - 1) * stride + extent`, saturating.
 fn span(outputs: usize, stride: usize, extent: usize) -> usize {
     outputs.saturating_sub(1).saturating_mul(stride).saturating_add(extent)
 }
 
+/// Dilated extent `(k - 1) * d + 1`.
 fn extent(k: usize, d: usize, what: &'static str) -> Result<usize> {
     (k - 1)
         .checked_mul(d)
@@ -535,6 +535,12 @@ impl Conv2dGeometry {
     /// (saturating: hostile strides must not overflow).
     pub fn span_cols(&self) -> usize {
         span(self.ow, self.sw, self.extent().1)
+    }
+
+    /// A 1x1 kernel at stride 1 without padding: output pixel `p` is input
+    /// pixel `p`, so the convolution is one GEMM of the image matrix.
+    pub fn is_pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.sh == 1 && self.sw == 1 && self.pads == Pads::default()
     }
 
     /// Reduction length per output, `kh * kw * c` (the tolerance of SPEC.md

@@ -156,13 +156,12 @@ enum Strategy {
 
 impl Strategy {
     fn choose(g: &Conv2dGeometry, fma: bool) -> Self {
-        let pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pads == Default::default();
         // The direct kernels copy the padded span of a band of outputs (the
         // planar one split into `sw` stride phases, so the strides count too).
         let compact = super::span_is_compact(g.h, g.w, g.kh, g.kw, g.extent().0, g.span_cols())
             && g.sw <= g.w + g.kw
             && g.sh <= g.h + g.kh;
-        if pointwise {
+        if g.is_pointwise() {
             Strategy::Pointwise
         } else if !compact {
             Strategy::Im2col
@@ -224,9 +223,10 @@ fn conv2d_with(
         }
         _ => conv_im2col(x, k, o, g),
     }
-    // SAFETY: every element is written: the planar and NHWC kernels store
-    // every output of their pieces themselves, the other strategies get
-    // their pieces zero-filled (`for_each_piece`, `conv_pointwise`).
+    // SAFETY: every element is written: the planar, NHWC and Winograd
+    // kernels store every output of their pieces themselves, the other
+    // strategies get their pieces zero-filled (`for_each_piece`,
+    // `conv_pointwise`).
     unsafe { out.assume_init() }
 }
 
@@ -368,6 +368,12 @@ impl Planes {
         g.c * self.phases * self.rows * self.width
     }
 
+    /// Columns computed per output row: every column an output reads at its
+    /// first tap, `step` apart per output.
+    fn computed(&self, g: &Conv2dGeometry) -> usize {
+        (g.ow - 1) * self.step + 1
+    }
+
     /// Per phase, the plane columns `q0..q1` that hold image columns from
     /// `x0` on (the same for every row), as `(phase, q0, q1, x0)`.
     fn spans(&self, g: &Conv2dGeometry) -> Vec<(usize, usize, usize, usize)> {
@@ -468,23 +474,23 @@ fn direct_piece<const FMA: bool>(
     let (top, first) = (g.pads.top, g.pads.top.div_ceil(g.sh));
     let last = (g.h + top).checked_sub(g.extent().0).map_or(0, |v| v / g.sh + 1);
     let (a, b) = (first.clamp(p.oy0, p.oy1), last.clamp(p.oy0, p.oy1));
-    let computed = (g.ow - 1) * layout.step + 1;
+    let (ekh, ekw) = g.extent();
+    // How far past the first padded input of output row a the reads of rows
+    // a..b reach (the last column block reads up to LANES - 1 columns past
+    // the row).
+    let reach = (b.saturating_sub(a + 1) * g.sh + ekh - 1) * g.w + ekw - 1 + layout.computed(g).next_multiple_of(LANES);
     let spans = layout.spans(g);
     let weights = BlockWeights::new(k, offs.len(), g.nc);
     let mut cleared = false;
     for (i, n) in (p.n0..p.n1).enumerate() {
         let out = &mut dst[i * band * row_elems..(i + 1) * band * row_elems];
-        // The image offset of output row a's first padded input, and the
-        // end of the farthest read of rows a..b (the last column block
-        // reads up to LANES - 1 columns past the row).
-        let base = ((n * g.h + a * g.sh - top.min(a * g.sh)) * g.w).checked_sub(g.pads.left);
-        let end = base.map(|s| s + (b.max(a + 1) - a - 1) * g.sh * g.w + g.extent().0.saturating_sub(1) * g.w);
-        let fits = end.is_some_and(|e| e + (g.extent().1 - 1) + computed.next_multiple_of(LANES) <= x.len());
-        let direct = if in_place && a < b && fits {
-            (a, b)
-        } else {
-            (p.oy0, p.oy0)
-        };
+        // The image offset of output row a's first padded input, where rows
+        // a..b are read in place: none before the input or past its end.
+        let base = (in_place && a < b)
+            .then(|| ((n * g.h + a * g.sh - top) * g.w).checked_sub(g.pads.left))
+            .flatten()
+            .filter(|&s| s + reach <= x.len());
+        let direct = if base.is_some() { (a, b) } else { (p.oy0, p.oy0) };
         // Top to bottom: padding rows above, rows in place, padding rows
         // below (reading the image in order keeps the prefetcher ahead; the
         // bottom rows first made their copy take the cache misses).
@@ -496,7 +502,7 @@ fn direct_piece<const FMA: bool>(
             let rows = &mut out[(s - p.oy0) * row_elems..(e - p.oy0) * row_elems];
             if part == 1 {
                 let base = base.expect("rows read in place have a base");
-                let run = Run::new(&offs_in_place, &x[base..], g.sh * g.w, g, layout.step);
+                let run = Run::new(&offs_in_place, &x[base..], g.sh * g.w, g, layout);
                 run.all_rows::<FMA>(&weights, e - s, rows);
                 border_columns::<FMA>(x, k, g, n, s, e, rows);
                 continue;
@@ -507,7 +513,7 @@ fn direct_piece<const FMA: bool>(
                 cleared = true;
             }
             fill_planes(x, g, layout, &spans, n, s..e, planes);
-            let run = Run::new(&offs, planes, g.sh * layout.width, g, layout.step);
+            let run = Run::new(&offs, planes, g.sh * layout.width, g, layout);
             run.all_rows::<FMA>(&weights, e - s, rows);
         }
     }
@@ -590,7 +596,7 @@ impl BlockWeights {
 }
 
 /// Channels `kc..kc + KB` of every row of a band, RB rows at a time (the
-/// leftover rows one at a time).
+/// leftover rows two at a time, then a last one alone).
 #[inline(always)]
 fn rows_block<const RB: usize, const KB: usize, const FMA: bool>(
     run: &Run,
@@ -626,18 +632,21 @@ struct Run<'a> {
     ow: usize,
     /// Computed columns per output column (see [`Planes`]).
     step: usize,
+    /// Columns computed per row ([`Planes::computed`]).
+    computed: usize,
     nc: usize,
 }
 
 impl<'a> Run<'a> {
-    fn new(offs: &'a [usize], planes: &'a [f32], row_stride: usize, g: &Conv2dGeometry, step: usize) -> Self {
+    fn new(offs: &'a [usize], planes: &'a [f32], row_stride: usize, g: &Conv2dGeometry, layout: &Planes) -> Self {
         Run {
             offs,
             max_off: offs.iter().copied().max().unwrap_or(0),
             planes,
             row_stride,
             ow: g.ow,
-            step,
+            step: layout.step,
+            computed: layout.computed(g),
             nc: g.nc,
         }
     }
@@ -666,9 +675,7 @@ impl<'a> Run<'a> {
         kc: usize,
         out: &mut [MaybeUninit<f32>],
     ) {
-        // Computed columns: every column of the planes an output reads at
-        // its first tap, `step` apart per output.
-        let computed = (self.ow - 1) * self.step + 1;
+        let computed = self.computed;
         for x in (0..computed).step_by(LANES) {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: FMA is true only in the build that runs after `has_fma`
@@ -1018,10 +1025,7 @@ pub fn pool2d(images: ArrayView4<f32>, g: &Pool2dGeometry) -> Array4<f32> {
     // Columns that count for the divisor, per output column (the divisor is
     // the product of the row and column counts of the shared rule).
     let col_counts: Vec<usize> = (0..g.ow).map(|ox| g.divisor_cols(ox)).collect();
-    let init = match g.mode {
-        PoolMode::Max => f32::NEG_INFINITY,
-        PoolMode::Avg => 0.0,
-    };
+    let init = identity(g.mode);
     // Padded columns the windows span (ceil_mode may reach past the padding).
     let padded_cols = (g.pads.left + g.w).max(g.span_cols());
     let avx2 = has_fma();
@@ -1093,9 +1097,9 @@ fn pool_piece(x: &[f32], g: &Pool2dGeometry, p: Piece, work: &mut PoolWork, dst:
 fn pool_row(image: &[f32], g: &Pool2dGeometry, oy: usize, work: &mut PoolWork, out_row: &mut [f32]) {
     let (column, wide) = (&mut *work.column, &mut *work.wide);
     match g.mode {
-        PoolMode::Max => pool_row_with(image, g, oy, column, wide, out_row, f32::NEG_INFINITY),
+        PoolMode::Max => pool_row_with(image, g, oy, column, wide, out_row),
         PoolMode::Avg => {
-            pool_row_with(image, g, oy, column, wide, out_row, 0.0);
+            pool_row_with(image, g, oy, column, wide, out_row);
             let col_counts = work.col_counts;
             let rows = g.divisor_rows(oy);
             // Runs of pixels with the same divisor (all but the edges) as
@@ -1121,8 +1125,8 @@ fn pool_row_with(
     column: &mut [f32],
     wide: &mut [f32],
     out_row: &mut [f32],
-    init: f32,
 ) {
+    let init = identity(g.mode);
     let c = g.c;
     let row_len = g.w * c;
     let mut rows = (0..g.kh).filter_map(|i| (oy * g.sh + i * g.dh).checked_sub(g.pads.top).filter(|&y| y < g.h));
@@ -1154,6 +1158,15 @@ fn pool_row_with(
                 }
             }
         }
+    }
+}
+
+/// The value [`fold`] starts from, which no fold changes: -inf for max
+/// (padding never wins), 0 for the sum.
+fn identity(mode: PoolMode) -> f32 {
+    match mode {
+        PoolMode::Max => f32::NEG_INFINITY,
+        PoolMode::Avg => 0.0,
     }
 }
 

@@ -20,6 +20,7 @@
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
+use std::ops::Range;
 
 use super::fast::{for_each_piece_uninit, piece_rows};
 use super::nhwc::{block, BLOCK, PIX};
@@ -150,13 +151,13 @@ pub(super) unsafe fn conv(x: &[f32], k: &[f32], o: &mut [MaybeUninit<f32>], g: &
             let band = p.oy1 - p.oy0;
             for (i, n) in (p.n0..p.n1).enumerate() {
                 let out = &mut dst[i * band * g.ow * g.nc..(i + 1) * band * g.ow * g.nc];
-                let tiles: Vec<(usize, usize)> = (p.oy0 / 2..p.oy1.div_ceil(2).min(th))
-                    .flat_map(|ty| (0..tw).map(move |tx| (ty, tx)))
-                    .collect();
-                for chunk in tiles.chunks(TILES) {
+                // The piece's tiles, numbered row-major over (ty, tx).
+                let (first, end) = (p.oy0 / 2 * tw, p.oy1.div_ceil(2).min(th) * tw);
+                for start in (first..end).step_by(TILES) {
+                    let chunk = start..end.min(start + TILES);
                     // SAFETY: AVX2 and FMA (this function's contract).
                     unsafe {
-                        transform_inputs(x, g, n, chunk, v);
+                        transform_inputs(x, g, n, chunk.clone(), v);
                         multiply(&u, v, g, chunk.len(), prod);
                         transform_outputs(prod, g, p.oy0, chunk, out);
                     }
@@ -166,16 +167,22 @@ pub(super) unsafe fn conv(x: &[f32], k: &[f32], o: &mut [MaybeUninit<f32>], g: &
     });
 }
 
-/// `V = Bt d B` of every tile of `tiles` (image `n`), as `[k][tile][c]`;
+/// Row and column of tile number `t` (row-major, `ceil(ow / 2)` a row).
+fn tile_at(g: &Conv2dGeometry, t: usize) -> (usize, usize) {
+    let tw = g.ow.div_ceil(2);
+    (t / tw, t % tw)
+}
+
+/// `V = Bt d B` of the tiles numbered `tiles` (image `n`), as `[k][tile][c]`;
 /// input cells in the padding are zeros.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn transform_inputs(x: &[f32], g: &Conv2dGeometry, n: usize, tiles: &[(usize, usize)], v: &mut [f32]) {
+unsafe fn transform_inputs(x: &[f32], g: &Conv2dGeometry, n: usize, tiles: Range<usize>, v: &mut [f32]) {
     let c = g.c;
     let image = &x[n * g.h * g.w * c..(n + 1) * g.h * g.w * c];
     let stride = TILES * c;
     assert!(v.len() >= 16 * stride && tiles.len() <= TILES && c.is_multiple_of(8));
     let zeros = [0f32; 8];
-    for (t, &(ty, tx)) in tiles.iter().enumerate() {
+    for (t, (ty, tx)) in tiles.map(|t| tile_at(g, t)).enumerate() {
         // The first channel of each of the tile's 16 input pixels, or a
         // zero vector (with no step) for a pixel in the padding.
         let mut px = [(zeros.as_ptr(), 0usize); 16];
@@ -261,14 +268,14 @@ unsafe fn transform_outputs(
     prod: &[f32],
     g: &Conv2dGeometry,
     oy0: usize,
-    tiles: &[(usize, usize)],
+    tiles: Range<usize>,
     out: &mut [MaybeUninit<f32>],
 ) {
     let nc = g.nc;
     let stride = TILES * nc;
     let rows = out.len() / (g.ow * nc);
     assert!(prod.len() >= 16 * stride && tiles.len() <= TILES && nc.is_multiple_of(8));
-    for (t, &(ty, tx)) in tiles.iter().enumerate() {
+    for (t, (ty, tx)) in tiles.map(|t| tile_at(g, t)).enumerate() {
         // Where each of the tile's 2x2 outputs goes, if inside the piece.
         let dst: [[Option<usize>; 2]; 2] = std::array::from_fn(|a| {
             std::array::from_fn(|b| {

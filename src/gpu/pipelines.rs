@@ -51,7 +51,7 @@ impl ConvTiling {
             wg_m,
             vec_a: g.c.is_multiple_of(4),
             vec_b: g.nc.is_multiple_of(4),
-            pointwise: g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pads == Default::default(),
+            pointwise: g.is_pointwise(),
         }
     }
 
