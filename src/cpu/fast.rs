@@ -557,6 +557,20 @@ fn border_columns<const FMA: bool>(
         let count = ROWS.min(b - oy0);
         for ox in (0..left_end).chain(right_start..g.ow) {
             for kc in 0..g.nc {
+                // The eight rows' pixels gathered as vectors, where the
+                // image offsets they reach fit the gather's i32 indices.
+                #[cfg(target_arch = "x86_64")]
+                if FMA
+                    && (oy0 * g.sh - g.pads.top + (count - 1) * g.sh + (g.kh - 1) * g.dh + 1) * g.w <= i32::MAX as usize
+                {
+                    // SAFETY: FMA is true only in the build that runs after
+                    // `has_fma` saw AVX2 and FMA.
+                    let acc = unsafe { border_column_avx2(image, k, g, oy0, count, ox, kc, order) };
+                    for (r, &v) in acc[..count].iter().enumerate() {
+                        rows[(oy0 - a + r) * row_elems + ox * g.nc + kc].write(v);
+                    }
+                    continue;
+                }
                 let mut acc = [0f32; ROWS];
                 for &(i, j) in order {
                     // Rows a..b read inside the image (see `direct_piece`).
@@ -578,6 +592,52 @@ fn border_columns<const FMA: bool>(
             }
         }
     }
+}
+
+/// One output column of eight rows of [`border_columns`] (rows past `count`
+/// repeat the last one): the eight rows' pixels of each tap gathered into
+/// one vector, its multiply-adds those of the scalar loop, lane by lane.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn border_column_avx2(
+    image: &[f32],
+    k: &[f32],
+    g: &Conv2dGeometry,
+    oy0: usize,
+    count: usize,
+    ox: usize,
+    kc: usize,
+    order: &[(usize, usize)],
+) -> [f32; 8] {
+    use std::arch::x86_64::*;
+    // Offsets of the eight rows from the first (the caller checked that the
+    // largest image offset fits an i32).
+    let rows: [i32; 8] = std::array::from_fn(|r| (r.min(count - 1) * g.sh * g.w) as i32);
+    // SAFETY: loads eight i32 from an array of eight.
+    let rows = unsafe { _mm256_loadu_si256(rows.as_ptr().cast()) };
+    let mut acc = _mm256_setzero_ps();
+    for &(i, j) in order {
+        // Rows oy0.. read inside the image (see `direct_piece`).
+        let y0 = oy0 * g.sh + i * g.dh - g.pads.top;
+        let w = _mm256_set1_ps(k[(i * g.kw + j) * g.nc + kc]);
+        let v = match (ox * g.sw + j * g.dw).checked_sub(g.pads.left).filter(|&xx| xx < g.w) {
+            Some(xx) => {
+                let at = y0 * g.w + xx;
+                // The farthest gathered pixel, row y0 + (count - 1) * sh.
+                assert!(at + (count - 1) * g.sh * g.w < image.len());
+                // SAFETY: every lane reads image[at + rows[r]], at most the
+                // pixel just asserted to be inside the image.
+                unsafe { _mm256_i32gather_ps::<4>(image.as_ptr().add(at), rows) }
+            }
+            None => _mm256_setzero_ps(),
+        };
+        acc = _mm256_fmadd_ps(v, w, acc);
+    }
+    let mut out = [0f32; 8];
+    // SAFETY: stores eight floats into an array of eight.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), acc) };
+    out
 }
 
 /// The weights of each tap for the output channels of one register block:
@@ -748,7 +808,7 @@ impl<'a> Run<'a> {
         let computed = self.computed;
         for x in (0..computed).step_by(LANES) {
             #[cfg(target_arch = "x86_64")]
-            if FMA && KB == 1 && self.nc == 1 && x + LANES <= computed {
+            if FMA && KB == 1 && self.nc == 1 {
                 // SAFETY: FMA is true only in the build that runs after
                 // `has_fma` saw AVX2 and FMA.
                 unsafe { self.block_avx2::<RB, KB>(w, r, x, BlockDst::Output(out)) };
@@ -878,25 +938,30 @@ impl<'a> Run<'a> {
             }
             BlockDst::Output(out) => out,
         };
-        assert!(KB == 1 && self.nc == 1 && x + LANES <= self.computed);
+        assert!(KB == 1 && self.nc == 1 && x < self.computed);
+        // Computed columns, then outputs, of this block (the last one may be
+        // cut by the row's end).
+        let computed = LANES.min(self.computed - x);
         for (rb, acc_r) in acc.iter().enumerate() {
             let [lo, hi] = acc_r[0];
             if self.step == 1 {
-                let dst = &mut out[(r + rb) * self.ow + x..][..LANES];
-                // SAFETY: dst holds LANES = 16 outputs; MaybeUninit<f32> has
-                // the layout of f32.
+                let dst = &mut out[(r + rb) * self.ow + x..][..computed];
+                // SAFETY: the first min(8, computed) floats of dst, then the
+                // rest from dst[8..] (there only when computed > 8).
                 unsafe {
-                    _mm256_storeu_ps(dst.as_mut_ptr().cast(), lo);
-                    _mm256_storeu_ps(dst.as_mut_ptr().add(8).cast(), hi);
+                    store_prefix(dst, lo);
+                    if computed > 8 {
+                        store_prefix(&mut dst[8..], hi);
+                    }
                 }
             } else {
                 // Even lanes of lo and hi, in order: the shuffle leaves the
                 // 64-bit pairs (lo0 lo2, hi0 hi2, lo4 lo6, hi4 hi6).
                 let even = _mm256_shuffle_ps::<0b10_00_10_00>(lo, hi);
                 let even = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(even)));
-                let dst = &mut out[(r + rb) * self.ow + x / 2..][..LANES / 2];
-                // SAFETY: dst holds LANES / 2 = 8 outputs.
-                unsafe { _mm256_storeu_ps(dst.as_mut_ptr().cast(), even) };
+                let dst = &mut out[(r + rb) * self.ow + x / 2..][..computed.div_ceil(2)];
+                // SAFETY: stores the first dst.len() <= 8 floats.
+                unsafe { store_prefix(dst, even) };
             }
         }
     }
@@ -1007,6 +1072,38 @@ impl<'a> Run<'a> {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Stores the first `min(8, dst.len())` lanes of `v` into `dst`, with at
+/// most three stores (8 lanes at once where they fit): the cut block at a
+/// row's end, without a round trip through the stack.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn store_prefix(dst: &mut [MaybeUninit<f32>], v: std::arch::x86_64::__m256) {
+    use std::arch::x86_64::*;
+    let mut n = dst.len().min(8);
+    let mut p: *mut f32 = dst.as_mut_ptr().cast();
+    // SAFETY: every store below writes lanes below n <= dst.len() of dst
+    // (MaybeUninit<f32> has the layout of f32).
+    unsafe {
+        if n == 8 {
+            _mm256_storeu_ps(p, v);
+            return;
+        }
+        let mut part = _mm256_castps256_ps128(v);
+        if n >= 4 {
+            _mm_storeu_ps(p, part);
+            (part, p, n) = (_mm256_extractf128_ps::<1>(v), p.add(4), n - 4);
+        }
+        if n >= 2 {
+            _mm_storel_pd(p.cast(), _mm_castps_pd(part));
+            (part, p, n) = (_mm_movehl_ps(part, part), p.add(2), n - 2);
+        }
+        if n == 1 {
+            _mm_store_ss(p, part);
         }
     }
 }
@@ -1581,6 +1678,30 @@ mod tests {
             let want = crate::cpu::reference::pool2d(x.view(), &g);
             let got = pool2d(x.view(), &g);
             assert!(check::within(got.view(), want.view(), 1e-6));
+        }
+    }
+
+    /// The one-channel kernel stores each block straight into the output,
+    /// the block cut by a row's end lane by lane: every cut, at column
+    /// stride 1 and 2 (every other sum kept), with and without padding.
+    #[test]
+    fn every_row_end_is_stored() {
+        for w in 1..=37 {
+            for (s, padding) in [(1, Padding::Same), (2, Padding::Symmetric(1, 1)), (1, Padding::Valid)] {
+                let (xs, ks) = ([2, 5, w, 1], [3, 3, 1, 1]);
+                let Ok(g) = Conv2dSpec::new(padding).with_stride(s, s).resolve(xs, ks) else {
+                    continue;
+                };
+                let (x, k) = (array(xs, 5), array(ks, 6));
+                let want = crate::cpu::reference::conv2d(x.view(), k.view(), &g);
+                let got = conv2d_with(Strategy::Planar, x.view(), k.view(), &g);
+                let tolerance = check::conv_tolerance(g.reduction_len(), check::max_abs_finite(want.view()));
+                assert!(
+                    check::within(got.view(), want.view(), tolerance),
+                    "width {w}, stride {s}, {padding:?}: {:?}",
+                    check::largest_difference(got.view(), want.view(), false)
+                );
+            }
         }
     }
 
