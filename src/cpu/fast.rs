@@ -231,17 +231,19 @@ fn conv2d_with(
 }
 
 /// `dst (m x n) = lhs (m x k) * rhs (k x n)`, all row-major and contiguous.
-fn sgemm(m: usize, n: usize, k: usize, dst: &mut [f32], lhs: &[f32], rhs: &[f32]) {
+fn sgemm(m: usize, n: usize, k: usize, dst: &mut [MaybeUninit<f32>], lhs: &[f32], rhs: &[f32]) {
     assert!(dst.len() >= m * n && lhs.len() >= m * k && rhs.len() >= k * n);
     // SAFETY: the asserts above keep every index the GEMM touches in bounds
     // (row-major strides: column stride 1, row stride = columns), and `dst`
-    // does not alias the inputs (it is a `&mut`).
+    // does not alias the inputs (it is a `&mut`). With `read_dst` false the
+    // GEMM writes `dst` without reading it, so it may start uninitialised
+    // (MaybeUninit<f32> has the layout of f32).
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst.as_mut_ptr().cast::<f32>(),
             1,
             n as isize,
             false,
@@ -264,7 +266,6 @@ fn sgemm(m: usize, n: usize, k: usize, dst: &mut [f32], lhs: &[f32], rhs: &[f32]
 fn conv_pointwise(x: &[f32], k: &[f32], o: &mut [MaybeUninit<f32>], g: &Conv2dGeometry) {
     let rows = (TILE_FLOATS / g.c.max(g.nc)).max(64);
     o.par_chunks_mut(rows * g.nc).enumerate().for_each(|(b, dst)| {
-        let dst = super::zero_fill(dst);
         let p0 = b * rows;
         let p = dst.len() / g.nc;
         sgemm(p, g.nc, g.c, dst, &x[p0 * g.c..(p0 + p) * g.c], k);
@@ -275,7 +276,7 @@ fn conv_im2col(x: &[f32], k: &[f32], o: &mut [MaybeUninit<f32>], g: &Conv2dGeome
     let kk = g.kh * g.kw * g.c;
     let row_elems = g.ow * g.nc;
     let rows = piece_rows(g.oh, g.ow * kk, g.m, IM2COL_FLOATS);
-    for_each_piece(o, g.m, g.oh, row_elems, rows, |p, dst| {
+    for_each_piece_uninit(o, g.m, g.oh, row_elems, rows, |p, dst| {
         SCRATCH.with_borrow_mut(|cols| {
             let pixels = (p.oy1 - p.oy0) * g.ow;
             // im2col writes every cell: grow the workspace, never clear it.

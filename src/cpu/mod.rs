@@ -51,9 +51,10 @@ pub(crate) fn check_output_fits(shape: [usize; 4]) -> Result<()> {
     })
 }
 
-/// An uninitialised array for a result of the fast path. Its kernels zero
-/// each piece of it (see [`zero_fill`]) right before computing that piece,
-/// in parallel and while the piece is in cache: a zeroed allocation is
+/// An uninitialised array for a result of the fast path. Its kernels store
+/// every element (the GEMMs write without reading, the direct kernels store
+/// whole blocks) or zero each piece (see [`zero_fill`]) right before
+/// computing it, in parallel and while the piece is in cache: a zeroed allocation is
 /// cleared by the calling thread alone, in a pass over memory of its own,
 /// whenever the allocator reuses memory (fresh pages come zeroed anyway).
 ///
