@@ -1569,6 +1569,19 @@ mod tests {
         crate::bench::random_array(shape, seed)
     }
 
+    /// Asserts that strategy `s` gives the f64 reference's result within the
+    /// convolution tolerance; `case` names the call in the message.
+    fn assert_like_reference(s: Strategy, x: &Array4<f32>, k: &Array4<f32>, g: &Conv2dGeometry, case: &str) {
+        let want = crate::cpu::reference::conv2d(x.view(), k.view(), g);
+        let tolerance = check::conv_tolerance(g.reduction_len(), check::max_abs_finite(want.view()));
+        let got = conv2d_with(s, x.view(), k.view(), g);
+        assert!(
+            check::within(got.view(), want.view(), tolerance),
+            "{s:?} on {case}: {:?}",
+            check::largest_difference(got.view(), want.view(), false)
+        );
+    }
+
     /// Every strategy against the reference, on shapes that reach each
     /// kernel's tails: pixel blocks cut by the band's end, channel blocks
     /// cut by `nc`, several images per piece, bands of one image.
@@ -1626,8 +1639,6 @@ mod tests {
             let spec = Conv2dSpec::new(padding).with_stride(sh, sw).with_dilation(dh, dw);
             let g = spec.resolve(xs, ks).unwrap();
             let (x, k) = (array(xs, 1), array(ks, 2));
-            let want = crate::cpu::reference::conv2d(x.view(), k.view(), &g);
-            let tolerance = check::conv_tolerance(g.reduction_len(), check::max_abs_finite(want.view()));
             let mut strategies = vec![Strategy::Planar, Strategy::Im2col];
             if has_fma() {
                 strategies.push(Strategy::Nhwc);
@@ -1640,12 +1651,7 @@ mod tests {
                 strategies.push(Strategy::Pointwise);
             }
             for s in strategies {
-                let got = conv2d_with(s, x.view(), k.view(), &g);
-                assert!(
-                    check::within(got.view(), want.view(), tolerance),
-                    "{s:?} on {xs:?} * {ks:?}: {:?}",
-                    check::largest_difference(got.view(), want.view(), false)
-                );
+                assert_like_reference(s, &x, &k, &g, &format!("{xs:?} * {ks:?}"));
             }
         }
     }
@@ -1712,14 +1718,8 @@ mod tests {
                     continue;
                 };
                 let (x, k) = (array(xs, 5), array(ks, 6));
-                let want = crate::cpu::reference::conv2d(x.view(), k.view(), &g);
-                let got = conv2d_with(Strategy::Planar, x.view(), k.view(), &g);
-                let tolerance = check::conv_tolerance(g.reduction_len(), check::max_abs_finite(want.view()));
-                assert!(
-                    check::within(got.view(), want.view(), tolerance),
-                    "width {w}, stride {s}, {padding:?}: {:?}",
-                    check::largest_difference(got.view(), want.view(), false)
-                );
+                let case = format!("width {w}, stride {s}, {padding:?}");
+                assert_like_reference(Strategy::Planar, &x, &k, &g, &case);
             }
         }
     }
