@@ -692,7 +692,7 @@ fn rows_block<const RB: usize, const KB: usize, const FMA: bool>(
 }
 
 /// Where [`Run::block_avx2`] stores its sums: an array per row and channel,
-/// or (one output channel, a full block) the output rows themselves.
+/// or (one output channel) the output rows themselves.
 #[cfg(target_arch = "x86_64")]
 enum BlockDst<'a, const RB: usize, const KB: usize> {
     Sums(&'a mut [[[f32; LANES]; KB]; RB]),
@@ -908,9 +908,10 @@ impl<'a> Run<'a> {
     }
 
     /// The sums of [`Run::sums_avx2`], stored from the registers into `dst`.
-    /// Stored straight into the output (one output channel, a full block),
-    /// with column stride 2 every other sum gathered by two shuffles: going
-    /// through an array on the stack cost a tenth of the kernel's time.
+    /// Stored straight into the output (one output channel; a block cut by
+    /// the row's end with [`store_prefix`]), with column stride 2 every
+    /// other sum gathered by two shuffles: going through an array on the
+    /// stack cost a tenth of the kernel's time.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     #[inline]
