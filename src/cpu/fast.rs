@@ -691,17 +691,9 @@ fn rows_block<const RB: usize, const KB: usize, const FMA: bool>(
     }
 }
 
-/// Where [`Run::block_avx2`] stores its sums: an array per row and channel,
-/// or (one output channel) the output rows themselves.
-#[cfg(target_arch = "x86_64")]
-enum BlockDst<'a, const RB: usize, const KB: usize> {
-    Sums(&'a mut [[[f32; LANES]; KB]; RB]),
-    Output(&'a mut [MaybeUninit<f32>]),
-}
-
 /// Taps of one output channel on a full `kh x kw` grid of neighbouring
 /// inputs: tap `(i, j, ch)` reads `offs[0] + ch * plane + i * row + j`, and
-/// output rows are `sh` input rows apart. [`Run::accumulate_grid`] loads each
+/// output rows are `sh` input rows apart. [`Run::grid_rows_avx2`] loads each
 /// input vector once for every output row of a block that reads it.
 #[derive(Clone, Copy)]
 struct Grid {
@@ -806,15 +798,15 @@ impl<'a> Run<'a> {
         kc: usize,
         out: &mut [MaybeUninit<f32>],
     ) {
+        #[cfg(target_arch = "x86_64")]
+        if FMA && KB == 1 && self.nc == 1 {
+            // SAFETY: FMA is true only in the build that runs after `has_fma`
+            // saw AVX2 and FMA.
+            unsafe { self.one_channel_avx2::<RB, KB>(w, r, out) };
+            return;
+        }
         let computed = self.computed;
         for x in (0..computed).step_by(LANES) {
-            #[cfg(target_arch = "x86_64")]
-            if FMA && KB == 1 && self.nc == 1 {
-                // SAFETY: FMA is true only in the build that runs after
-                // `has_fma` saw AVX2 and FMA.
-                unsafe { self.block_avx2::<RB, KB>(w, r, x, BlockDst::Output(out)) };
-                continue;
-            }
             #[cfg(target_arch = "x86_64")]
             // SAFETY: FMA is true only in the build that runs after `has_fma`
             // saw AVX2 and FMA.
@@ -901,45 +893,74 @@ impl<'a> Run<'a> {
         r: usize,
         x: usize,
     ) -> [[[f32; LANES]; KB]; RB] {
-        let mut sums = [[[0f32; LANES]; KB]; RB];
-        // SAFETY: the caller runs this only where AVX2 and FMA are present.
-        unsafe { self.block_avx2::<RB, KB>(w, r, x, BlockDst::Sums(&mut sums)) };
-        sums
-    }
-
-    /// The sums of [`Run::sums_avx2`], stored from the registers into `dst`.
-    /// Stored straight into the output (one output channel; a block cut by
-    /// the row's end with [`store_prefix`]), with column stride 2 every
-    /// other sum gathered by two shuffles: going through an array on the
-    /// stack cost a tenth of the kernel's time.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    unsafe fn block_avx2<const RB: usize, const KB: usize>(
-        &self,
-        w: &[[f32; KB]],
-        r: usize,
-        x: usize,
-        dst: BlockDst<RB, KB>,
-    ) {
         use std::arch::x86_64::*;
         // SAFETY: the caller runs this only where AVX2 and FMA are present.
         let acc = unsafe { self.accumulate_avx2::<RB, KB>(w, r, x) };
-        let out = match dst {
-            BlockDst::Sums(sums) => {
-                for (sums_r, acc_r) in sums.iter_mut().zip(&acc) {
-                    for (sums_k, [lo, hi]) in sums_r.iter_mut().zip(acc_r) {
-                        // SAFETY: each destination holds LANES = 16 floats.
-                        unsafe {
-                            _mm256_storeu_ps(sums_k.as_mut_ptr(), *lo);
-                            _mm256_storeu_ps(sums_k.as_mut_ptr().add(8), *hi);
-                        }
-                    }
+        let mut sums = [[[0f32; LANES]; KB]; RB];
+        for (sums_r, acc_r) in sums.iter_mut().zip(&acc) {
+            for (sums_k, [lo, hi]) in sums_r.iter_mut().zip(acc_r) {
+                // SAFETY: each destination holds LANES = 16 floats.
+                unsafe {
+                    _mm256_storeu_ps(sums_k.as_mut_ptr(), *lo);
+                    _mm256_storeu_ps(sums_k.as_mut_ptr().add(8), *hi);
                 }
-                return;
             }
-            BlockDst::Output(out) => out,
-        };
+        }
+        sums
+    }
+
+    /// Output rows `r..r + RB` of one output channel, every column block,
+    /// stored straight from the registers: going through an array on the
+    /// stack cost a tenth of the kernel's time. Taps on a [`Grid`] go to
+    /// [`Run::grid_rows_avx2`].
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn one_channel_avx2<const RB: usize, const KB: usize>(
+        &self,
+        w: &[[f32; KB]],
+        r: usize,
+        out: &mut [MaybeUninit<f32>],
+    ) {
+        if let Some(grid) = self.grid {
+            // SAFETY: the caller runs this only where AVX2 and FMA are present.
+            unsafe {
+                match (grid.kh, grid.sh) {
+                    (3, 1) => self.grid_rows_avx2::<RB, KB, 3, 1>(&grid, w, r, out),
+                    (5, 1) => self.grid_rows_avx2::<RB, KB, 5, 1>(&grid, w, r, out),
+                    (5, 2) => self.grid_rows_avx2::<RB, KB, 5, 2>(&grid, w, r, out),
+                    _ => unreachable!("Grid::of admits 3x3 at row stride 1 and 5x5 at 1 or 2"),
+                }
+            }
+            return;
+        }
+        for x in (0..self.computed).step_by(LANES) {
+            // SAFETY: as above.
+            unsafe {
+                let acc = self.accumulate_avx2::<RB, KB>(w, r, x);
+                self.store_one_channel(&acc, r, x, out);
+            }
+        }
+    }
+
+    /// Stores one column block of one output channel, rows `r..r + RB`: the
+    /// block cut by the row's end with [`store_prefix`], with column stride
+    /// 2 every other sum, gathered by two shuffles.
+    ///
+    /// Callers must have AVX2 enabled (its intrinsics need it). It is always
+    /// inlined into them, where the intrinsics inline too: as a call per
+    /// column block, with the accumulators passed through memory, it took a
+    /// tenth of the kernel's samples in the profile.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn store_one_channel<const RB: usize, const KB: usize>(
+        &self,
+        acc: &[[[std::arch::x86_64::__m256; 2]; KB]; RB],
+        r: usize,
+        x: usize,
+        out: &mut [MaybeUninit<f32>],
+    ) {
+        use std::arch::x86_64::*;
         assert!(KB == 1 && self.nc == 1 && x < self.computed);
         // Computed columns, then outputs, of this block (the last one may be
         // cut by the row's end).
@@ -985,95 +1006,92 @@ impl<'a> Run<'a> {
         assert!(last <= self.planes.len());
         let base = self.planes.as_ptr();
         let mut acc = [[[_mm256_setzero_ps(); 2]; KB]; RB];
-        if let (1, Some(grid)) = (KB, self.grid) {
-            // SAFETY: the caller runs this only where AVX2 and FMA are
-            // present; the reads are those of the taps, inside `last`.
-            unsafe {
-                match (grid.kh, grid.sh) {
-                    (3, 1) => self.accumulate_grid::<RB, KB, 3, 1>(&grid, w, r, x, &mut acc),
-                    (5, 1) => self.accumulate_grid::<RB, KB, 5, 1>(&grid, w, r, x, &mut acc),
-                    (5, 2) => self.accumulate_grid::<RB, KB, 5, 2>(&grid, w, r, x, &mut acc),
-                    _ => unreachable!("Grid::of admits 3x3 at row stride 1 and 5x5 at 1 or 2"),
+        for (&off, wt) in self.offs.iter().zip(w) {
+            let mut wv = [_mm256_setzero_ps(); KB];
+            for kb in 0..KB {
+                wv[kb] = _mm256_set1_ps(wt[kb]);
+            }
+            for (rb, acc_r) in acc.iter_mut().enumerate() {
+                let at = off + (r + rb) * self.row_stride + x;
+                // SAFETY: at + LANES <= last <= planes.len() (asserted above):
+                // two unaligned 8-float loads inside the planes.
+                let (lo, hi) = unsafe { (_mm256_loadu_ps(base.add(at)), _mm256_loadu_ps(base.add(at + 8))) };
+                for kb in 0..KB {
+                    acc_r[kb][0] = _mm256_fmadd_ps(lo, wv[kb], acc_r[kb][0]);
+                    acc_r[kb][1] = _mm256_fmadd_ps(hi, wv[kb], acc_r[kb][1]);
                 }
             }
-            return acc;
-        }
-        // One tap: a macro, as a helper function without the target
-        // features would not inline the intrinsics.
-        macro_rules! tap {
-            ($off:expr, $wt:expr) => {{
-                let (off, wt): (usize, &[f32; KB]) = ($off, $wt);
-                let mut wv = [_mm256_setzero_ps(); KB];
-                for kb in 0..KB {
-                    wv[kb] = _mm256_set1_ps(wt[kb]);
-                }
-                for (rb, acc_r) in acc.iter_mut().enumerate() {
-                    let at = off + (r + rb) * self.row_stride + x;
-                    // SAFETY: at + LANES <= last <= planes.len() (asserted
-                    // above): two unaligned 8-float loads inside the planes.
-                    let (lo, hi) = unsafe { (_mm256_loadu_ps(base.add(at)), _mm256_loadu_ps(base.add(at + 8))) };
-                    for kb in 0..KB {
-                        acc_r[kb][0] = _mm256_fmadd_ps(lo, wv[kb], acc_r[kb][0]);
-                        acc_r[kb][1] = _mm256_fmadd_ps(hi, wv[kb], acc_r[kb][1]);
-                    }
-                }
-            }};
-        }
-        for (&off, wt) in self.offs.iter().zip(w) {
-            tap!(off, wt);
         }
         acc
     }
 
-    /// [`Run::accumulate_avx2`] for a [`Grid`] of K x K taps (one output
-    /// channel), output rows SH input rows apart: channel by channel and
-    /// kernel column by kernel column, each input row's vector is loaded
-    /// once and feeds every output row of the block that reads it, with the
-    /// K weights of that column in registers. Half the loads of the
-    /// tap-by-tap kernel per multiply-add (whose shifted, unaligned loads
-    /// held it near half the FMA peak): 1.5x on a 5x5 filter.
+    /// Output rows `r..r + RB` of a [`Grid`] of K x K taps (one output
+    /// channel), output rows SH input rows apart, every column block:
+    /// channel by channel and kernel column by kernel column, each input
+    /// row's vector is loaded once and feeds every output row of the block
+    /// that reads it, with the K weights of that column in registers. Half
+    /// the loads of the tap-by-tap kernel per multiply-add (whose shifted,
+    /// unaligned loads held it near half the FMA peak): 1.5x on a 5x5
+    /// filter. The weights and the bounds are settled once per block of
+    /// rows, not once per column block.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     #[inline]
-    unsafe fn accumulate_grid<const RB: usize, const KB: usize, const K: usize, const SH: usize>(
+    unsafe fn grid_rows_avx2<const RB: usize, const KB: usize, const K: usize, const SH: usize>(
         &self,
         grid: &Grid,
         w: &[[f32; KB]],
         r: usize,
-        x: usize,
-        acc: &mut [[[std::arch::x86_64::__m256; 2]; KB]; RB],
+        out: &mut [MaybeUninit<f32>],
     ) {
         use std::arch::x86_64::*;
         debug_assert!(grid.kh == K && grid.kw == K && grid.sh == SH);
-        // The last input row read, (RB - 1) * SH + K - 1 rows below the
-        // block's first, at column x + K - 1 + LANES - 1 of plane c - 1, is
-        // the farthest tap of the block's last row: inside the planes
-        // (asserted by the caller).
-        let start = self.offs[0] + r * self.row_stride + x;
-        for ch in 0..grid.c {
-            for j in 0..K {
-                let mut wv = [_mm256_setzero_ps(); K];
-                for (i, wv) in wv.iter_mut().enumerate() {
-                    *wv = _mm256_set1_ps(w[(i * K + j) * grid.c + ch][0]);
+        // Weights by channel, kernel column, kernel row (the planar kernel
+        // takes at most four channels).
+        let mut wk = [[[0f32; K]; K]; 4];
+        assert!(grid.c <= wk.len() && w.len() == K * K * grid.c);
+        for (ch, wch) in wk[..grid.c].iter_mut().enumerate() {
+            for (j, wj) in wch.iter_mut().enumerate() {
+                for (i, v) in wj.iter_mut().enumerate() {
+                    *v = w[(i * K + j) * grid.c + ch][0];
                 }
-                for y in 0..(RB - 1) * SH + K {
-                    let at = start + ch * grid.plane + y * grid.row + j;
-                    // SAFETY: a tap's read (see above): at + LANES <= the
-                    // caller's `last` <= planes.len().
-                    let (lo, hi) = unsafe {
-                        let p = self.planes.as_ptr().add(at);
-                        (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)))
-                    };
-                    for (i, wv) in wv.iter().enumerate() {
-                        // Output row o reads input rows o * SH + i.
-                        if y >= i && (y - i) % SH == 0 && (y - i) / SH < RB {
-                            let o = &mut acc[(y - i) / SH][0];
-                            o[0] = _mm256_fmadd_ps(lo, *wv, o[0]);
-                            o[1] = _mm256_fmadd_ps(hi, *wv, o[1]);
+            }
+        }
+        // The farthest read of the rows' last column block is the farthest
+        // tap of its last row (`max_off` holds the grid's bottom right tap of
+        // the last plane): every read below stays inside the planes.
+        let last_x = (self.computed - 1) / LANES * LANES;
+        assert!(self.max_off + (r + RB - 1) * self.row_stride + last_x + LANES <= self.planes.len());
+        for x in (0..self.computed).step_by(LANES) {
+            let start = self.offs[0] + r * self.row_stride + x;
+            let mut acc = [[[_mm256_setzero_ps(); 2]; KB]; RB];
+            for (ch, wch) in wk[..grid.c].iter().enumerate() {
+                for (j, wj) in wch.iter().enumerate() {
+                    let mut wv = [_mm256_setzero_ps(); K];
+                    for (v, &wt) in wv.iter_mut().zip(wj) {
+                        *v = _mm256_set1_ps(wt);
+                    }
+                    for y in 0..(RB - 1) * SH + K {
+                        let at = start + ch * grid.plane + y * grid.row + j;
+                        // SAFETY: a tap's read of this column block: at most
+                        // the farthest read asserted above, LANES floats.
+                        let (lo, hi) = unsafe {
+                            let p = self.planes.as_ptr().add(at);
+                            (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)))
+                        };
+                        for (i, wv) in wv.iter().enumerate() {
+                            // Output row o reads input rows o * SH + i.
+                            if y >= i && (y - i) % SH == 0 && (y - i) / SH < RB {
+                                let o = &mut acc[(y - i) / SH][0];
+                                o[0] = _mm256_fmadd_ps(lo, *wv, o[0]);
+                                o[1] = _mm256_fmadd_ps(hi, *wv, o[1]);
+                            }
                         }
                     }
                 }
             }
+            // SAFETY: AVX2 is present (as above).
+            unsafe { self.store_one_channel(&acc, r, x, out) };
         }
     }
 }
