@@ -18,6 +18,11 @@ import os
 import sys
 
 
+ORDER = [
+    "seed_gray_valid", "seed_gray_strided", "seed_channels_same", "seed_multi", "seed_pool_max", "seed_pool_avg",
+    "cnn_conv3x3", "cnn_conv1x1", "cnn_stem", "cnn_maxpool", "image_blur", "cnn_conv3x3_b64",
+]
+# The onnxruntime variants the baseline script times (see side_by_side.sh).
 ORT_VARIANTS = ["onnxruntime", "onnxruntime_nhwc", "onnxruntime_ext", "onnxruntime_t1", "onnxruntime_t1_nhwc"]
 
 
@@ -44,11 +49,6 @@ def side_by_side(folder, peaks):
             )
 
 
-ORDER = [
-    "seed_gray_valid", "seed_gray_strided", "seed_channels_same", "seed_multi", "seed_pool_max", "seed_pool_avg",
-    "cnn_conv3x3", "cnn_conv1x1", "cnn_stem", "cnn_maxpool", "image_blur", "cnn_conv3x3_b64",
-]
-
 
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--peaks")]
@@ -59,13 +59,12 @@ def main():
     base = json.load(open(args[0]))
     cpu = {r["workload"]: r for r in json.load(open(args[1]))}
     gpu = {r["workload"]: r for r in json.load(open(args[2]))} if len(args) > 2 else {}
-    ort_variants = ORT_VARIANTS
     print("| workload | m | convpool CPU ms | % roofline | ORT 2t NHWC ms | ratio | best ORT ms (variant) | ratio | convpool GPU ms (kernel ms) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, r in cpu.items():
         b = base.get(name, {})
         ort = b.get("onnxruntime_nhwc")
-        best = min(((b[v], v) for v in ort_variants if isinstance(b.get(v), (int, float))), default=None)
+        best = min(((b[v], v) for v in ORT_VARIANTS if isinstance(b.get(v), (int, float))), default=None)
         t = r["min_s"]
         ms = t * 1e3
         fraction = r["roofline_s"] / t

@@ -224,9 +224,9 @@ fn conv2d_with(
         _ => conv_im2col(x, k, o, g),
     }
     // SAFETY: every element is written: the planar, NHWC and Winograd
-    // kernels store every output of their pieces themselves, the other
-    // strategies get their pieces zero-filled (`for_each_piece`,
-    // `conv_pointwise`).
+    // kernels store every output of their pieces themselves, and the GEMMs
+    // of the pointwise and im2col paths write every element of theirs
+    // (`sgemm` with `read_dst` false).
     unsafe { out.assume_init() }
 }
 
@@ -691,14 +691,14 @@ fn rows_block<const RB: usize, const KB: usize, const FMA: bool>(
     }
 }
 
-/// Taps of one output channel on a full `kh x kw` grid of neighbouring
+/// Taps of one output channel on a full `k x k` grid of neighbouring
 /// inputs: tap `(i, j, ch)` reads `offs[0] + ch * plane + i * row + j`, and
 /// output rows are `sh` input rows apart. [`Run::grid_rows_avx2`] loads each
 /// input vector once for every output row of a block that reads it.
 #[derive(Clone, Copy)]
 struct Grid {
-    kh: usize,
-    kw: usize,
+    /// Taps per side (the grids are square).
+    k: usize,
     sh: usize,
     c: usize,
     /// Floats between input rows.
@@ -721,8 +721,7 @@ impl Grid {
         let row = at(1, 0, 0).checked_sub(offs[0])?;
         let plane = if c > 1 { at(0, 0, 1).checked_sub(offs[0])? } else { 0 };
         let grid = Grid {
-            kh,
-            kw,
+            k: kh,
             sh: g.sh,
             c,
             row,
@@ -925,7 +924,7 @@ impl<'a> Run<'a> {
         if let Some(grid) = self.grid {
             // SAFETY: the caller runs this only where AVX2 and FMA are present.
             unsafe {
-                match (grid.kh, grid.sh) {
+                match (grid.k, grid.sh) {
                     (3, 1) => self.grid_rows_avx2::<RB, KB, 3, 1>(&grid, w, r, out),
                     (5, 1) => self.grid_rows_avx2::<RB, KB, 5, 1>(&grid, w, r, out),
                     (5, 2) => self.grid_rows_avx2::<RB, KB, 5, 2>(&grid, w, r, out),
@@ -1045,7 +1044,7 @@ impl<'a> Run<'a> {
         out: &mut [MaybeUninit<f32>],
     ) {
         use std::arch::x86_64::*;
-        debug_assert!(grid.kh == K && grid.kw == K && grid.sh == SH);
+        debug_assert!(grid.k == K && grid.sh == SH);
         // Weights by channel, kernel column, kernel row (the planar kernel
         // takes at most four channels).
         let mut wk = [[[0f32; K]; K]; 4];

@@ -54,9 +54,10 @@ pub(crate) fn check_output_fits(shape: [usize; 4]) -> Result<()> {
 /// An uninitialised array for a result of the fast path. Its kernels store
 /// every element (the GEMMs write without reading, the direct kernels store
 /// whole blocks) or zero each piece (see [`zero_fill`]) right before
-/// computing it, in parallel and while the piece is in cache: a zeroed allocation is
-/// cleared by the calling thread alone, in a pass over memory of its own,
-/// whenever the allocator reuses memory (fresh pages come zeroed anyway).
+/// computing it, in parallel and while the piece is in cache: a zeroed
+/// allocation is cleared by the calling thread alone, in a pass over memory
+/// of its own, whenever the allocator reuses memory (fresh pages come zeroed
+/// anyway).
 ///
 /// Large results come from fresh pages, and on Linux faulting them in 4 KiB
 /// at a time costs more than the computation of a memory-bound
