@@ -399,6 +399,11 @@ fn conv_direct(x: &[f32], k: &[f32], o: &mut [MaybeUninit<f32>], g: &Conv2dGeome
     // Bands in multiples of the 4-row register blocks where possible.
     let rows = if (4..g.oh).contains(&rows) { rows / 4 * 4 } else { rows };
     let fma = has_fma();
+    // The FMA build masks the lanes of rows read in place that reach the
+    // padding (the same for every piece); the other recomputes those columns
+    // (`border_columns`).
+    let whole = Planes::new(g, 1);
+    let masks = (fma && g.c == 1 && whole.phases == 1).then(|| ColumnMasks::new(g, whole.computed(g)));
     // Every output of a piece is stored by `Run::block` (every row, column
     // block and channel block), so the piece is not zeroed first.
     for_each_piece_uninit(o, g.m, g.oh, row_elems, rows, |p, dst| {
@@ -407,11 +412,11 @@ fn conv_direct(x: &[f32], k: &[f32], o: &mut [MaybeUninit<f32>], g: &Conv2dGeome
             #[cfg(target_arch = "x86_64")]
             if fma {
                 // SAFETY: `fma` is true only when `has_fma` saw AVX2 and FMA at run time.
-                unsafe { direct_piece_avx2(x, k, g, &layout, p, planes, dst) };
+                unsafe { direct_piece_avx2(x, k, g, &layout, masks.as_ref(), p, planes, dst) };
                 return;
             }
             let _ = fma;
-            direct_piece::<false>(x, k, g, &layout, p, planes, dst);
+            direct_piece::<false>(x, k, g, &layout, None, p, planes, dst);
         })
     });
 }
@@ -421,16 +426,18 @@ fn conv_direct(x: &[f32], k: &[f32], o: &mut [MaybeUninit<f32>], g: &Conv2dGeome
 /// turn every `mul_add` into a library call.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn direct_piece_avx2(
     x: &[f32],
     k: &[f32],
     g: &Conv2dGeometry,
     layout: &Planes,
+    masks: Option<&ColumnMasks>,
     p: Piece,
     planes: &mut Vec<f32>,
     dst: &mut [MaybeUninit<f32>],
 ) {
-    direct_piece::<true>(x, k, g, layout, p, planes, dst)
+    direct_piece::<true>(x, k, g, layout, masks, p, planes, dst)
 }
 
 /// One piece of the direct kernel. Output rows are computed LANES columns at
@@ -440,11 +447,13 @@ unsafe fn direct_piece_avx2(
 /// row (into the next row or the slack at the end); its extra values are
 /// dropped.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn direct_piece<const FMA: bool>(
     x: &[f32],
     k: &[f32],
     g: &Conv2dGeometry,
     layout: &Planes,
+    masks: Option<&ColumnMasks>,
     p: Piece,
     planes: &mut Vec<f32>,
     dst: &mut [MaybeUninit<f32>],
@@ -486,8 +495,6 @@ fn direct_piece<const FMA: bool>(
         Grid::of(&offs_in_place, g.sh * g.w, g),
         Grid::of(&offs, g.sh * layout.width, g),
     );
-    let by_row: Vec<_> = (0..g.kh).flat_map(|i| (0..g.kw).map(move |j| (i, j))).collect();
-    let by_column: Vec<_> = (0..g.kw).flat_map(|j| (0..g.kh).map(move |i| (i, j))).collect();
     let mut cleared = false;
     for (i, n) in (p.n0..p.n1).enumerate() {
         let out = &mut dst[i * band * row_elems..(i + 1) * band * row_elems];
@@ -509,11 +516,11 @@ fn direct_piece<const FMA: bool>(
             let rows = &mut out[(s - p.oy0) * row_elems..(e - p.oy0) * row_elems];
             if part == 1 {
                 let base = base.expect("rows read in place have a base");
-                let run = Run::new(&offs_in_place, grid_in_place, &x[base..], g.sh * g.w, g, layout);
+                let run = Run::new(&offs_in_place, grid_in_place, &x[base..], g.sh * g.w, g, layout, masks);
                 run.all_rows::<FMA>(&weights, e - s, rows);
-                // The FMA build sums a grid's taps column by column.
-                let order = if FMA && run.grid.is_some() { &by_column } else { &by_row };
-                border_columns::<FMA>(x, k, g, n, s, e, order, rows);
+                if masks.is_none() {
+                    border_columns(x, k, g, n, s, e, rows);
+                }
                 continue;
             }
             if !cleared {
@@ -522,26 +529,23 @@ fn direct_piece<const FMA: bool>(
                 cleared = true;
             }
             fill_planes(x, g, layout, &spans, n, s..e, planes);
-            let run = Run::new(&offs, grid, planes, g.sh * layout.width, g, layout);
+            let run = Run::new(&offs, grid, planes, g.sh * layout.width, g, layout, None);
             run.all_rows::<FMA>(&weights, e - s, rows);
         }
     }
 }
 
 /// Recomputes, for output rows `a..b` of image `n` (held in `rows`), the
-/// output columns whose taps reach the left or right padding, one tap at a
-/// time in `order` (the vector kernel's order of the taps `(i, j)`, so the
-/// sums are bit for bit those of the planes path).
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn border_columns<const FMA: bool>(
+/// output columns whose taps reach the left or right padding, tap by tap in
+/// HWIO order as the kernel without FMA sums them (so the sums are bit for
+/// bit those of the planes path).
+fn border_columns(
     x: &[f32],
     k: &[f32],
     g: &Conv2dGeometry,
     n: usize,
     a: usize,
     b: usize,
-    order: &[(usize, usize)],
     rows: &mut [MaybeUninit<f32>],
 ) {
     let left_end = g.pads.left.div_ceil(g.sw).min(g.ow);
@@ -551,94 +555,23 @@ fn border_columns<const FMA: bool>(
         .clamp(left_end, g.ow);
     let image = &x[n * g.h * g.w..(n + 1) * g.h * g.w];
     let row_elems = g.ow * g.nc;
-    // Eight rows at a time: eight independent chains of multiply-adds
-    // instead of one chain per output (latency-bound in the profile).
-    const ROWS: usize = 8;
-    for oy0 in (a..b).step_by(ROWS) {
-        let count = ROWS.min(b - oy0);
+    for oy in a..b {
         for ox in (0..left_end).chain(right_start..g.ow) {
             for kc in 0..g.nc {
-                // The eight rows' pixels gathered as vectors, where the
-                // image offsets they reach fit the gather's i32 indices.
-                #[cfg(target_arch = "x86_64")]
-                if FMA
-                    && (oy0 * g.sh - g.pads.top + (count - 1) * g.sh + (g.kh - 1) * g.dh + 1) * g.w <= i32::MAX as usize
-                {
-                    // SAFETY: FMA is true only in the build that runs after
-                    // `has_fma` saw AVX2 and FMA.
-                    let acc = unsafe { border_column_avx2(image, k, g, oy0, count, ox, kc, order) };
-                    for (r, &v) in acc[..count].iter().enumerate() {
-                        rows[(oy0 - a + r) * row_elems + ox * g.nc + kc].write(v);
-                    }
-                    continue;
-                }
-                let mut acc = [0f32; ROWS];
-                for &(i, j) in order {
+                let mut acc = 0f32;
+                for i in 0..g.kh {
                     // Rows a..b read inside the image (see `direct_piece`).
-                    let y0 = oy0 * g.sh + i * g.dh - g.pads.top;
-                    let w = k[(i * g.kw + j) * g.nc + kc];
-                    let xx = (ox * g.sw + j * g.dw).checked_sub(g.pads.left).filter(|&xx| xx < g.w);
-                    // All ROWS chains (a fixed count keeps them in
-                    // registers); rows past `count` repeat the last one and
-                    // are not stored.
-                    for (r, acc) in acc.iter_mut().enumerate() {
-                        let y = y0 + r.min(count - 1) * g.sh;
+                    let y = oy * g.sh + i * g.dh - g.pads.top;
+                    for j in 0..g.kw {
+                        let xx = (ox * g.sw + j * g.dw).checked_sub(g.pads.left).filter(|&xx| xx < g.w);
                         let v = xx.map_or(0.0, |xx| image[y * g.w + xx]);
-                        *acc = if FMA { v.mul_add(w, *acc) } else { *acc + v * w };
+                        acc += v * k[(i * g.kw + j) * g.nc + kc];
                     }
                 }
-                for (r, &v) in acc[..count].iter().enumerate() {
-                    rows[(oy0 - a + r) * row_elems + ox * g.nc + kc].write(v);
-                }
+                rows[(oy - a) * row_elems + ox * g.nc + kc].write(acc);
             }
         }
     }
-}
-
-/// One output column of eight rows of [`border_columns`] (rows past `count`
-/// repeat the last one): the eight rows' pixels of each tap gathered into
-/// one vector, its multiply-adds those of the scalar loop, lane by lane.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn border_column_avx2(
-    image: &[f32],
-    k: &[f32],
-    g: &Conv2dGeometry,
-    oy0: usize,
-    count: usize,
-    ox: usize,
-    kc: usize,
-    order: &[(usize, usize)],
-) -> [f32; 8] {
-    use std::arch::x86_64::*;
-    // Offsets of the eight rows from the first (the caller checked that the
-    // largest image offset fits an i32).
-    let rows: [i32; 8] = std::array::from_fn(|r| (r.min(count - 1) * g.sh * g.w) as i32);
-    // SAFETY: loads eight i32 from an array of eight.
-    let rows = unsafe { _mm256_loadu_si256(rows.as_ptr().cast()) };
-    let mut acc = _mm256_setzero_ps();
-    for &(i, j) in order {
-        // Rows oy0.. read inside the image (see `direct_piece`).
-        let y0 = oy0 * g.sh + i * g.dh - g.pads.top;
-        let w = _mm256_set1_ps(k[(i * g.kw + j) * g.nc + kc]);
-        let v = match (ox * g.sw + j * g.dw).checked_sub(g.pads.left).filter(|&xx| xx < g.w) {
-            Some(xx) => {
-                let at = y0 * g.w + xx;
-                // The farthest gathered pixel, row y0 + (count - 1) * sh.
-                assert!(at + (count - 1) * g.sh * g.w < image.len());
-                // SAFETY: every lane reads image[at + rows[r]], at most the
-                // pixel just asserted to be inside the image.
-                unsafe { _mm256_i32gather_ps::<4>(image.as_ptr().add(at), rows) }
-            }
-            None => _mm256_setzero_ps(),
-        };
-        acc = _mm256_fmadd_ps(v, w, acc);
-    }
-    let mut out = [0f32; 8];
-    // SAFETY: stores eight floats into an array of eight.
-    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), acc) };
-    out
 }
 
 /// The weights of each tap for the output channels of one register block:
@@ -733,6 +666,61 @@ impl Grid {
     }
 }
 
+/// Lane masks for output rows read in place (the FMA build): lane `l` of
+/// the column block at `x`, kernel column `j`, is all ones where computed
+/// column `x + l` reads an image column at that kernel column, zero where
+/// it would read the left or right padding (which, in place, is the
+/// neighbouring row's pixels). The masked vectors sum zeros there, in the
+/// kernels' own order, as the padded planes would.
+struct ColumnMasks {
+    kw: usize,
+    /// Per column block, where its `kw` masks start in `masks`: only blocks
+    /// with a lane that reads padding have any.
+    blocks: Vec<Option<usize>>,
+    masks: Vec<[u32; LANES]>,
+}
+
+impl ColumnMasks {
+    fn new(g: &Conv2dGeometry, computed: usize) -> Self {
+        let (mut blocks, mut masks) = (Vec::new(), Vec::new());
+        let inside = g.pads.left..g.pads.left + g.w;
+        for x in (0..computed).step_by(LANES) {
+            // Lanes past the row's last computed column are never stored.
+            let reach = x + LANES.min(computed - x) - 1 + (g.kw - 1) * g.dw;
+            if inside.contains(&x) && inside.contains(&reach) {
+                blocks.push(None);
+                continue;
+            }
+            let block: Vec<[u32; LANES]> = (0..g.kw)
+                .map(|j| {
+                    std::array::from_fn(|l| {
+                        let keep = x + l >= computed || inside.contains(&(x + l + j * g.dw));
+                        if keep {
+                            u32::MAX
+                        } else {
+                            0
+                        }
+                    })
+                })
+                .collect();
+            let any = block.iter().flatten().any(|&m| m == 0);
+            blocks.push(any.then_some(masks.len()));
+            if any {
+                masks.extend(block);
+            }
+        }
+        ColumnMasks {
+            kw: g.kw,
+            blocks,
+            masks,
+        }
+    }
+
+    fn at(&self, x: usize) -> Option<&[[u32; LANES]]> {
+        self.blocks[x / LANES].map(|i| &self.masks[i..i + self.kw])
+    }
+}
+
 /// The planes of one image and where its taps read.
 struct Run<'a> {
     offs: &'a [usize],
@@ -749,6 +737,8 @@ struct Run<'a> {
     /// Columns computed per row ([`Planes::computed`]).
     computed: usize,
     nc: usize,
+    /// For rows read in place (FMA build): which lanes read padding.
+    masks: Option<&'a ColumnMasks>,
 }
 
 impl<'a> Run<'a> {
@@ -759,6 +749,7 @@ impl<'a> Run<'a> {
         row_stride: usize,
         g: &Conv2dGeometry,
         layout: &Planes,
+        masks: Option<&'a ColumnMasks>,
     ) -> Self {
         Run {
             offs,
@@ -770,7 +761,14 @@ impl<'a> Run<'a> {
             step: layout.step,
             computed: layout.computed(g),
             nc: g.nc,
+            masks,
         }
+    }
+
+    /// The masks of the column block at `x`, one per kernel column, where
+    /// any of its lanes reads padding.
+    fn masks_at(&self, x: usize) -> Option<&'a [[u32; LANES]]> {
+        self.masks.and_then(|m| m.at(x))
     }
 
     /// Every channel of output rows `0..band`, one register block of
@@ -998,23 +996,57 @@ impl<'a> Run<'a> {
         r: usize,
         x: usize,
     ) -> [[[std::arch::x86_64::__m256; 2]; KB]; RB] {
+        // SAFETY (both): AVX2 and FMA are enabled here.
+        match self.masks_at(x) {
+            Some(masks) => unsafe { self.accumulate::<RB, KB, true>(w, r, x, masks) },
+            None => unsafe { self.accumulate::<RB, KB, false>(w, r, x, &[]) },
+        }
+    }
+
+    /// The body of [`Run::accumulate_avx2`]; with MASKED, each loaded
+    /// vector is cut by its kernel column's mask (one channel, taps in
+    /// HWIO order, so tap `t` is in kernel column `t % masks.len()`).
+    ///
+    /// Callers must have AVX2 and FMA enabled; always inlined into them.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn accumulate<const RB: usize, const KB: usize, const MASKED: bool>(
+        &self,
+        w: &[[f32; KB]],
+        r: usize,
+        x: usize,
+        masks: &[[u32; LANES]],
+    ) -> [[[std::arch::x86_64::__m256; 2]; KB]; RB] {
         use std::arch::x86_64::*;
         // One bounds check for the whole block instead of one per load: the
         // farthest load starts at max_off + (r + RB - 1) * row_stride + x.
         let last = self.max_off + (r + RB - 1) * self.row_stride + x + LANES;
         assert!(last <= self.planes.len());
+        assert!(!MASKED || self.offs.len() == w.len() && w.len().is_multiple_of(masks.len()));
         let base = self.planes.as_ptr();
         let mut acc = [[[_mm256_setzero_ps(); 2]; KB]; RB];
+        let mut j = 0;
         for (&off, wt) in self.offs.iter().zip(w) {
             let mut wv = [_mm256_setzero_ps(); KB];
             for kb in 0..KB {
                 wv[kb] = _mm256_set1_ps(wt[kb]);
             }
+            let mask = if MASKED {
+                let m: *const f32 = masks[j].as_ptr().cast();
+                j = if j + 1 == masks.len() { 0 } else { j + 1 };
+                // SAFETY: a mask holds LANES = 16 lanes, two vectors.
+                unsafe { [_mm256_loadu_ps(m), _mm256_loadu_ps(m.add(8))] }
+            } else {
+                [_mm256_setzero_ps(); 2]
+            };
             for (rb, acc_r) in acc.iter_mut().enumerate() {
                 let at = off + (r + rb) * self.row_stride + x;
                 // SAFETY: at + LANES <= last <= planes.len() (asserted above):
                 // two unaligned 8-float loads inside the planes.
-                let (lo, hi) = unsafe { (_mm256_loadu_ps(base.add(at)), _mm256_loadu_ps(base.add(at + 8))) };
+                let (mut lo, mut hi) = unsafe { (_mm256_loadu_ps(base.add(at)), _mm256_loadu_ps(base.add(at + 8))) };
+                if MASKED {
+                    (lo, hi) = (_mm256_and_ps(lo, mask[0]), _mm256_and_ps(hi, mask[1]));
+                }
                 for kb in 0..KB {
                     acc_r[kb][0] = _mm256_fmadd_ps(lo, wv[kb], acc_r[kb][0]);
                     acc_r[kb][1] = _mm256_fmadd_ps(hi, wv[kb], acc_r[kb][1]);
@@ -1043,7 +1075,6 @@ impl<'a> Run<'a> {
         r: usize,
         out: &mut [MaybeUninit<f32>],
     ) {
-        use std::arch::x86_64::*;
         debug_assert!(grid.k == K && grid.sh == SH);
         // Weights by channel, kernel column, kernel row (the planar kernel
         // takes at most four channels).
@@ -1062,36 +1093,71 @@ impl<'a> Run<'a> {
         let last_x = (self.computed - 1) / LANES * LANES;
         assert!(self.max_off + (r + RB - 1) * self.row_stride + last_x + LANES <= self.planes.len());
         for x in (0..self.computed).step_by(LANES) {
-            let start = self.offs[0] + r * self.row_stride + x;
-            let mut acc = [[[_mm256_setzero_ps(); 2]; KB]; RB];
-            for (ch, wch) in wk[..grid.c].iter().enumerate() {
-                for (j, wj) in wch.iter().enumerate() {
-                    let mut wv = [_mm256_setzero_ps(); K];
-                    for (v, &wt) in wv.iter_mut().zip(wj) {
-                        *v = _mm256_set1_ps(wt);
+            // SAFETY (all three): AVX2 and FMA are enabled here, and every
+            // read of the block stays inside the bound asserted above.
+            let acc = match self.masks_at(x) {
+                Some(masks) => unsafe { self.grid_block::<RB, KB, K, SH, true>(grid, &wk, r, x, masks) },
+                None => unsafe { self.grid_block::<RB, KB, K, SH, false>(grid, &wk, r, x, &[]) },
+            };
+            unsafe { self.store_one_channel(&acc, r, x, out) };
+        }
+    }
+
+    /// One column block of [`Run::grid_rows_avx2`]; with MASKED, each loaded
+    /// vector is cut by its kernel column's mask.
+    ///
+    /// Callers must have AVX2 and FMA enabled and have checked that the
+    /// block's reads stay inside the planes; always inlined into them.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn grid_block<const RB: usize, const KB: usize, const K: usize, const SH: usize, const MASKED: bool>(
+        &self,
+        grid: &Grid,
+        wk: &[[[f32; K]; K]; 4],
+        r: usize,
+        x: usize,
+        masks: &[[u32; LANES]],
+    ) -> [[[std::arch::x86_64::__m256; 2]; KB]; RB] {
+        use std::arch::x86_64::*;
+        assert!(!MASKED || masks.len() == K);
+        let start = self.offs[0] + r * self.row_stride + x;
+        let mut acc = [[[_mm256_setzero_ps(); 2]; KB]; RB];
+        for (ch, wch) in wk[..grid.c].iter().enumerate() {
+            for (j, wj) in wch.iter().enumerate() {
+                let mut wv = [_mm256_setzero_ps(); K];
+                for (v, &wt) in wv.iter_mut().zip(wj) {
+                    *v = _mm256_set1_ps(wt);
+                }
+                let mask = if MASKED {
+                    let m: *const f32 = masks[j].as_ptr().cast();
+                    // SAFETY: a mask holds LANES = 16 lanes, two vectors.
+                    unsafe { [_mm256_loadu_ps(m), _mm256_loadu_ps(m.add(8))] }
+                } else {
+                    [_mm256_setzero_ps(); 2]
+                };
+                for y in 0..(RB - 1) * SH + K {
+                    let at = start + ch * grid.plane + y * grid.row + j;
+                    // SAFETY: a tap's read of this column block, inside the
+                    // bound the caller checked, LANES floats.
+                    let (mut lo, mut hi) = unsafe {
+                        let p = self.planes.as_ptr().add(at);
+                        (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)))
+                    };
+                    if MASKED {
+                        (lo, hi) = (_mm256_and_ps(lo, mask[0]), _mm256_and_ps(hi, mask[1]));
                     }
-                    for y in 0..(RB - 1) * SH + K {
-                        let at = start + ch * grid.plane + y * grid.row + j;
-                        // SAFETY: a tap's read of this column block: at most
-                        // the farthest read asserted above, LANES floats.
-                        let (lo, hi) = unsafe {
-                            let p = self.planes.as_ptr().add(at);
-                            (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)))
-                        };
-                        for (i, wv) in wv.iter().enumerate() {
-                            // Output row o reads input rows o * SH + i.
-                            if y >= i && (y - i) % SH == 0 && (y - i) / SH < RB {
-                                let o = &mut acc[(y - i) / SH][0];
-                                o[0] = _mm256_fmadd_ps(lo, *wv, o[0]);
-                                o[1] = _mm256_fmadd_ps(hi, *wv, o[1]);
-                            }
+                    for (i, wv) in wv.iter().enumerate() {
+                        // Output row o reads input rows o * SH + i.
+                        if y >= i && (y - i) % SH == 0 && (y - i) / SH < RB {
+                            let o = &mut acc[(y - i) / SH][0];
+                            o[0] = _mm256_fmadd_ps(lo, *wv, o[0]);
+                            o[1] = _mm256_fmadd_ps(hi, *wv, o[1]);
                         }
                     }
                 }
             }
-            // SAFETY: AVX2 is present (as above).
-            unsafe { self.store_one_channel(&acc, r, x, out) };
         }
+        acc
     }
 }
 
