@@ -1491,7 +1491,9 @@ pub fn pool2d(images: ArrayView4<f32>, g: &Pool2dGeometry) -> Array4<f32> {
     // Padded columns the windows span (ceil_mode may reach past the padding).
     let padded_cols = (g.pads.left + g.w).max(g.span_cols());
     let avx2 = has_fma();
-    for_each_piece(o, g.m, g.oh, row_elems, rows, |p, dst| {
+    // Every output of a piece is written by `pool_row`, so the piece is not
+    // zeroed first (that fill was a seventh of seed_pool_avg's time).
+    for_each_piece_uninit(o, g.m, g.oh, row_elems, rows, |p, dst| {
         // Cells outside the image hold `init`, which no fold changes: a
         // padded cell never wins a max and adds nothing to a sum.
         let mut column = vec![init; padded_cols * g.c];
@@ -1511,8 +1513,8 @@ pub fn pool2d(images: ArrayView4<f32>, g: &Pool2dGeometry) -> Array4<f32> {
         let _ = avx2;
         pool_piece(x, g, p, &mut work, dst);
     });
-    // SAFETY: `for_each_piece` handed every piece of the output, zero-filled,
-    // to the kernel.
+    // SAFETY: `for_each_piece_uninit` handed every piece of the output to
+    // `pool_row`, which writes every element of its row.
     unsafe { out.assume_init() }
 }
 
@@ -1531,13 +1533,13 @@ struct PoolWork<'a> {
 /// max with three logic operations).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn pool_piece_avx2(x: &[f32], g: &Pool2dGeometry, p: Piece, work: &mut PoolWork, dst: &mut [f32]) {
+unsafe fn pool_piece_avx2(x: &[f32], g: &Pool2dGeometry, p: Piece, work: &mut PoolWork, dst: &mut [MaybeUninit<f32>]) {
     pool_piece(x, g, p, work, dst)
 }
 
 /// Every output row of one piece of the pooling row path.
 #[inline(always)]
-fn pool_piece(x: &[f32], g: &Pool2dGeometry, p: Piece, work: &mut PoolWork, dst: &mut [f32]) {
+fn pool_piece(x: &[f32], g: &Pool2dGeometry, p: Piece, work: &mut PoolWork, dst: &mut [MaybeUninit<f32>]) {
     let band = p.oy1 - p.oy0;
     let row_elems = g.ow * g.c;
     for (i, n) in (p.n0..p.n1).enumerate() {
@@ -1556,12 +1558,12 @@ fn pool_piece(x: &[f32], g: &Pool2dGeometry, p: Piece, work: &mut PoolWork, dst:
 /// columns than needed is still faster than strided folds when channels
 /// are few: contiguous folds are vectorised.
 #[inline(always)]
-fn pool_row(image: &[f32], g: &Pool2dGeometry, oy: usize, work: &mut PoolWork, out_row: &mut [f32]) {
+fn pool_row(image: &[f32], g: &Pool2dGeometry, oy: usize, work: &mut PoolWork, out_row: &mut [MaybeUninit<f32>]) {
     let (column, wide) = (&mut *work.column, &mut *work.wide);
+    let out_row = pool_row_with(image, g, oy, column, wide, out_row);
     match g.mode {
-        PoolMode::Max => pool_row_with(image, g, oy, column, wide, out_row),
+        PoolMode::Max => {}
         PoolMode::Avg => {
-            pool_row_with(image, g, oy, column, wide, out_row);
             let col_counts = work.col_counts;
             let rows = g.divisor_rows(oy);
             // Runs of pixels with the same divisor (all but the edges) as
@@ -1578,49 +1580,76 @@ fn pool_row(image: &[f32], g: &Pool2dGeometry, oy: usize, work: &mut PoolWork, o
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Folds the windows of output row `oy` into `out_row`, writing every
+/// element, and returns it as floats.
 #[inline(always)]
-fn pool_row_with(
+fn pool_row_with<'a>(
     image: &[f32],
     g: &Pool2dGeometry,
     oy: usize,
     column: &mut [f32],
-    wide: &mut [f32],
-    out_row: &mut [f32],
-) {
+    wide: &'a mut [f32],
+    out_row: &'a mut [MaybeUninit<f32>],
+) -> &'a mut [f32] {
     let init = identity(g.mode);
     let c = g.c;
     let row_len = g.w * c;
     let mut rows = (0..g.kh).filter_map(|i| (oy * g.sh + i * g.dh).checked_sub(g.pads.top).filter(|&y| y < g.h));
     // A window wholly in the padding keeps `init`.
     let Some(first) = rows.next() else {
-        out_row.fill(init);
-        return;
+        out_row.fill(MaybeUninit::new(init));
+        // SAFETY: every element was just written.
+        return unsafe { super::assume_written(out_row) };
     };
+    let row = |y: usize| &image[y * row_len..(y + 1) * row_len];
     let inside = &mut column[g.pads.left * c..g.pads.left * c + row_len];
-    inside.copy_from_slice(&image[first * row_len..(first + 1) * row_len]);
+    // The first two rows, and below the first two columns, in one pass
+    // each: a copy or a fill, then a fold, were two library calls per row
+    // (a quarter of seed_pool_avg's time in the profile).
+    match rows.next() {
+        Some(second) => fold2(g.mode, super::as_uninit(inside), row(first), row(second), false),
+        None => inside.copy_from_slice(row(first)),
+    }
     for y in rows {
-        fold(g.mode, inside, &image[y * row_len..(y + 1) * row_len]);
+        fold(g.mode, inside, row(y));
     }
-    let acc: &mut [f32] = if g.sw == 1 { out_row } else { wide };
-    acc.fill(init);
-    for j in 0..g.kw {
-        let len = acc.len();
-        fold(g.mode, acc, &column[j * g.dw * c..j * g.dw * c + len]);
+    // At stride 1 the columns are folded into the output row itself.
+    let (acc, out_row) = if g.sw == 1 {
+        (out_row, None)
+    } else {
+        (super::as_uninit(wide), Some(out_row))
+    };
+    let len = acc.len();
+    let col = |j: usize| &column[j * g.dw * c..j * g.dw * c + len];
+    if g.kw >= 2 {
+        fold2(g.mode, acc, col(0), col(1), true);
+    } else {
+        acc.fill(MaybeUninit::new(init));
     }
-    if g.sw > 1 {
-        match c {
-            1 => keep_every::<1>(out_row, wide, g.sw),
-            2 => keep_every::<2>(out_row, wide, g.sw),
-            3 => keep_every::<3>(out_row, wide, g.sw),
-            4 => keep_every::<4>(out_row, wide, g.sw),
-            _ => {
-                for (px, src) in out_row.chunks_exact_mut(c).zip(wide.chunks(g.sw * c)) {
-                    px.copy_from_slice(&src[..c]);
+    // SAFETY: fold2 or the fill wrote every element.
+    let acc = unsafe { super::assume_written(acc) };
+    for j in (if g.kw >= 2 { 2 } else { 0 })..g.kw {
+        fold(g.mode, acc, col(j));
+    }
+    let Some(out_row) = out_row else {
+        return acc;
+    };
+    match c {
+        1 => keep_every::<1>(out_row, acc, g.sw),
+        2 => keep_every::<2>(out_row, acc, g.sw),
+        3 => keep_every::<3>(out_row, acc, g.sw),
+        4 => keep_every::<4>(out_row, acc, g.sw),
+        _ => {
+            for (px, src) in out_row.chunks_exact_mut(c).zip(acc.chunks(g.sw * c)) {
+                for (d, &v) in px.iter_mut().zip(&src[..c]) {
+                    d.write(v);
                 }
             }
         }
     }
+    // SAFETY: one window start per output pixel (`wide` holds
+    // `(ow - 1) * sw + 1` of them), so every pixel was written.
+    unsafe { super::assume_written(out_row) }
 }
 
 /// The value [`fold`] starts from, which no fold changes: -inf for max
@@ -1656,6 +1685,39 @@ fn fold(mode: PoolMode, dst: &mut [f32], src: &[f32]) {
     }
 }
 
+/// `dst[i] = a[i] op b[i]` for the pooling mode's fold; with
+/// `from_identity`, `(identity op a[i]) op b[i]`, as a fill with
+/// [`identity`] then two folds would give (the sum of a -0 starts from +0).
+#[inline(always)]
+fn fold2(mode: PoolMode, dst: &mut [MaybeUninit<f32>], a: &[f32], b: &[f32], from_identity: bool) {
+    assert!(a.len() >= dst.len() && b.len() >= dst.len());
+    match mode {
+        PoolMode::Avg if from_identity => {
+            for ((d, &u), &v) in dst.iter_mut().zip(a).zip(b) {
+                d.write((0.0 + u) + v);
+            }
+        }
+        PoolMode::Avg => {
+            for ((d, &u), &v) in dst.iter_mut().zip(a).zip(b) {
+                d.write(u + v);
+            }
+        }
+        // -inf max a is a, NaN included: the identity changes nothing.
+        PoolMode::Max => {
+            #[cfg(target_arch = "x86_64")]
+            if is_x86_feature_detected!("avx2") {
+                // SAFETY: AVX2 was seen at run time just above; dst.len()
+                // floats of each slice (asserted above).
+                unsafe { max_avx2(dst.as_mut_ptr().cast(), a.as_ptr(), b.as_ptr(), dst.len()) };
+                return;
+            }
+            for ((d, &u), &v) in dst.iter_mut().zip(a).zip(b) {
+                d.write(super::max_nan(u, v));
+            }
+        }
+    }
+}
+
 /// The max fold of [`fold`] with explicit blends. Written as plain Rust,
 /// the compiler turns "keep `dst` unless `src` wins" into masked stores,
 /// which made the AVX2 build of max pooling twice as slow as SSE.
@@ -1666,32 +1728,49 @@ fn fold(mode: PoolMode, dst: &mut [f32], src: &[f32]) {
 #[target_feature(enable = "avx2")]
 #[inline]
 unsafe fn fold_max_avx2(dst: &mut [f32], src: &[f32]) {
-    use std::arch::x86_64::*;
     let n = dst.len().min(src.len());
+    let d = dst.as_mut_ptr();
+    // SAFETY: n floats of each; `dst` is read and written through one pointer.
+    unsafe { max_avx2(d, d, src.as_ptr(), n) }
+}
+
+/// `dst[i] = max_nan(a[i], b[i])` for `i < n`, 8 lanes at a time; `a` may
+/// be `dst` itself.
+///
+/// # Safety
+/// The CPU must support AVX2; `n` floats from each pointer are valid (for
+/// writing, from `dst`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn max_avx2(dst: *mut f32, a: *const f32, b: *const f32, n: usize) {
+    use std::arch::x86_64::*;
     let full = n / 8 * 8;
     for i in (0..full).step_by(8) {
-        // SAFETY: i + 8 <= n, inside both slices.
+        // SAFETY: i + 8 <= n (the caller's bound).
         unsafe {
-            let m = _mm256_loadu_ps(dst.as_ptr().add(i));
-            let v = _mm256_loadu_ps(src.as_ptr().add(i));
+            let m = _mm256_loadu_ps(a.add(i));
+            let v = _mm256_loadu_ps(b.add(i));
             // max_ps(v, m) is v where v > m, else m (NaN m stays); a NaN v
             // is then blended in: max_nan(m, v) lane by lane.
             let r = _mm256_blendv_ps(_mm256_max_ps(v, m), v, _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
-            _mm256_storeu_ps(dst.as_mut_ptr().add(i), r);
+            _mm256_storeu_ps(dst.add(i), r);
         }
     }
-    for (a, &v) in dst[full..n].iter_mut().zip(&src[full..n]) {
-        *a = super::max_nan(*a, v);
+    for i in full..n {
+        // SAFETY: i < n (the caller's bound).
+        unsafe { *dst.add(i) = super::max_nan(*a.add(i), *b.add(i)) };
     }
 }
 
 /// `out[ox] = wide[ox * sw]` for pixels of C channels (a fixed count, so
 /// each pixel is a few plain moves).
 #[inline(always)]
-fn keep_every<const C: usize>(out: &mut [f32], wide: &[f32], sw: usize) {
+fn keep_every<const C: usize>(out: &mut [MaybeUninit<f32>], wide: &[f32], sw: usize) {
     for (px, src) in out.chunks_exact_mut(C).zip(wide.chunks(sw * C)) {
         let src: &[f32; C] = src[..C].try_into().expect("C floats");
-        px.copy_from_slice(src);
+        let px: &mut [MaybeUninit<f32>; C] = px.try_into().expect("C floats");
+        *px = src.map(MaybeUninit::new);
     }
 }
 

@@ -103,6 +103,24 @@ pub(crate) fn zero_fill(s: &mut [MaybeUninit<f32>]) -> &mut [f32] {
     unsafe { &mut *(s as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
+/// `s`, every element of which has been written, as floats.
+///
+/// # Safety
+/// Every element of `s` must have been written.
+pub(crate) unsafe fn assume_written(s: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: initialised by the caller's contract; MaybeUninit<f32> has the
+    // layout of f32.
+    unsafe { &mut *(s as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
+/// `s` as a destination for writes only (sound: only floats are written
+/// through it).
+pub(crate) fn as_uninit(s: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: MaybeUninit<f32> has the layout of f32, and every value of
+    // MaybeUninit<f32> the callers write is an initialised float.
+    unsafe { &mut *(s as *mut [f32] as *mut [MaybeUninit<f32>]) }
+}
+
 #[cfg(target_os = "linux")]
 fn advise_huge_pages(start: usize, len: usize) {
     const HUGE: usize = 2 << 20;
