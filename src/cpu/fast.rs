@@ -8,8 +8,8 @@
 //!   a zero-padded planar copy of the rows a piece reads, split into stride
 //!   phases so every tap reads a contiguous run, then vectorised
 //!   multiply-adds with the accumulators in registers; grayscale images are
-//!   read in place instead, only their padding rows copied and their border
-//!   columns recomputed;
+//!   read in place instead, only their padding rows copied, and the lanes
+//!   whose taps reach the left or right padding masked to zero;
 //! - NHWC direct (8+ output channels, AVX2/FMA): `super::nhwc`;
 //! - Winograd F(2x2, 3x3) for 3x3 stride-1 layers with many channels
 //!   (`super::winograd`): 2.25x fewer multiply-adds, on the NHWC kernel's
@@ -203,7 +203,7 @@ fn conv2d_with(
     let o = out.as_slice_mut().expect("fresh array is contiguous");
     match strategy {
         Strategy::Pointwise => conv_pointwise(x, k, o, g),
-        Strategy::Planar => conv_direct(x, k, o, g),
+        Strategy::Planar => conv_direct(x, k, o, g, has_fma()),
         #[cfg(target_arch = "x86_64")]
         Strategy::Nhwc => {
             assert!(has_fma(), "the NHWC kernel needs AVX2 and FMA");
@@ -392,13 +392,14 @@ impl Planes {
     }
 }
 
-fn conv_direct(x: &[f32], k: &[f32], o: &mut [MaybeUninit<f32>], g: &Conv2dGeometry) {
+/// The planar kernel; `fma` picks the AVX2/FMA build (true only where
+/// [`has_fma`] is: the tests also run the portable build on such machines).
+fn conv_direct(x: &[f32], k: &[f32], o: &mut [MaybeUninit<f32>], g: &Conv2dGeometry, fma: bool) {
     let row_elems = g.ow * g.nc;
     let per_row = g.c * g.sh * (g.ow * g.sw + g.kw * g.dw);
     let rows = piece_rows(g.oh, per_row, g.m, TILE_FLOATS);
     // Bands in multiples of the 4-row register blocks where possible.
     let rows = if (4..g.oh).contains(&rows) { rows / 4 * 4 } else { rows };
-    let fma = has_fma();
     // The FMA build masks the lanes of rows read in place that reach the
     // padding (the same for every piece); the other recomputes those columns
     // (`border_columns`).
@@ -477,9 +478,10 @@ fn direct_piece<const FMA: bool>(
     }
     // With one channel and no phase split the planes would be a copy of the
     // image rows, so the rows whose taps stay inside the image vertically
-    // are read in place; the few output columns whose taps reach the left
-    // or right padding are then recomputed (`border_columns`), as the
-    // in-place sums read the neighbouring row's pixels there.
+    // are read in place. There the lanes whose taps reach the left or right
+    // padding would read the neighbouring row's pixels: the FMA build masks
+    // them (`ColumnMasks`), the portable one recomputes those output
+    // columns (`border_columns`).
     let in_place = g.c == 1 && layout.phases == 1;
     let (top, first) = (g.pads.top, g.pads.top.div_ceil(g.sh));
     let last = (g.h + top).checked_sub(g.extent().0).map_or(0, |v| v / g.sh + 1);
@@ -1827,7 +1829,7 @@ mod tests {
             ([2, 11, 43, 1], [3, 3, 1, 1], Padding::Symmetric(1, 1), (2, 2), (1, 1)),
             ([2, 7, 29, 3], [3, 3, 3, 1], Padding::Same, (1, 1), (1, 1)),
             // Padded grayscale: rows inside the image read in place with
-            // their border columns recomputed, padding rows from planes (in
+            // their border lanes masked, padding rows from planes (in
             // bands of one image too), column stride 2 computed at every
             // column (up to 4 output channels) or phase-split (more, with
             // the vectorised every-other-column copy).
@@ -1938,11 +1940,12 @@ mod tests {
         }
     }
 
-    /// The planar kernel reads padded grayscale rows in place and recomputes
-    /// their border columns, and takes the padding rows from a zero-padded
-    /// copy; all three must sum in the same order, so that padding the image
-    /// by hand and convolving without padding gives the same bits (with the
-    /// grid kernel, column by column, and with the tap-by-tap one).
+    /// The planar kernel reads padded grayscale rows in place, masking (FMA
+    /// build) or recomputing (portable build) their border columns, and
+    /// takes the padding rows from a zero-padded copy; all must sum in the
+    /// same order, so that padding the image by hand and convolving without
+    /// padding gives the same bits (with the grid kernel, column by column,
+    /// and with the tap-by-tap one; in both builds).
     #[test]
     fn padded_rows_sum_like_rows_read_in_place() {
         // (image, kernel, pads (top, bottom, left, right), stride)
@@ -1971,15 +1974,35 @@ mod tests {
                 .with_stride(s, s)
                 .resolve([xs[0], xs[1] + top + bottom, xs[2] + left + right, 1], ks)
                 .unwrap();
-            let got = conv2d_with(Strategy::Planar, x.view(), k.view(), &g);
-            let want = conv2d_with(Strategy::Planar, padded.view(), k.view(), &g_valid);
-            assert_eq!(
-                got,
-                want,
-                "{xs:?} * {ks:?}, pads {:?}, stride {s}",
-                (top, bottom, left, right)
+            for fma in [has_fma(), false] {
+                let got = planar(x.view(), k.view(), &g, fma);
+                let want = planar(padded.view(), k.view(), &g_valid, fma);
+                assert_eq!(
+                    got,
+                    want,
+                    "{xs:?} * {ks:?}, pads {:?}, stride {s}, fma {fma}",
+                    (top, bottom, left, right)
+                );
+            }
+            let want = crate::cpu::reference::conv2d(x.view(), k.view(), &g);
+            let got = planar(x.view(), k.view(), &g, false);
+            let tolerance = check::conv_tolerance(g.reduction_len(), check::max_abs_finite(want.view()));
+            assert!(
+                check::within(got.view(), want.view(), tolerance),
+                "portable build vs the reference: {xs:?} * {ks:?}, stride {s}"
             );
         }
+    }
+
+    /// The planar kernel's FMA build (where present) or its portable one.
+    fn planar(x: ArrayView4<f32>, k: ArrayView4<f32>, g: &Conv2dGeometry, fma: bool) -> Array4<f32> {
+        let (x, k) = (x.as_standard_layout(), k.as_standard_layout());
+        let xs = x.as_slice().expect("standard layout");
+        let mut out = crate::cpu::output_uninit(g.output_shape(), xs.as_ptr());
+        let o = out.as_slice_mut().expect("fresh array is contiguous");
+        conv_direct(xs, k.as_slice().expect("standard layout"), o, g, fma);
+        // SAFETY: the planar kernel stores every output.
+        unsafe { out.assume_init() }
     }
 
     /// Winograd transforms mix neighbouring inputs, so infinite or NaN
