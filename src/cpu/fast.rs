@@ -743,6 +743,18 @@ impl ColumnMasks {
     fn at(&self, x: usize) -> Option<&[[u32; LANES]]> {
         self.blocks[x / LANES].map(|i| &self.masks[i..i + self.kw])
     }
+
+    /// One mask as the two vectors the kernels AND their loads with.
+    ///
+    /// Callers must have AVX2 enabled; always inlined into them.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn vectors(mask: &[u32; LANES]) -> [std::arch::x86_64::__m256; 2] {
+        use std::arch::x86_64::*;
+        let m: *const f32 = mask.as_ptr().cast();
+        // SAFETY: a mask holds LANES = 16 lanes, two unaligned 8-lane loads.
+        unsafe { [_mm256_loadu_ps(m), _mm256_loadu_ps(m.add(8))] }
+    }
 }
 
 /// The planes of one image and where its taps read.
@@ -1085,10 +1097,10 @@ impl<'a> Run<'a> {
                 wv[kb] = _mm256_set1_ps(wt[kb]);
             }
             let mask = if MASKED {
-                let m: *const f32 = masks[j].as_ptr().cast();
+                // SAFETY: the caller has AVX2 enabled.
+                let m = unsafe { ColumnMasks::vectors(&masks[j]) };
                 j = if j + 1 == masks.len() { 0 } else { j + 1 };
-                // SAFETY: a mask holds LANES = 16 lanes, two vectors.
-                unsafe { [_mm256_loadu_ps(m), _mm256_loadu_ps(m.add(8))] }
+                m
             } else {
                 [_mm256_setzero_ps(); 2]
             };
@@ -1182,9 +1194,8 @@ impl<'a> Run<'a> {
                     *v = _mm256_set1_ps(wt);
                 }
                 let mask = if MASKED {
-                    let m: *const f32 = masks[j].as_ptr().cast();
-                    // SAFETY: a mask holds LANES = 16 lanes, two vectors.
-                    unsafe { [_mm256_loadu_ps(m), _mm256_loadu_ps(m.add(8))] }
+                    // SAFETY: the caller has AVX2 enabled.
+                    unsafe { ColumnMasks::vectors(&masks[j]) }
                 } else {
                     [_mm256_setzero_ps(); 2]
                 };
@@ -1609,7 +1620,14 @@ fn pool_row_with<'a>(
     // each: a copy or a fill, then a fold, were two library calls per row
     // (a quarter of seed_pool_avg's time in the profile).
     match rows.next() {
-        Some(second) => fold2(g.mode, super::as_uninit(inside), row(first), row(second), false),
+        // SAFETY: fold2 writes only floats through the view.
+        Some(second) => fold2(
+            g.mode,
+            unsafe { super::as_uninit(inside) },
+            row(first),
+            row(second),
+            false,
+        ),
         None => inside.copy_from_slice(row(first)),
     }
     for y in rows {
@@ -1619,18 +1637,23 @@ fn pool_row_with<'a>(
     let (acc, out_row) = if g.sw == 1 {
         (out_row, None)
     } else {
-        (super::as_uninit(wide), Some(out_row))
+        // SAFETY: only floats are written through the view (fold2 or the
+        // fill below).
+        (unsafe { super::as_uninit(wide) }, Some(out_row))
     };
     let len = acc.len();
     let col = |j: usize| &column[j * g.dw * c..j * g.dw * c + len];
-    if g.kw >= 2 {
+    // Columns folded so far: two by fold2, or none after the fill.
+    let folded = if g.kw >= 2 {
         fold2(g.mode, acc, col(0), col(1), true);
+        2
     } else {
         acc.fill(MaybeUninit::new(init));
-    }
+        0
+    };
     // SAFETY: fold2 or the fill wrote every element.
     let acc = unsafe { super::assume_written(acc) };
-    for j in (if g.kw >= 2 { 2 } else { 0 })..g.kw {
+    for j in folded..g.kw {
         fold(g.mode, acc, col(j));
     }
     let Some(out_row) = out_row else {

@@ -113,11 +113,14 @@ pub(crate) unsafe fn assume_written(s: &mut [MaybeUninit<f32>]) -> &mut [f32] {
     unsafe { &mut *(s as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
-/// `s` as a destination for writes only (sound: only floats are written
-/// through it).
-pub(crate) fn as_uninit(s: &mut [f32]) -> &mut [MaybeUninit<f32>] {
-    // SAFETY: MaybeUninit<f32> has the layout of f32, and every value of
-    // MaybeUninit<f32> the callers write is an initialised float.
+/// `s` as a destination for the kernels that write `MaybeUninit` outputs.
+///
+/// # Safety
+/// Only initialised floats may be written through the result: `s` is read
+/// as floats afterwards.
+pub(crate) unsafe fn as_uninit(s: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: MaybeUninit<f32> has the layout of f32; the caller writes only
+    // initialised floats.
     unsafe { &mut *(s as *mut [f32] as *mut [MaybeUninit<f32>]) }
 }
 
