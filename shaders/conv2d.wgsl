@@ -4,10 +4,14 @@
 // tensor is already the row-major K x N matrix.
 //
 // A workgroup computes a TILE_M x TILE_N output tile; each invocation keeps an
-// RM x RN block of accumulators in registers; slices of the implicit im2col
-// matrix and of the kernels are staged in workgroup memory, KT reduction steps
-// at a time. Padded cells are read as 0 and still multiplied, so `0 * inf` in
-// a kernel gives NaN exactly as the formula of the CPU reference does.
+// RB x RB block of accumulators in registers (RB = 8 for wide layers, where
+// each reduction step then does 64 multiply-adds for four vec4 reads of
+// workgroup memory; RB = 4 where a tile that wide would be mostly empty).
+// An invocation's rows and columns are runs of four, so its operands come
+// out of workgroup memory as vec4s. Slices of the implicit im2col matrix and
+// of the kernels are staged in workgroup memory, KT reduction steps at a
+// time. Padded cells are read as 0 and still multiplied, so `0 * inf` in a
+// kernel gives NaN exactly as the formula of the CPU reference does.
 //
 // Loads: images and kernels are bound as arrays of vec4. When the channel
 // count is a multiple of 4 (VEC_A), four consecutive reduction steps are four
@@ -65,17 +69,23 @@ override VEC_B: bool = false;
 // 1x1 kernel, stride 1, no padding: a chunk's input rows are its output
 // rows, so pixel m of the chunk is at images[m * c].
 override POINTWISE: bool = false;
+// Register block: RB x RB outputs per invocation, 4 or 8.
+override RB: u32 = 4u;
 
-const RM: u32 = 4u;
-const RN: u32 = 4u;
 const KT: u32 = 8u;
+// Largest tiles the host picks (src/gpu/pipelines.rs): 256 x 4 and 128 x
+// 128; with `rows`, 16 KiB of workgroup memory, WebGPU's default limit.
 const MAX_TILE_M: u32 = 256u;
-const MAX_TILE_N: u32 = 64u;
-const A_TILE_LEN: u32 = MAX_TILE_M * KT;
-const B_TILE_LEN: u32 = KT * MAX_TILE_N;
+const MAX_TILE_N: u32 = 128u;
+const A_TILE_QUADS: u32 = MAX_TILE_M * KT / 4u;
+const B_TILE_QUADS: u32 = KT * MAX_TILE_N / 4u;
+// Accumulators of the largest register block, in vec4s along columns.
+const ACC_QUADS: u32 = 16u;
 
-var<workgroup> a_tile: array<f32, A_TILE_LEN>; // [kk * TILE_M + mm]
-var<workgroup> b_tile: array<f32, B_TILE_LEN>; // [kk * TILE_N + nn]
+// Element [kk * TILE_M + mm] is a_tile[.. >> 2][.. & 3]; likewise b_tile
+// with [kk * TILE_N + nn]. TILE_M and TILE_N are multiples of 4.
+var<workgroup> a_tile: array<vec4<f32>, A_TILE_QUADS>;
+var<workgroup> b_tile: array<vec4<f32>, B_TILE_QUADS>;
 // Per tile row: (first image row of its image in `images`, top input row,
 // left input column, 1 if the row is a real output pixel).
 var<workgroup> rows: array<vec4<i32>, MAX_TILE_M>;
@@ -124,8 +134,8 @@ fn main(
     if (tile_m >= p.tiles_m) {
         return;
     }
-    let TILE_M = WG_M * RM;
-    let TILE_N = WG_N * RN;
+    let TILE_M = WG_M * RB;
+    let TILE_N = WG_N * RB;
     let m0 = tile_m * TILE_M;
     let n0 = wid.z * TILE_N;
     let tid = lid.y * WG_N + lid.x;
@@ -146,7 +156,10 @@ fn main(
     }
     workgroupBarrier();
 
-    var acc: array<f32, 16>; // RM * RN, zero-initialised
+    // Block row 4 * qa + r, columns 4 * qb .. 4 * qb + 3 is acc[(4 * qa + r)
+    // * bq + qb] with bq = RB / 4; zero-initialised.
+    var acc: array<vec4<f32>, ACC_QUADS>;
+    let bq = RB / 4u;
     for (var k0 = 0u; k0 < p.k_total; k0 += KT) {
         if (VEC_A) {
             // Quads of channels: threads is a multiple of KT / 4, so each
@@ -169,11 +182,11 @@ fn main(
                         v = images[u32(at) >> 2u];
                     }
                 }
-                let kk = kq * 4u;
-                a_tile[kk * TILE_M + mm] = v.x;
-                a_tile[(kk + 1u) * TILE_M + mm] = v.y;
-                a_tile[(kk + 2u) * TILE_M + mm] = v.z;
-                a_tile[(kk + 3u) * TILE_M + mm] = v.w;
+                let at = kq * 4u * TILE_M + mm;
+                a_tile[at >> 2u][at & 3u] = v.x;
+                a_tile[(at + TILE_M) >> 2u][at & 3u] = v.y;
+                a_tile[(at + 2u * TILE_M) >> 2u][at & 3u] = v.z;
+                a_tile[(at + 3u * TILE_M) >> 2u][at & 3u] = v.w;
             }
         } else {
             // Consecutive invocations take consecutive k (consecutive
@@ -196,7 +209,8 @@ fn main(
                         v = image_at(u32(at));
                     }
                 }
-                a_tile[kk * TILE_M + mm] = v;
+                let at = kk * TILE_M + mm;
+                a_tile[at >> 2u][at & 3u] = v;
             }
         }
         if (VEC_B) {
@@ -210,11 +224,7 @@ fn main(
                 if (k < p.k_total && n < p.nc) {
                     v = kernels[(k * p.nc + n) >> 2u];
                 }
-                let at = kk * TILE_N + nq * 4u;
-                b_tile[at] = v.x;
-                b_tile[at + 1u] = v.y;
-                b_tile[at + 2u] = v.z;
-                b_tile[at + 3u] = v.w;
+                b_tile[kk * (TILE_N / 4u) + nq] = v;
             }
         } else {
             for (var e = tid; e < KT * TILE_N; e += threads) {
@@ -226,33 +236,42 @@ fn main(
                 if (k < p.k_total && n < p.nc) {
                     v = kernel_at(k * p.nc + n);
                 }
-                b_tile[kk * TILE_N + nn] = v;
+                let at = kk * TILE_N + nn;
+                b_tile[at >> 2u][at & 3u] = v;
             }
         }
         workgroupBarrier();
         for (var kk = 0u; kk < KT; kk++) {
-            var a: array<f32, 4>;
-            var b: array<f32, 4>;
-            for (var i = 0u; i < RM; i++) {
-                a[i] = a_tile[kk * TILE_M + lid.y + i * WG_M];
+            // Rows 4 * (q * WG_M + lid.y) .. + 3 and likewise columns.
+            var a: array<vec4<f32>, 2>;
+            var b: array<vec4<f32>, 2>;
+            for (var q = 0u; q < bq; q++) {
+                a[q] = a_tile[kk * (TILE_M / 4u) + q * WG_M + lid.y];
+                b[q] = b_tile[kk * (TILE_N / 4u) + q * WG_N + lid.x];
             }
-            for (var j = 0u; j < RN; j++) {
-                b[j] = b_tile[kk * TILE_N + lid.x + j * WG_N];
-            }
-            for (var i = 0u; i < RM; i++) {
-                for (var j = 0u; j < RN; j++) {
-                    acc[i * RN + j] = acc[i * RN + j] + a[i] * b[j];
+            for (var qa = 0u; qa < bq; qa++) {
+                for (var r = 0u; r < 4u; r++) {
+                    let ar = a[qa][r];
+                    for (var qb = 0u; qb < bq; qb++) {
+                        let i = (4u * qa + r) * bq + qb;
+                        acc[i] = acc[i] + ar * b[qb];
+                    }
                 }
             }
         }
         workgroupBarrier();
     }
-    for (var i = 0u; i < RM; i++) {
-        let m = m0 + lid.y + i * WG_M;
-        for (var j = 0u; j < RN; j++) {
-            let n = n0 + lid.x + j * WG_N;
-            if (m < p.m_total && n < p.nc) {
-                out[m * p.nc + n] = acc[i * RN + j];
+    for (var qa = 0u; qa < bq; qa++) {
+        for (var r = 0u; r < 4u; r++) {
+            let m = m0 + 4u * (qa * WG_M + lid.y) + r;
+            for (var qb = 0u; qb < bq; qb++) {
+                let n = n0 + 4u * (qb * WG_N + lid.x);
+                let v = acc[(4u * qa + r) * bq + qb];
+                for (var e = 0u; e < 4u; e++) {
+                    if (m < p.m_total && n + e < p.nc) {
+                        out[m * p.nc + n + e] = v[e];
+                    }
+                }
             }
         }
     }

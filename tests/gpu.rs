@@ -250,6 +250,10 @@ proptest! {
         let k = array([kh, kw, c, nc], !seed);
         let y = engine.conv2d(&x, &k, &spec);
         prop_assert!(y.is_ok(), "{}", y.unwrap_err());
+        // The 8x8 register blocks of wide layers, on these narrow ones too.
+        let Some(wide) = block8_engine() else { return Ok(()) };
+        let y = wide.conv2d(&x, &k, &spec);
+        prop_assert!(y.is_ok(), "{}", y.unwrap_err());
     }
 
     #[test]
@@ -277,6 +281,64 @@ proptest! {
         let y = tiled.pool2d(&x, &spec);
         prop_assert!(y.is_ok(), "{}", y.unwrap_err());
     }
+}
+
+/// A verify-mode GPU engine whose tiled conv kernel always takes 8x8
+/// register blocks.
+fn block8_engine() -> Option<&'static Engine> {
+    static ENGINE: std::sync::OnceLock<Option<Engine>> = std::sync::OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            gpu_engine_with(GpuOptions {
+                conv_register_block: Some(8),
+                ..Default::default()
+            })
+        })
+        .as_ref()
+}
+
+#[test]
+fn wide_layers_agree_on_both_register_blocks() {
+    // 64+ output channels take 8x8 blocks by default; both engines verify
+    // against the CPU reference, and the 4x4 blocks sum in the same order,
+    // so the two agree to rounding (a driver may fuse one's multiply-adds
+    // and not the other's). Tiles of 64 (72 = 64 + 8 channels: a second,
+    // mostly empty column of tiles) and 128 wide (136), in chunks of a few
+    // rows on the 4x4 engine.
+    let Some(default) = gpu_engine() else { return };
+    let Some(four) = gpu_engine_with(GpuOptions {
+        conv_register_block: Some(4),
+        max_binding_bytes: Some(100_000),
+        ..Default::default()
+    }) else {
+        return;
+    };
+    let x = array([6, 13, 11, 20], 21);
+    for (nc, spec) in [
+        (72, Conv2dSpec::new(Padding::Same)),
+        (136, Conv2dSpec::new(Padding::Symmetric(2, 1)).with_stride(2, 1)),
+        (64, Conv2dSpec::default()),
+    ] {
+        let k = array([3, 3, 20, nc], nc as u64);
+        let a = default.conv2d(&x, &k, &spec).unwrap();
+        let b = four.conv2d(&x, &k, &spec).unwrap();
+        assert!(
+            a.iter()
+                .zip(b.iter())
+                .all(|(p, q)| (p - q).abs() <= 1e-5 * (1.0 + p.abs())),
+            "nc {nc}"
+        );
+    }
+    // A bad block size is refused before any device is opened.
+    let e = convpool::gpu::GpuContext::new(&GpuOptions {
+        conv_register_block: Some(6),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("conv_register_block") && e.to_string().contains("4 or 8"),
+        "{e}"
+    );
 }
 
 /// A verify-mode GPU engine that pools overlapping windows with the tiled kernel.

@@ -4,6 +4,8 @@
 use std::mem::{offset_of, size_of};
 
 use convpool::gpu::params::{ConvParams, PoolParams};
+use convpool::gpu::pipelines::ConvTiling;
+use convpool::Conv2dSpec;
 
 /// (name, offset, size) of each member of a WGSL struct, and its span.
 fn wgsl_layout(file: &str, name: &str) -> (Vec<(String, u32)>, u32) {
@@ -98,4 +100,53 @@ fn pool_params_match_the_shader() {
     );
     assert_eq!(rust, wgsl);
     assert_eq!(size_of::<PoolParams>() as u32, span);
+}
+
+/// The value of a `const NAME: u32` of a shader.
+fn wgsl_const(file: &str, name: &str) -> u32 {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("shaders")
+        .join(file);
+    let module = naga::front::wgsl::parse_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let (_, c) = module
+        .constants
+        .iter()
+        .find(|(_, c)| c.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("{name} not in {file}"));
+    match module.global_expressions[c.init] {
+        naga::Expression::Literal(naga::Literal::U32(v)) => v,
+        ref e => panic!("{name} is {e:?}, not a u32 literal"),
+    }
+}
+
+/// Every tile the host picks fits the shader's workgroup arrays, whose
+/// sizes are constants there: a bigger tile would index past them.
+#[test]
+fn conv_tiles_fit_the_shader() {
+    let max = (
+        wgsl_const("conv2d.wgsl", "MAX_TILE_M"),
+        wgsl_const("conv2d.wgsl", "MAX_TILE_N"),
+    );
+    assert_eq!(ConvTiling::MAX_TILE, max);
+    let acc_quads = wgsl_const("conv2d.wgsl", "ACC_QUADS");
+    let mut blocks = std::collections::BTreeSet::new();
+    for nc in 1..=300 {
+        let g = Conv2dSpec::default().resolve([1, 3, 3, 4], [1, 1, 4, nc]).unwrap();
+        for forced in [None, Some(4), Some(8)] {
+            let t = ConvTiling::for_conv(&g, forced);
+            assert!(t.tile_m() <= max.0 && t.tile_n() <= max.1, "nc {nc}: {t:?}");
+            assert_eq!(t.tile_m() % 4, 0, "{t:?}");
+            assert!(t.block * t.block / 4 <= acc_quads, "{t:?}");
+            // The images' vec4 loads need a multiple of KT / 4 invocations.
+            assert_eq!(t.wg_m * t.wg_n % 2, 0, "{t:?}");
+            assert!(t.wg_m * t.wg_n <= 256, "{t:?}");
+            blocks.insert((t.block, nc >= 64));
+        }
+    }
+    // Wide layers get 8x8 blocks and narrow ones 4x4 unless forced.
+    assert_eq!(blocks.len(), 4);
+    let narrow = Conv2dSpec::default().resolve([1, 3, 3, 4], [1, 1, 4, 63]).unwrap();
+    let wide = Conv2dSpec::default().resolve([1, 3, 3, 4], [1, 1, 4, 64]).unwrap();
+    assert_eq!(ConvTiling::for_conv(&narrow, None).block, 4);
+    assert_eq!(ConvTiling::for_conv(&wide, None).block, 8);
 }

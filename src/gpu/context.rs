@@ -27,6 +27,13 @@ pub struct GpuOptions {
     /// has not been timed on a hardware GPU yet. `None` reads the
     /// environment variable `CONVPOOL_POOL_KERNEL` (`tiled` or `direct`).
     pub tiled_pooling: Option<bool>,
+    /// Outputs per side of one invocation's register block in the tiled
+    /// conv kernel, 4 or 8, for every convolution instead of the choice by
+    /// output-channel count (8 from 64 channels: a 64-wide tile, 64
+    /// multiply-adds per four vec4 reads of workgroup memory; 4 below). For
+    /// comparing the two on a device. `None` reads the environment variable
+    /// `CONVPOOL_CONV_BLOCK`.
+    pub conv_register_block: Option<u32>,
 }
 
 /// What `convpool devices` prints about an adapter.
@@ -48,6 +55,23 @@ pub struct AdapterSummary {
     pub max_compute_workgroups_per_dimension: u32,
     /// Whether this is a software rasteriser (lavapipe, llvmpipe, WARP).
     pub software: bool,
+}
+
+/// The register block asked for in `options` or `CONVPOOL_CONV_BLOCK`.
+fn register_block(options: &GpuOptions) -> Result<Option<u32>> {
+    let (arg, asked) = match options.conv_register_block {
+        Some(b) => ("conv_register_block", Some(b.to_string())),
+        None => ("CONVPOOL_CONV_BLOCK", std::env::var("CONVPOOL_CONV_BLOCK").ok()),
+    };
+    match asked.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some("4") => Ok(Some(4)),
+        Some("8") => Ok(Some(8)),
+        Some(other) => Err(Error::InvalidArgument {
+            arg,
+            message: format!("register block {other:?}: the tiled conv kernel takes 4 or 8"),
+        }),
+    }
 }
 
 /// Backends to search: `WGPU_BACKEND` when set (for example `gl`), else the
@@ -111,6 +135,8 @@ pub struct GpuContext {
     pub(crate) timestamps: bool,
     /// Whether overlapping pooling windows use the tiled kernel.
     pub(crate) tiled_pooling: bool,
+    /// Register block forced on the tiled conv kernel, if any.
+    pub(crate) conv_register_block: Option<u32>,
     /// Idle buffer sets; a call takes one (or makes one) and gives it back,
     /// so concurrent calls never share buffers and never wait on each other.
     pub(crate) idle: Mutex<Vec<Buffers>>,
@@ -131,6 +157,7 @@ impl GpuContext {
     /// Finds the best adapter (hardware before software) and opens a device
     /// with the adapter's own limits.
     pub fn new(options: &GpuOptions) -> Result<Arc<Self>> {
+        let conv_register_block = register_block(options)?;
         let (instance, backends) = instance();
         let filter = options
             .adapter
@@ -199,6 +226,7 @@ impl GpuContext {
             tiled_pooling: options.tiled_pooling.unwrap_or_else(|| {
                 std::env::var("CONVPOOL_POOL_KERNEL").is_ok_and(|v| v.eq_ignore_ascii_case("tiled"))
             }),
+            conv_register_block,
             idle: Mutex::new(Vec::new()),
         }))
     }

@@ -62,7 +62,7 @@ struct Step<P> {
     groups: (u32, u32, u32),
 }
 
-fn conv_problem(g: &Conv2dGeometry) -> Problem {
+fn conv_problem(g: &Conv2dGeometry, tiling: ConvTiling) -> Problem {
     Problem {
         m: g.m,
         h: g.h,
@@ -77,7 +77,7 @@ fn conv_problem(g: &Conv2dGeometry) -> Problem {
         units_per_group: if g.nc <= DIRECT_MAX_NC {
             DIRECT_WG as usize
         } else {
-            ConvTiling::for_conv(g).tile_m() as usize
+            tiling.tile_m() as usize
         },
         units_per_out_row: g.ow,
     }
@@ -108,12 +108,17 @@ fn pool_problem(g: &Pool2dGeometry, tiled: Option<PoolTiling>) -> Problem {
 impl GpuContext {
     /// The chunks a convolution is split into on this device.
     pub fn plan_conv(&self, g: &Conv2dGeometry) -> Result<Vec<Chunk>> {
-        plan(&conv_problem(g), &self.limits())
+        plan(&conv_problem(g, self.conv_tiling(g)), &self.limits())
     }
 
     /// The chunks a pooling is split into on this device.
     pub fn plan_pool(&self, g: &Pool2dGeometry) -> Result<Vec<Chunk>> {
         plan(&pool_problem(g, self.pool_tiling(g)), &self.limits())
+    }
+
+    /// The tiled conv kernel's specialisation on this context.
+    fn conv_tiling(&self, g: &Conv2dGeometry) -> ConvTiling {
+        ConvTiling::for_conv(g, self.conv_register_block)
     }
 
     /// The tile of the tiled pooling kernel where it is enabled and applies.
@@ -165,7 +170,7 @@ impl GpuContext {
             )));
         }
         let direct = g.nc <= DIRECT_MAX_NC;
-        let tiling = ConvTiling::for_conv(g);
+        let tiling = self.conv_tiling(g);
         let tiles_n = if direct {
             1
         } else {
@@ -177,7 +182,7 @@ impl GpuContext {
                 g.nc
             )));
         }
-        let problem = conv_problem(g);
+        let problem = conv_problem(g, tiling);
         let chunks = plan(&problem, &self.limits())?;
         let base = ConvParams {
             h: u32_of("height", g.h)?,

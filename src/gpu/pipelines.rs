@@ -17,14 +17,16 @@ pub enum Family {
     Pool2dTiled,
 }
 
-/// The tiled conv kernel's specialisation: workgroup extents, chosen by
-/// output-channel count so a narrow convolution does not waste most of a
-/// 64-channel tile, and its load variants.
+/// The tiled conv kernel's specialisation: register block and workgroup
+/// extents, chosen by output-channel count so a narrow convolution does not
+/// waste most of a wide tile, and its load variants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConvTiling {
-    /// Invocations along output channels (tile width / 4).
+    /// Outputs per side of one invocation's register block (`RB`: 4 or 8).
+    pub block: u32,
+    /// Invocations along output channels (tile width / block).
     pub wg_n: u32,
-    /// Invocations along output pixels (tile height / 4).
+    /// Invocations along output pixels (tile height / block).
     pub wg_m: u32,
     /// `c % 4 == 0`: images read as vec4 along channels.
     pub vec_a: bool,
@@ -36,17 +38,26 @@ pub struct ConvTiling {
 }
 
 impl ConvTiling {
-    /// Register block of one invocation, as in the shader (RM = RN = 4).
-    pub const BLOCK: u32 = 4;
+    /// Largest tile height and width, as in the shader (its workgroup
+    /// memory is sized for them).
+    pub const MAX_TILE: (u32, u32) = (256, 128);
 
-    /// The specialisation for a convolution.
-    pub fn for_conv(g: &crate::shape::Conv2dGeometry) -> Self {
-        let (wg_n, wg_m) = match g.nc {
-            0..=4 => (1, 64),
-            5..=16 => (4, 64),
+    /// The specialisation for a convolution; `block` forces the register
+    /// block (4 or 8) instead of the choice by output-channel count.
+    pub fn for_conv(g: &crate::shape::Conv2dGeometry, block: Option<u32>) -> Self {
+        // 8x8 blocks do 64 multiply-adds per four vec4 reads of workgroup
+        // memory (4x4: 16 per two), the usual shape of a fast SGEMM, but
+        // need a tile 64+ wide to keep its columns busy.
+        let block = block.unwrap_or(if g.nc >= 64 { 8 } else { 4 });
+        let (wg_n, wg_m) = match (block, g.nc) {
+            (8, 0..=64) => (8, 16),
+            (8, _) => (16, 16),
+            (_, 0..=4) => (1, 64),
+            (_, 5..=16) => (4, 64),
             _ => (16, 16),
         };
         ConvTiling {
+            block,
             wg_n,
             wg_m,
             vec_a: g.c.is_multiple_of(4),
@@ -57,12 +68,12 @@ impl ConvTiling {
 
     /// Output pixels per workgroup.
     pub fn tile_m(&self) -> u32 {
-        self.wg_m * Self::BLOCK
+        self.wg_m * self.block
     }
 
     /// Output channels per workgroup.
     pub fn tile_n(&self) -> u32 {
-        self.wg_n * Self::BLOCK
+        self.wg_n * self.block
     }
 }
 
@@ -177,7 +188,7 @@ pub struct Pipelines {
     pub(crate) pool_layout: wgpu::BindGroupLayout,
     conv_pipeline_layout: wgpu::PipelineLayout,
     pool_pipeline_layout: wgpu::PipelineLayout,
-    cache: Mutex<HashMap<(Family, [u32; 5]), wgpu::ComputePipeline>>,
+    cache: Mutex<HashMap<(Family, [u32; 6]), wgpu::ComputePipeline>>,
 }
 
 impl Pipelines {
@@ -213,7 +224,7 @@ impl Pipelines {
         }
     }
 
-    fn get(&self, device: &wgpu::Device, family: Family, consts: [u32; 5]) -> wgpu::ComputePipeline {
+    fn get(&self, device: &wgpu::Device, family: Family, consts: [u32; 6]) -> wgpu::ComputePipeline {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache
             .entry((family, consts))
@@ -222,7 +233,7 @@ impl Pipelines {
                     Family::Conv2d => (
                         &self.conv_module,
                         &self.conv_pipeline_layout,
-                        &["WG_N", "WG_M", "VEC_A", "VEC_B", "POINTWISE"],
+                        &["WG_N", "WG_M", "VEC_A", "VEC_B", "POINTWISE", "RB"],
                     ),
                     Family::Conv2dDirect => (&self.direct_module, &self.conv_pipeline_layout, &["WG"]),
                     Family::Pool2d => (&self.pool_module, &self.pool_pipeline_layout, &["WG", "VEC"]),
@@ -257,23 +268,27 @@ impl Pipelines {
     /// The conv pipeline for a specialisation.
     pub fn conv(&self, device: &wgpu::Device, t: ConvTiling) -> wgpu::ComputePipeline {
         let flags = [t.vec_a, t.vec_b, t.pointwise].map(u32::from);
-        self.get(device, Family::Conv2d, [t.wg_n, t.wg_m, flags[0], flags[1], flags[2]])
+        self.get(
+            device,
+            Family::Conv2d,
+            [t.wg_n, t.wg_m, flags[0], flags[1], flags[2], t.block],
+        )
     }
 
     /// The direct conv pipeline.
     pub fn conv_direct(&self, device: &wgpu::Device) -> wgpu::ComputePipeline {
-        self.get(device, Family::Conv2dDirect, [DIRECT_WG, 0, 0, 0, 0])
+        self.get(device, Family::Conv2dDirect, [DIRECT_WG, 0, 0, 0, 0, 0])
     }
 
     /// The tiled pooling pipeline for a tile; `vec` as for [`Pipelines::pool`].
     pub fn pool_tiled(&self, device: &wgpu::Device, t: PoolTiling, vec: bool) -> wgpu::ComputePipeline {
         let wg = t.tw * t.th * t.ct;
-        self.get(device, Family::Pool2dTiled, [wg, u32::from(vec), t.tw, t.th, t.ct])
+        self.get(device, Family::Pool2dTiled, [wg, u32::from(vec), t.tw, t.th, t.ct, 0])
     }
 
     /// The pooling pipeline; `vec` when the channel count is a multiple of
     /// 4 (one invocation per four channels).
     pub fn pool(&self, device: &wgpu::Device, vec: bool) -> wgpu::ComputePipeline {
-        self.get(device, Family::Pool2d, [POOL_WG, u32::from(vec), 0, 0, 0])
+        self.get(device, Family::Pool2d, [POOL_WG, u32::from(vec), 0, 0, 0, 0])
     }
 }
