@@ -7,7 +7,7 @@
 //! 16 independent products over the input channels, i.e. 16 GEMMs
 //! (tiles x c) * (c x nc), which take 16 multiply-adds per tile where the
 //! direct kernel takes 36 (2.25x fewer). The GEMMs run on the NHWC kernel's
-//! register blocks (`super::nhwc::block`); the transforms are additions
+//! register blocks (`super::nhwc::block_run`); the transforms are additions
 //! vectorised along channels, which NHWC keeps contiguous.
 //!
 //! The transforms add and subtract inputs of neighbouring outputs, so one
@@ -23,7 +23,7 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::fast::{for_each_piece_uninit, piece_rows};
-use super::nhwc::{block, BLOCK, PIX};
+use super::nhwc::{block_run, store, BLOCK, PIX};
 use crate::shape::Conv2dGeometry;
 
 /// Tiles transformed and multiplied together: a multiple of the register
@@ -235,7 +235,6 @@ unsafe fn multiply(u: &[f32], v: &[f32], g: &Conv2dGeometry, count: usize, prod:
     let blocks = nc / BLOCK;
     assert!(u.len() == 16 * blocks * c * BLOCK && v.len() >= 16 * TILES * c && prod.len() >= 16 * TILES * nc);
     assert!(count > 0 && count <= TILES);
-    let runs = [(0, c)];
     for kk in 0..16 {
         let vk = &v[kk * TILES * c..(kk + 1) * TILES * c];
         for b in 0..blocks {
@@ -246,16 +245,12 @@ unsafe fn multiply(u: &[f32], v: &[f32], g: &Conv2dGeometry, count: usize, prod:
                 let src: [*const f32; PIX] = std::array::from_fn(|p| vk[(t0 + p.min(n - 1)) * c..].as_ptr());
                 // SAFETY: each tile's row of `vk` holds c floats (one run of
                 // c from each start), `w` holds c * 16 weights.
-                let acc = unsafe { block(src, &runs, w.as_ptr()) };
-                for (p, acc_p) in acc.iter().enumerate().take(n) {
-                    let at = (kk * TILES + t0 + p) * nc + b * BLOCK;
-                    let dst = &mut prod[at..at + BLOCK];
-                    // SAFETY: `dst` holds BLOCK = 16 floats.
-                    unsafe {
-                        _mm256_storeu_ps(dst.as_mut_ptr(), acc_p[0]);
-                        _mm256_storeu_ps(dst.as_mut_ptr().add(8), acc_p[1]);
-                    }
-                }
+                let acc = unsafe { block_run(src, c, w.as_ptr()) };
+                let at = (kk * TILES + t0) * nc + b * BLOCK;
+                assert!(at + (n - 1) * nc + BLOCK <= prod.len());
+                // SAFETY: tile t0 + p's 16 products lie at `at + p * nc`,
+                // inside `prod` by the assert above.
+                unsafe { store(acc, n, BLOCK, prod.as_mut_ptr().add(at), nc) };
             }
         }
     }
