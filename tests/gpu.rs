@@ -8,6 +8,7 @@ use common::{array, gpu_engine, gpu_engine_with, hostile, padding_strategy};
 use convpool::{Conv2dSpec, Engine, Error, GpuOptions, Padding, Pool2dSpec, PoolMode};
 use ndarray::Array4;
 use proptest::prelude::*;
+use std::sync::OnceLock;
 
 #[test]
 fn device_runs_a_small_dispatch_with_hand_computed_values() {
@@ -286,15 +287,17 @@ proptest! {
 /// A verify-mode GPU engine whose tiled conv kernel always takes 8x8
 /// register blocks.
 fn block8_engine() -> Option<&'static Engine> {
-    static ENGINE: std::sync::OnceLock<Option<Engine>> = std::sync::OnceLock::new();
-    ENGINE
-        .get_or_init(|| {
-            gpu_engine_with(GpuOptions {
-                conv_register_block: Some(8),
-                ..Default::default()
-            })
-        })
-        .as_ref()
+    static ENGINE: OnceLock<Option<Engine>> = OnceLock::new();
+    shared_engine(&ENGINE, || GpuOptions {
+        conv_register_block: Some(8),
+        ..Default::default()
+    })
+}
+
+/// The verify-mode GPU engine with `options` held in `cell`, made by the
+/// first test of this binary that asks for it.
+fn shared_engine(cell: &'static OnceLock<Option<Engine>>, options: fn() -> GpuOptions) -> Option<&'static Engine> {
+    cell.get_or_init(|| gpu_engine_with(options())).as_ref()
 }
 
 #[test]
@@ -343,15 +346,11 @@ fn wide_layers_agree_on_both_register_blocks() {
 
 /// A verify-mode GPU engine that pools overlapping windows with the tiled kernel.
 fn tiled_engine() -> Option<&'static Engine> {
-    static ENGINE: std::sync::OnceLock<Option<Engine>> = std::sync::OnceLock::new();
-    ENGINE
-        .get_or_init(|| {
-            gpu_engine_with(GpuOptions {
-                tiled_pooling: Some(true),
-                ..Default::default()
-            })
-        })
-        .as_ref()
+    static ENGINE: OnceLock<Option<Engine>> = OnceLock::new();
+    shared_engine(&ENGINE, || GpuOptions {
+        tiled_pooling: Some(true),
+        ..Default::default()
+    })
 }
 
 proptest! {

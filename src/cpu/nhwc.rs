@@ -229,14 +229,8 @@ pub(super) unsafe fn block(src: [*const f32; PIX], offs: &[usize], mut w: *const
     for &off in offs {
         // SAFETY: the caller's contract covers every pointer formed here.
         unsafe {
-            let w0 = _mm256_loadu_ps(w);
-            let w1 = _mm256_loadu_ps(w.add(8));
+            step(&mut acc, &src, off, w);
             w = w.add(BLOCK);
-            for p in 0..PIX {
-                let v = _mm256_broadcast_ss(&*src[p].add(off));
-                acc[p][0] = _mm256_fmadd_ps(v, w0, acc[p][0]);
-                acc[p][1] = _mm256_fmadd_ps(v, w1, acc[p][1]);
-            }
         }
     }
     acc
@@ -256,15 +250,29 @@ pub(super) unsafe fn block_run(src: [*const f32; PIX], len: usize, mut w: *const
     for t in 0..len {
         // SAFETY: the caller's contract covers every pointer formed here.
         unsafe {
-            let w0 = _mm256_loadu_ps(w);
-            let w1 = _mm256_loadu_ps(w.add(8));
+            step(&mut acc, &src, t, w);
             w = w.add(BLOCK);
-            for p in 0..PIX {
-                let v = _mm256_broadcast_ss(&*src[p].add(t));
-                acc[p][0] = _mm256_fmadd_ps(v, w0, acc[p][0]);
-                acc[p][1] = _mm256_fmadd_ps(v, w1, acc[p][1]);
-            }
         }
     }
     acc
+}
+
+/// One reduction step: input `src[p] + off` of each pixel times the 16
+/// weights at `w`, added to the pixel's accumulators.
+///
+/// # Safety
+/// AVX2 and FMA; `src[p] + off` readable for every pixel, 16 floats at `w`.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn step(acc: &mut [[__m256; 2]; PIX], src: &[*const f32; PIX], off: usize, w: *const f32) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let w0 = _mm256_loadu_ps(w);
+        let w1 = _mm256_loadu_ps(w.add(8));
+        for p in 0..PIX {
+            let v = _mm256_broadcast_ss(&*src[p].add(off));
+            acc[p][0] = _mm256_fmadd_ps(v, w0, acc[p][0]);
+            acc[p][1] = _mm256_fmadd_ps(v, w1, acc[p][1]);
+        }
+    }
 }
