@@ -1331,7 +1331,19 @@ fn fill_planes(
         .map(|&(_, q0, q1, x0)| x0 + (q1 - q0 - 1) * sw + 1)
         .max()
         .unwrap_or(0);
-    for r in 0..(band - 1) * g.sh + g.extent().0 {
+    let rows = (band - 1) * g.sh + g.extent().0;
+    #[cfg(target_arch = "x86_64")]
+    if let (&[(0, q0, q1, x0)], 3, 1, true) = (spans, c, sw, has_fma()) {
+        // RGB without stride phases (one span): each row's three plane rows
+        // split off directly, the whole band in one AVX2 call (per row, the
+        // general setup of `gather` was a tenth of seed_channels_same in the
+        // profile, and the per-row calls and checks another tenth).
+        let y0 = (oy0 * g.sh) as isize - g.pads.top as isize;
+        // SAFETY: `has_fma` saw AVX2 at run time.
+        unsafe { deinterleave_rows_avx2(image, g.w, g.h, y0, rows, (q0, q1, x0), layout, planes) };
+        return;
+    }
+    for r in 0..rows {
         let Some(y) = (oy0 * g.sh + r).checked_sub(g.pads.top).filter(|&y| y < g.h) else {
             // A padding row; another band of the piece may have left image
             // pixels here.
@@ -1344,24 +1356,6 @@ fn fill_planes(
             continue;
         };
         let src_row = &image[y * g.w * c..(y * g.w + cols) * c];
-        #[cfg(target_arch = "x86_64")]
-        if let (&[(0, q0, q1, x0)], 3, 1, true) = (spans, c, sw, has_fma()) {
-            // RGB without stride phases (one span): the row's three plane
-            // rows split off directly, without the general per-row setup
-            // of `gather` (a tenth of seed_channels_same in the profile; 3 % faster).
-            let plane = layout.rows * layout.width;
-            let at = r * layout.width;
-            let (red, rest) = planes[at..].split_at_mut(plane);
-            let (green, blue) = rest.split_at_mut(plane);
-            // SAFETY: `has_fma` saw AVX2 at run time.
-            unsafe {
-                deinterleave3_avx2(
-                    &src_row[x0 * 3..(x0 + q1 - q0) * 3],
-                    [&mut red[q0..q1], &mut green[q0..q1], &mut blue[q0..q1]],
-                )
-            };
-            continue;
-        }
         for &(phase, q0, q1, x0) in spans {
             let at = |ch: usize| layout.plane(ch, phase) + r * layout.width;
             if sw == 1 && c == 1 {
@@ -1439,6 +1433,51 @@ fn gather<const C: usize>(
     }
 }
 
+/// Rows `y0 .. y0 + rows` of an RGB image (`w` x `h`, rows outside it as
+/// zeros) into plane rows `0..rows` of the three planes of `layout`: plane
+/// columns `q0..q1` from pixels `x0..` of each row.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn deinterleave_rows_avx2(
+    image: &[f32],
+    w: usize,
+    h: usize,
+    y0: isize,
+    rows: usize,
+    (q0, q1, x0): (usize, usize, usize),
+    layout: &Planes,
+    planes: &mut [f32],
+) {
+    let plane = layout.rows * layout.width;
+    let (red, rest) = planes.split_at_mut(plane);
+    let (green, blue) = rest.split_at_mut(plane);
+    for r in 0..rows {
+        let at = r * layout.width;
+        let dst = [
+            &mut red[at..at + layout.width],
+            &mut green[at..at + layout.width],
+            &mut blue[at..at + layout.width],
+        ];
+        let y = y0 + r as isize;
+        if y < 0 || y >= h as isize {
+            // A padding row; another band of the piece may have left image
+            // pixels here.
+            for d in dst {
+                d.fill(0.0);
+            }
+            continue;
+        }
+        let src = &image[(y as usize * w + x0) * 3..(y as usize * w + x0 + q1 - q0) * 3];
+        let [a, b, c] = dst;
+        // SAFETY: AVX2, from this function's contract.
+        unsafe { deinterleave3_avx2(src, [&mut a[q0..q1], &mut b[q0..q1], &mut c[q0..q1]]) };
+    }
+}
+
 /// Splits interleaved 3-channel pixels (RGB) into three planes, 8 pixels
 /// at a time: three loads, two blends and a lane permutation per plane
 /// instead of 24 scalar moves.
@@ -1447,6 +1486,7 @@ fn gather<const C: usize>(
 /// The CPU must support AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
+#[inline]
 unsafe fn deinterleave3_avx2(src: &[f32], mut dst: [&mut [f32]; 3]) {
     use std::arch::x86_64::*;
     let n = dst[0].len();
