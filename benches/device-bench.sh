@@ -3,12 +3,15 @@
 # script first (convpool's GPU benchmark and cuDNN's on the same workloads),
 # then convpool again with the other kernel choices (4x4 conv register
 # blocks, tiled pooling) on the workloads they change, so that one device
-# session settles both defaults. Prepare as that README says, plus:
+# session settles both defaults (each conv workload with 8x8 and with 4x4
+# blocks forced, overlapping pooling with the tiled kernel). Prepare as that
+# README says, plus:
 #
 #   cp benches/device-bench.sh .devrun/
 #
 # and run `bash .devrun/device-bench.sh` with carry [".gl", ".devrun"].
-# About 8 minutes at most (the timeouts below and in gpu-bench.sh).
+# About 12 minutes at most (the timeouts below and in gpu-bench.sh), most
+# likely 2 to 3.
 set -u
 bash .devrun/gpu-bench.sh
 # The shared script sets these for itself only.
@@ -17,8 +20,14 @@ if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
   export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
 fi
 out=${OUT:-/tmp/out}
-CONVPOOL_CONV_BLOCK=4 CONVPOOL_POOL_KERNEL=tiled timeout 120 ./.devrun/convpool bench --device gpu \
-  --workload cnn_conv3x3_b64 --workload cnn_conv3x3 --workload cnn_conv1x1 --workload cnn_stem \
-  --workload cnn_maxpool --json >"$out/convpool-gpu-alt.json" 2>"$out/convpool-gpu-alt.log"
-echo "convpool bench (CONVPOOL_CONV_BLOCK=4 CONVPOOL_POOL_KERNEL=tiled) exit $?"
-tail -n 12 "$out/convpool-gpu-alt.log"
+conv=(--workload cnn_conv3x3_b64 --workload cnn_conv3x3 --workload cnn_conv1x1 --workload cnn_stem)
+alt() { # NAME ENV... -- ARGS...: convpool's GPU benchmark with ENV set, into $out/convpool-gpu-NAME.*
+  local name=$1; shift
+  local envs=(); while [ "$1" != -- ]; do envs+=("$1"); shift; done; shift
+  env "${envs[@]}" timeout 90 ./.devrun/convpool bench --device gpu "$@" --json \
+    >"$out/convpool-gpu-$name.json" 2>"$out/convpool-gpu-$name.log"
+  echo "convpool bench (${envs[*]}) exit $?"; tail -n 6 "$out/convpool-gpu-$name.log"
+}
+alt block8 CONVPOOL_CONV_BLOCK=8 -- "${conv[@]}"
+alt block4 CONVPOOL_CONV_BLOCK=4 -- "${conv[@]}"
+alt tiledpool CONVPOOL_POOL_KERNEL=tiled -- --workload cnn_maxpool

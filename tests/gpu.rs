@@ -302,13 +302,13 @@ fn shared_engine(cell: &'static OnceLock<Option<Engine>>, options: fn() -> GpuOp
 
 #[test]
 fn wide_layers_agree_on_both_register_blocks() {
-    // 64+ output channels take 8x8 blocks by default; both engines verify
-    // against the CPU reference, and the 4x4 blocks sum in the same order,
-    // so the two agree to rounding (a driver may fuse one's multiply-adds
-    // and not the other's). Tiles of 64 (72 = 64 + 8 channels: a second,
-    // mostly empty column of tiles) and 128 wide (136), in chunks of a few
-    // rows on the 4x4 engine.
-    let Some(default) = gpu_engine() else { return };
+    // Large layers with 64+ output channels take 8x8 blocks; both engines
+    // verify against the CPU reference, and the 4x4 blocks sum in the same
+    // order, so the two agree to rounding (a driver may fuse one's
+    // multiply-adds and not the other's). Tiles of 64 (72 = 64 + 8
+    // channels: a second, mostly empty column of tiles) and 128 wide (136),
+    // in chunks of a few rows on the 4x4 engine.
+    let Some(eight) = block8_engine() else { return };
     let Some(four) = gpu_engine_with(GpuOptions {
         conv_register_block: Some(4),
         max_binding_bytes: Some(100_000),
@@ -323,7 +323,7 @@ fn wide_layers_agree_on_both_register_blocks() {
         (64, Conv2dSpec::default()),
     ] {
         let k = array([3, 3, 20, nc], nc as u64);
-        let a = default.conv2d(&x, &k, &spec).unwrap();
+        let a = eight.conv2d(&x, &k, &spec).unwrap();
         let b = four.conv2d(&x, &k, &spec).unwrap();
         assert!(
             a.iter()

@@ -131,7 +131,8 @@ fn conv_tiles_fit_the_shader() {
     let acc_quads = wgsl_const("conv2d.wgsl", "ACC_QUADS");
     let mut blocks = std::collections::BTreeSet::new();
     for nc in 1..=300 {
-        let g = Conv2dSpec::default().resolve([1, 3, 3, 4], [1, 1, 4, nc]).unwrap();
+        // Large enough for 8x8 blocks from 64 channels.
+        let g = Conv2dSpec::default().resolve([8, 64, 64, 4], [1, 1, 4, nc]).unwrap();
         for forced in [None, Some(4), Some(8)] {
             let t = ConvTiling::for_conv(&g, forced);
             assert!(t.tile_m() <= max.0 && t.tile_n() <= max.1, "nc {nc}: {t:?}");
@@ -145,8 +146,17 @@ fn conv_tiles_fit_the_shader() {
     }
     // Wide layers get 8x8 blocks and narrow ones 4x4 unless forced.
     assert_eq!(blocks.len(), 4);
-    let narrow = Conv2dSpec::default().resolve([1, 3, 3, 4], [1, 1, 4, 63]).unwrap();
-    let wide = Conv2dSpec::default().resolve([1, 3, 3, 4], [1, 1, 4, 64]).unwrap();
-    assert_eq!(ConvTiling::for_conv(&narrow, None).block, 4);
-    assert_eq!(ConvTiling::for_conv(&wide, None).block, 8);
+    let block = |x: [usize; 4], nc: usize| {
+        let g = Conv2dSpec::default().resolve(x, [1, 1, x[3], nc]).unwrap();
+        ConvTiling::for_conv(&g, None).block
+    };
+    assert_eq!(block([8, 64, 64, 4], 63), 4);
+    assert_eq!(block([8, 64, 64, 4], 64), 8);
+    // 128 x 64 tiles: 256 workgroups from 32768 pixels, not below.
+    let groups = ConvTiling::MIN_WIDE_GROUPS;
+    assert_eq!(block([1, 128, groups, 4], 64), 8);
+    assert_eq!(block([1, 128, groups - 1, 4], 64), 4);
+    // 128 x 128 tiles past 64 channels: half as many pixels with 256.
+    assert_eq!(block([1, 128, groups / 2, 4], 256), 8);
+    assert_eq!(block([1, 127, groups / 2, 4], 256), 4);
 }

@@ -29,10 +29,10 @@ pub struct GpuOptions {
     pub tiled_pooling: Option<bool>,
     /// Outputs per side of one invocation's register block in the tiled
     /// conv kernel, 4 or 8, for every convolution instead of the choice by
-    /// output-channel count (8 from 64 channels: a 64-wide tile, 64
-    /// multiply-adds per four vec4 reads of workgroup memory; 4 below). For
-    /// comparing the two on a device. `None` reads the environment variable
-    /// `CONVPOOL_CONV_BLOCK`.
+    /// output-channel count and size (8 from 64 channels where the 128 x 64
+    /// tiles still make 256+ workgroups: 64 multiply-adds per four vec4
+    /// reads of workgroup memory; 4 otherwise). For comparing the two on a
+    /// device. `None` reads the environment variable `CONVPOOL_CONV_BLOCK`.
     pub conv_register_block: Option<u32>,
 }
 

@@ -42,13 +42,25 @@ impl ConvTiling {
     /// memory is sized for them).
     pub const MAX_TILE: (u32, u32) = (256, 128);
 
+    /// Workgroups of 8x8-block tiles a convolution needs before it takes
+    /// them: two per multiprocessor of a large GPU (an H100 has 132).
+    pub const MIN_WIDE_GROUPS: usize = 256;
+
     /// The specialisation for a convolution; `block` forces the register
-    /// block (4 or 8) instead of the choice by output-channel count.
+    /// block (4 or 8) instead of the choice by output-channel count and
+    /// size.
     pub fn for_conv(g: &crate::shape::Conv2dGeometry, block: Option<u32>) -> Self {
         // 8x8 blocks do 64 multiply-adds per four vec4 reads of workgroup
         // memory (4x4: 16 per two), the usual shape of a fast SGEMM, but
-        // need a tile 64+ wide to keep its columns busy.
-        let block = block.unwrap_or(if g.nc >= 64 { 8 } else { 4 });
+        // need a tile 64+ wide to keep its columns busy, and their 128-pixel
+        // tiles leave most of a large GPU idle on a small layer, which gets
+        // more, smaller tiles instead.
+        let wide_groups = (g.m * g.oh * g.ow).div_ceil(128) * g.nc.div_ceil(if g.nc > 64 { 128 } else { 64 });
+        let block = block.unwrap_or(if g.nc >= 64 && wide_groups >= Self::MIN_WIDE_GROUPS {
+            8
+        } else {
+            4
+        });
         let (wg_n, wg_m) = match (block, g.nc) {
             (8, 0..=64) => (8, 16),
             (8, _) => (16, 16),
