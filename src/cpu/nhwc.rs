@@ -109,6 +109,13 @@ pub(super) unsafe fn conv(x: &[f32], k: &[f32], o: &mut [MaybeUninit<f32>], g: &
             }
             for (i, n) in (p.n0..p.n1).enumerate() {
                 let image = &x[n * image_len..(n + 1) * image_len];
+                // Whole images: the next one's input is fetched while this
+                // one is summed (see `piece`).
+                let next = if band == g.oh && n + 1 < p.n1 {
+                    &x[(n + 1) * image_len..(n + 2) * image_len]
+                } else {
+                    &[]
+                };
                 let src: &[f32] = if padded {
                     fill_band(image, g, p.oy0, band_rows, width, scratch);
                     scratch
@@ -118,7 +125,7 @@ pub(super) unsafe fn conv(x: &[f32], k: &[f32], o: &mut [MaybeUninit<f32>], g: &
                 let source = Source { src, starts: &starts };
                 let out = &mut dst[i * band * g.ow * g.nc..(i + 1) * band * g.ow * g.nc];
                 // SAFETY: forwarded from this function's contract.
-                unsafe { piece(&source, &offs, &packed, g, out) };
+                unsafe { piece(&source, &offs, &packed, g, next, out) };
             }
         })
     });
@@ -142,9 +149,19 @@ fn fill_band(image: &[f32], g: &Conv2dGeometry, oy0: usize, rows: usize, width: 
     }
 }
 
-/// Every output of one image's band (`out`, NHWC).
+/// Every output of one image's band (`out`, NHWC), prefetching `next` (the
+/// next image's input, or nothing) a share of its cache lines per block of
+/// pixels, so that its loads overlap these multiply-adds instead of
+/// stalling the next image's copy into the band.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn piece(source: &Source, offs: &[usize], packed: &Packed, g: &Conv2dGeometry, out: &mut [MaybeUninit<f32>]) {
+unsafe fn piece(
+    source: &Source,
+    offs: &[usize],
+    packed: &Packed,
+    g: &Conv2dGeometry,
+    next: &[f32],
+    out: &mut [MaybeUninit<f32>],
+) {
     let starts = source.starts;
     let pixels = starts.len();
     // The last input any output reads must lie inside the source: this
@@ -155,6 +172,11 @@ unsafe fn piece(source: &Source, offs: &[usize], packed: &Packed, g: &Conv2dGeom
     // One offset per reduction step: `block` reads BLOCK weights per step.
     assert!(offs.len() == g.reduction_len());
     let base = source.src.as_ptr();
+    // Floats per 64-byte cache line, and lines of `next` per pixel block.
+    const LINE: usize = 16;
+    let lines = next.len().div_ceil(LINE);
+    let share = lines.div_ceil(pixels.div_ceil(PIX));
+    let mut fetched = 0;
     for b in 0..g.nc.div_ceil(BLOCK) {
         let w = packed.block(b);
         assert!(w.len() == g.reduction_len() * BLOCK);
@@ -164,6 +186,13 @@ unsafe fn piece(source: &Source, offs: &[usize], packed: &Packed, g: &Conv2dGeom
         let mut q0 = 0;
         while q0 < pixels {
             let count = PIX.min(pixels - q0);
+            let to = (fetched + share).min(lines);
+            for l in fetched..to {
+                // SAFETY: l * LINE < next.len(), an address inside `next`
+                // (and a prefetch never faults).
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(next.as_ptr().add(l * LINE).cast()) };
+            }
+            fetched = to;
             // A short block repeats its last pixel; the extra sums are dropped.
             // SAFETY: every start is that of a pixel of the band, checked above.
             let src: [*const f32; PIX] = std::array::from_fn(|p| unsafe { base.add(starts[q0 + p.min(count - 1)]) });
