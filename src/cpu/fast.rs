@@ -1326,11 +1326,6 @@ fn fill_planes(
     let (oy0, band) = (oys.start, oys.len());
     let image = &x[n * g.h * g.w * g.c..(n + 1) * g.h * g.w * g.c];
     let (c, sw) = (g.c, layout.phases);
-    let cols = spans
-        .iter()
-        .map(|&(_, q0, q1, x0)| x0 + (q1 - q0 - 1) * sw + 1)
-        .max()
-        .unwrap_or(0);
     let rows = (band - 1) * g.sh + g.extent().0;
     #[cfg(target_arch = "x86_64")]
     if let (&[(0, q0, q1, x0)], 3, 1, true) = (spans, c, sw, has_fma()) {
@@ -1343,6 +1338,11 @@ fn fill_planes(
         unsafe { deinterleave_rows_avx2(image, g.w, g.h, y0, rows, (q0, q1, x0), layout, planes) };
         return;
     }
+    let cols = spans
+        .iter()
+        .map(|&(_, q0, q1, x0)| x0 + (q1 - q0 - 1) * sw + 1)
+        .max()
+        .unwrap_or(0);
     for r in 0..rows {
         let Some(y) = (oy0 * g.sh + r).checked_sub(g.pads.top).filter(|&y| y < g.h) else {
             // A padding row; another band of the piece may have left image
