@@ -486,11 +486,7 @@ fn direct_piece<const FMA: bool>(
     let (top, first) = (g.pads.top, g.pads.top.div_ceil(g.sh));
     let last = (g.h + top).checked_sub(g.extent().0).map_or(0, |v| v / g.sh + 1);
     let (a, b) = (first.clamp(p.oy0, p.oy1), last.clamp(p.oy0, p.oy1));
-    let (ekh, ekw) = g.extent();
-    // How far past the first padded input of output row a the reads of rows
-    // a..b reach (the last column block reads up to LANES - 1 columns past
-    // the row).
-    let reach = (b.saturating_sub(a + 1) * g.sh + ekh - 1) * g.w + ekw - 1 + layout.computed(g).next_multiple_of(LANES);
+    let reach = in_place_reach(g, layout, b.saturating_sub(a));
     let spans = layout.spans(g);
     let weights = BlockWeights::new(k, offs.len(), g.nc);
     let (grid_in_place, grid) = (
@@ -573,6 +569,14 @@ fn direct_piece<const FMA: bool>(
     }
 }
 
+/// How far past the first padded input of its first row the reads of
+/// `rows` output rows read in place reach (at least one row; the last
+/// column block reads up to LANES - 1 columns past the row).
+fn in_place_reach(g: &Conv2dGeometry, layout: &Planes, rows: usize) -> usize {
+    let (ekh, ekw) = g.extent();
+    (rows.saturating_sub(1) * g.sh + ekh - 1) * g.w + ekw - 1 + layout.computed(g).next_multiple_of(LANES)
+}
+
 /// The input rows that output rows `s..e` of image `n` read (one channel,
 /// no phase split), rows outside the image as zeros, laid out as the image
 /// is (row stride `w`, no padding columns) in `buf`, which is returned from
@@ -587,10 +591,8 @@ fn padded_rows_in_place<'b>(
     layout: &Planes,
     buf: &'b mut Vec<f32>,
 ) -> &'b [f32] {
-    let (ekh, ekw) = g.extent();
-    let rows_in = (e - s - 1) * g.sh + ekh;
-    // As `reach` for rows in place: the furthest read past the start.
-    let reach = (rows_in - 1) * g.w + ekw - 1 + layout.computed(g).next_multiple_of(LANES);
+    let rows_in = (e - s - 1) * g.sh + g.extent().0;
+    let reach = in_place_reach(g, layout, e - s);
     let left = g.pads.left;
     buf.clear();
     buf.resize((left + rows_in * g.w).max(reach + 1), 0.0);
@@ -810,6 +812,24 @@ impl ColumnMasks {
     }
 }
 
+/// Floats per 64-byte cache line.
+pub(super) const LINE: usize = 16;
+
+/// Prefetches cache lines `lines` of `next` (line `l` holds its floats from
+/// `l * LINE` on); lines past its end are skipped.
+#[inline(always)]
+pub(super) fn prefetch_lines(next: &[f32], lines: std::ops::Range<usize>) {
+    #[cfg(target_arch = "x86_64")]
+    for l in lines.start..lines.end.min(next.len().div_ceil(LINE)) {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: l * LINE < next.len(), an address inside `next` (and a
+        // prefetch never faults).
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(next.as_ptr().add(l * LINE).cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (next, lines);
+}
+
 /// The planes of one image and where its taps read.
 struct Run<'a> {
     offs: &'a [usize],
@@ -869,18 +889,8 @@ impl<'a> Run<'a> {
     /// rows `r..r + rows` of `band`.
     #[inline(always)]
     fn prefetch_share(&self, r: usize, rows: usize, band: usize) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            // Floats per 64-byte cache line.
-            const LINE: usize = 16;
-            let lines = self.next.len().div_ceil(LINE);
-            for l in r * lines / band..((r + rows) * lines / band).min(lines) {
-                // SAFETY: l * LINE < next.len(), an address inside `next`
-                // (and a prefetch never faults).
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(self.next.as_ptr().add(l * LINE).cast()) };
-            }
-        }
+        let lines = self.next.len().div_ceil(LINE);
+        prefetch_lines(self.next, r * lines / band..(r + rows) * lines / band);
     }
 
     /// The masks of the column block at `x`, one per kernel column, where

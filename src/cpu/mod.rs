@@ -98,9 +98,8 @@ pub(crate) fn output_uninit(shape: [usize; 4], input: *const f32) -> Array4<Mayb
 /// Zero-fills `s` and returns it as initialised floats.
 pub(crate) fn zero_fill(s: &mut [MaybeUninit<f32>]) -> &mut [f32] {
     s.fill(MaybeUninit::new(0.0));
-    // SAFETY: every element was just written, and MaybeUninit<f32> has the
-    // layout of f32.
-    unsafe { &mut *(s as *mut [MaybeUninit<f32>] as *mut [f32]) }
+    // SAFETY: every element was just written.
+    unsafe { assume_written(s) }
 }
 
 /// `s`, every element of which has been written, as floats.

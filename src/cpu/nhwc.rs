@@ -20,7 +20,7 @@
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
-use super::fast::{for_each_piece_uninit, piece_rows, SCRATCH};
+use super::fast::{for_each_piece_uninit, piece_rows, prefetch_lines, LINE, SCRATCH};
 use crate::shape::Conv2dGeometry;
 
 /// Output channels per block: two 8-wide registers.
@@ -172,8 +172,7 @@ unsafe fn piece(
     // One offset per reduction step: `block` reads BLOCK weights per step.
     assert!(offs.len() == g.reduction_len());
     let base = source.src.as_ptr();
-    // Floats per 64-byte cache line, and lines of `next` per pixel block.
-    const LINE: usize = 16;
+    // Lines of `next` per pixel block.
     let lines = next.len().div_ceil(LINE);
     let share = lines.div_ceil(pixels.div_ceil(PIX));
     let mut fetched = 0;
@@ -187,11 +186,7 @@ unsafe fn piece(
         while q0 < pixels {
             let count = PIX.min(pixels - q0);
             let to = (fetched + share).min(lines);
-            for l in fetched..to {
-                // SAFETY: l * LINE < next.len(), an address inside `next`
-                // (and a prefetch never faults).
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(next.as_ptr().add(l * LINE).cast()) };
-            }
+            prefetch_lines(next, fetched..to);
             fetched = to;
             // A short block repeats its last pixel; the extra sums are dropped.
             // SAFETY: every start is that of a pixel of the band, checked above.

@@ -50,17 +50,24 @@ impl ConvTiling {
     /// block (4 or 8) instead of the choice by output-channel count and
     /// size.
     pub fn for_conv(g: &crate::shape::Conv2dGeometry, block: Option<u32>) -> Self {
+        if let Some(block) = block {
+            return Self::with_block(g, block);
+        }
         // 8x8 blocks do 64 multiply-adds per four vec4 reads of workgroup
         // memory (4x4: 16 per two), the usual shape of a fast SGEMM, but
         // need a tile 64+ wide to keep its columns busy, and their 128-pixel
         // tiles leave most of a large GPU idle on a small layer, which gets
         // more, smaller tiles instead.
-        let wide_groups = (g.m * g.oh * g.ow).div_ceil(128) * g.nc.div_ceil(if g.nc > 64 { 128 } else { 64 });
-        let block = block.unwrap_or(if g.nc >= 64 && wide_groups >= Self::MIN_WIDE_GROUPS {
-            8
+        let wide = Self::with_block(g, 8);
+        if g.nc >= 64 && wide.groups(g) >= Self::MIN_WIDE_GROUPS {
+            wide
         } else {
-            4
-        });
+            Self::with_block(g, 4)
+        }
+    }
+
+    /// The specialisation with register block `block`.
+    fn with_block(g: &crate::shape::Conv2dGeometry, block: u32) -> Self {
         let (wg_n, wg_m) = match (block, g.nc) {
             (8, 0..=64) => (8, 16),
             (8, _) => (16, 16),
@@ -76,6 +83,11 @@ impl ConvTiling {
             vec_b: g.nc.is_multiple_of(4),
             pointwise: g.is_pointwise(),
         }
+    }
+
+    /// Workgroups of the whole convolution (before chunking).
+    fn groups(&self, g: &crate::shape::Conv2dGeometry) -> usize {
+        (g.m * g.oh * g.ow).div_ceil(self.tile_m() as usize) * g.nc.div_ceil(self.tile_n() as usize)
     }
 
     /// Output pixels per workgroup.
