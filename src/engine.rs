@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use ndarray::{Array4, ArrayView4, AsArray, Ix4};
 
 use crate::check;
-use crate::cpu::{fast, reference};
+use crate::cpu::{fast, reference, Isa};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuOptions};
 use crate::shape::{Conv2dSpec, Pool2dSpec, PoolMode};
@@ -63,12 +63,16 @@ pub struct EngineOptions {
     /// On the CPU, run the plain f64 reference instead of the fast path
     /// (slow; for checking other paths).
     pub reference: bool,
+    /// The instruction set of the fast CPU path (also what `Auto` falls
+    /// back to): `None` takes `CONVPOOL_CPU_ISA` if set, else the widest
+    /// this CPU has. One the CPU lacks is an error.
+    pub cpu_isa: Option<Isa>,
 }
 
 #[derive(Debug, Clone)]
 enum Backend {
     Reference,
-    Cpu,
+    Cpu(Isa),
     Gpu(Arc<GpuContext>),
 }
 
@@ -99,9 +103,15 @@ impl Engine {
 
     /// An engine with every option spelled out.
     pub fn with_options(options: EngineOptions) -> Result<Self> {
+        // Checked first, whatever the device: a bad value is an error even
+        // where a GPU is found.
+        let isa = match options.cpu_isa {
+            Some(isa) => isa.checked("cpu_isa")?,
+            None => Isa::default_for_engine()?,
+        };
         let (backend, reason) = match options.device {
             Device::Cpu if options.reference => (Backend::Reference, "CPU reference (asked for)".to_string()),
-            Device::Cpu => (Backend::Cpu, "CPU (asked for)".to_string()),
+            Device::Cpu => (Backend::Cpu(isa), format!("CPU, {isa} (asked for)")),
             Device::Gpu => {
                 let ctx = GpuContext::new(&options.gpu)?;
                 let reason = format!("GPU {} (asked for)", describe_adapter(&ctx));
@@ -113,14 +123,14 @@ impl Engine {
                     (Backend::Gpu(ctx), reason)
                 }
                 Ok(ctx) => (
-                    Backend::Cpu,
+                    Backend::Cpu(isa),
                     format!(
-                        "CPU (the only adapter, {}, is a software renderer, slower than the CPU path; \
+                        "CPU, {isa} (the only adapter, {}, is a software renderer, slower than the CPU path; \
                          ask for the GPU to use it anyway)",
                         describe_adapter(&ctx)
                     ),
                 ),
-                Err(e) => (Backend::Cpu, format!("CPU ({e})")),
+                Err(e) => (Backend::Cpu(isa), format!("CPU, {isa} ({e})")),
             },
         };
         Ok(Engine {
@@ -130,12 +140,33 @@ impl Engine {
         })
     }
 
-    /// An engine on the CPU.
+    /// An engine on the CPU, with the instruction set `CONVPOOL_CPU_ISA`
+    /// forces where it names one this CPU has, else the widest it has (use
+    /// [`Engine::with_options`] to have a bad value reported as an error).
     pub fn cpu() -> Self {
+        let isa = Isa::default_for_engine().unwrap_or_else(|_| Isa::detected());
+        Engine::cpu_isa_unchecked(isa)
+    }
+
+    /// An engine on the CPU with the kernels of `isa`; an error if this CPU
+    /// cannot run them.
+    pub fn cpu_with_isa(isa: Isa) -> Result<Self> {
+        Ok(Engine::cpu_isa_unchecked(isa.checked("isa")?))
+    }
+
+    fn cpu_isa_unchecked(isa: Isa) -> Self {
         Engine {
-            backend: Backend::Cpu,
-            reason: "CPU (asked for)".into(),
+            backend: Backend::Cpu(isa),
+            reason: format!("CPU, {isa} (asked for)"),
             verify: false,
+        }
+    }
+
+    /// The instruction set of the fast CPU path, when this engine runs it.
+    pub fn cpu_isa(&self) -> Option<Isa> {
+        match self.backend {
+            Backend::Cpu(isa) => Some(isa),
+            Backend::Reference | Backend::Gpu(_) => None,
         }
     }
 
@@ -176,7 +207,7 @@ impl Engine {
     pub fn gpu(&self) -> Option<&GpuContext> {
         match &self.backend {
             Backend::Gpu(ctx) => Some(ctx),
-            Backend::Cpu | Backend::Reference => None,
+            Backend::Cpu(_) | Backend::Reference => None,
         }
     }
 
@@ -208,7 +239,7 @@ impl Engine {
         }
         let (out, kernel_seconds) = match &self.backend {
             Backend::Reference => return Ok((reference::conv2d(images, kernels, &g), None)),
-            Backend::Cpu => (fast::conv2d(images, kernels, &g), None),
+            Backend::Cpu(isa) => (fast::conv2d(*isa, images, kernels, &g), None),
             Backend::Gpu(ctx) => ctx.conv2d(images, kernels, &g, true)?,
         };
         if self.verify {
@@ -238,7 +269,7 @@ impl Engine {
         }
         let (out, kernel_seconds) = match &self.backend {
             Backend::Reference => return Ok((reference::pool2d(images, &g), None)),
-            Backend::Cpu => (fast::pool2d(images, &g), None),
+            Backend::Cpu(isa) => (fast::pool2d(*isa, images, &g), None),
             Backend::Gpu(ctx) => ctx.pool2d(images, &g, true)?,
         };
         if self.verify {

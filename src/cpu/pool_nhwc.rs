@@ -1,22 +1,18 @@
-//! Pooling with many channels (x86_64 with AVX2), one output pixel at a
-//! time: the window's taps are folded into up to 32 channels held in
-//! registers and the result is stored once, instead of folding every tap
-//! into the output row in memory (the row-at-a-time loop of
-//! [`super::fast::pool2d`], which wins when there are only a few channels).
+//! Pooling with many channels, one output pixel at a time: the window's
+//! taps are folded into up to four vectors of channels held in registers
+//! and the result is stored once, instead of folding every tap into the
+//! output row in memory (`pool_rows`, which wins when there are only a few
+//! channels).
 //!
-//! Max pooling follows SPEC.md: NaN anywhere in the window gives NaN.
-//! `vmaxps(v, m)` already keeps a NaN that is in `m`, but drops one in `v`,
-//! so NaN inputs are also tracked in a mask that is or-ed in at the end (an
-//! all-ones pattern is a NaN).
+//! Max pooling follows SPEC.md with [`Simd::max_nan`], tap by tap in window
+//! order, so the result is the reference's bit for bit, NaN payloads
+//! included.
 
-use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
-use super::fast::{for_each_piece, piece_rows};
+use super::pieces::{for_each_piece, piece_rows, TILE_FLOATS};
+use super::simd::{dispatch, Isa, Simd, WithSimd};
 use crate::shape::{Pool2dGeometry, PoolMode};
-
-/// Floats of input window rows one piece aims for.
-const TILE_FLOATS: usize = 1 << 16;
 
 /// The valid input columns of each output column, flattened.
 struct Columns {
@@ -40,11 +36,9 @@ impl Columns {
     }
 }
 
-/// The pooling; the caller has checked AVX2 at run time and `g.c >= 8`.
-///
-/// # Safety
-/// The CPU must support AVX2.
-pub(super) unsafe fn pool(x: &[f32], o: &mut [MaybeUninit<f32>], g: &Pool2dGeometry) {
+/// The pooling with the vectors of `isa`; meant for `g.c` of at least one
+/// vector (narrower pixels fold their channels one at a time).
+pub(super) fn pool(isa: Isa, x: &[f32], o: &mut [MaybeUninit<f32>], g: &Pool2dGeometry) {
     let row_elems = g.ow * g.c;
     let rows = piece_rows(g.oh, g.w * g.c * g.kh, g.m, TILE_FLOATS);
     let columns = Columns::new(g);
@@ -61,50 +55,69 @@ pub(super) unsafe fn pool(x: &[f32], o: &mut [MaybeUninit<f32>], g: &Pool2dGeome
                 ys.extend(
                     (0..g.kh).filter_map(|i| (oy * g.sh + i * g.dh).checked_sub(g.pads.top).filter(|&y| y < g.h)),
                 );
-                // SAFETY: forwarded from this function's contract.
-                unsafe { pool_row(image, g, &ys, g.divisor_rows(oy), &columns, out_row) };
+                let row = Row {
+                    image,
+                    g,
+                    ys: &ys,
+                    rows_counted: g.divisor_rows(oy),
+                    columns: &columns,
+                    out_row,
+                };
+                dispatch(isa, row);
             }
         }
     });
 }
 
 /// One output row: input rows `ys`, `rows_counted` rows for the divisor.
-#[target_feature(enable = "avx2")]
-unsafe fn pool_row(
-    image: &[f32],
-    g: &Pool2dGeometry,
-    ys: &[usize],
+struct Row<'a> {
+    image: &'a [f32],
+    g: &'a Pool2dGeometry,
+    ys: &'a [usize],
     rows_counted: usize,
-    columns: &Columns,
-    out_row: &mut [f32],
-) {
-    let c = g.c;
-    let vector_c = c / 8 * 8;
-    for (ox, px) in out_row.chunks_exact_mut(c).enumerate() {
-        let xs = &columns.taps[columns.start[ox]..columns.start[ox + 1]];
-        let divisor = (rows_counted * columns.counted[ox]) as f32;
-        let window = Window {
+    columns: &'a Columns,
+    out_row: &'a mut [f32],
+}
+
+impl WithSimd for Row<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, s: S) {
+        let Row {
             image,
-            row_len: g.w * c,
-            c,
+            g,
             ys,
-            xs,
-            mode: g.mode,
-            divisor,
-        };
-        let mut ch = 0;
-        while ch + 32 <= vector_c {
-            // SAFETY: AVX2 is this function's contract.
-            unsafe { window.fold::<4>(ch, &mut px[ch..ch + 32]) };
-            ch += 32;
-        }
-        while ch + 8 <= vector_c {
-            // SAFETY: as above.
-            unsafe { window.fold::<1>(ch, &mut px[ch..ch + 8]) };
-            ch += 8;
-        }
-        for (ch, out) in px.iter_mut().enumerate().skip(ch) {
-            *out = window.fold_scalar(ch);
+            rows_counted,
+            columns,
+            out_row,
+        } = self;
+        let c = g.c;
+        let vector_c = c / S::LANES * S::LANES;
+        for (ox, px) in out_row.chunks_exact_mut(c).enumerate() {
+            let xs = &columns.taps[columns.start[ox]..columns.start[ox + 1]];
+            let divisor = (rows_counted * columns.counted[ox]) as f32;
+            let window = Window {
+                image,
+                row_len: g.w * c,
+                c,
+                ys,
+                xs,
+                mode: g.mode,
+                divisor,
+            };
+            let mut ch = 0;
+            while ch + 4 * S::LANES <= vector_c {
+                window.fold::<S, 4>(s, ch, &mut px[ch..ch + 4 * S::LANES]);
+                ch += 4 * S::LANES;
+            }
+            while ch + S::LANES <= vector_c {
+                window.fold::<S, 1>(s, ch, &mut px[ch..ch + S::LANES]);
+                ch += S::LANES;
+            }
+            for (ch, out) in px.iter_mut().enumerate().skip(ch) {
+                *out = window.fold_scalar(ch);
+            }
         }
     }
 }
@@ -121,42 +134,32 @@ struct Window<'a> {
 }
 
 impl Window<'_> {
-    /// Channels `ch..ch + 8 * K` of the pixel into `out` (`8 * K` floats).
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    unsafe fn fold<const K: usize>(&self, ch: usize, out: &mut [f32]) {
+    /// Channels `ch..ch + K * LANES` of the pixel into `out` (that many
+    /// floats).
+    #[inline(always)]
+    fn fold<S: Simd, const K: usize>(&self, s: S, ch: usize, out: &mut [f32]) {
         let max = self.mode == PoolMode::Max;
-        let mut acc = [_mm256_set1_ps(if max { f32::NEG_INFINITY } else { 0.0 }); K];
-        let mut nan = [_mm256_setzero_ps(); K];
+        let mut acc = [s.splat(if max { f32::NEG_INFINITY } else { 0.0 }); K];
         for &y in self.ys {
             let row = &self.image[y * self.row_len..(y + 1) * self.row_len];
             for &x in self.xs {
-                let tap = &row[x * self.c + ch..x * self.c + ch + 8 * K];
-                for k in 0..K {
-                    // SAFETY: `tap` holds 8 * K floats (sliced above).
-                    let v = unsafe { _mm256_loadu_ps(tap.as_ptr().add(8 * k)) };
-                    if max {
-                        acc[k] = _mm256_max_ps(v, acc[k]);
-                        nan[k] = _mm256_or_ps(nan[k], _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
-                    } else {
-                        acc[k] = _mm256_add_ps(acc[k], v);
-                    }
+                let tap = &row[x * self.c + ch..x * self.c + ch + K * S::LANES];
+                for (k, a) in acc.iter_mut().enumerate() {
+                    // SAFETY: `tap` holds K * LANES floats (sliced above).
+                    let v = unsafe { s.load(tap.as_ptr().add(k * S::LANES)) };
+                    *a = if max { s.max_nan(*a, v) } else { s.add(*a, v) };
                 }
             }
         }
-        assert!(out.len() == 8 * K);
-        for k in 0..K {
-            let r = if max {
-                _mm256_or_ps(acc[k], nan[k])
-            } else {
-                _mm256_div_ps(acc[k], _mm256_set1_ps(self.divisor))
-            };
-            // SAFETY: `out` holds 8 * K floats (asserted above).
-            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * k), r) };
+        assert!(out.len() == K * S::LANES);
+        for (k, &a) in acc.iter().enumerate() {
+            let r = if max { a } else { s.div(a, s.splat(self.divisor)) };
+            // SAFETY: `out` holds K * LANES floats (asserted above).
+            unsafe { s.store(out.as_mut_ptr().add(k * S::LANES), r) };
         }
     }
 
-    /// One channel, for the channels past the last multiple of 8.
+    /// One channel, for the channels past the last whole vector.
     fn fold_scalar(&self, ch: usize) -> f32 {
         let taps = self.ys.iter().flat_map(|&y| {
             self.xs
