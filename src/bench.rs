@@ -9,6 +9,9 @@ use std::time::Instant;
 use ndarray::Array4;
 use rayon::prelude::*;
 
+use crate::cpu::simd::{dispatch, Simd, WithSimd};
+use crate::cpu::Isa;
+
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::shape::{Conv2dSpec, Padding, Pool2dSpec, PoolMode};
@@ -206,6 +209,9 @@ pub struct Measurement {
     pub flops: f64,
     /// Minimum bytes of one run.
     pub min_bytes: f64,
+    /// The instruction set the fast CPU path ran it with (`None` on the
+    /// GPU and the reference).
+    pub isa: Option<Isa>,
 }
 
 impl Measurement {
@@ -256,6 +262,10 @@ pub fn run(engine: &Engine, w: &Workload, quick: bool, repeats: usize) -> Result
         };
         Ok((start.elapsed().as_secs_f64(), kernel))
     };
+    let isa = match w.op {
+        Op::Conv { kernels, spec } => engine.conv2d_isa(input, kernels, &spec)?,
+        Op::Pool { spec } => engine.pool2d_isa(input, &spec)?,
+    };
     once()?;
     let mut times = Vec::with_capacity(repeats);
     let mut kernel_times = Vec::with_capacity(repeats);
@@ -272,6 +282,7 @@ pub fn run(engine: &Engine, w: &Workload, quick: bool, repeats: usize) -> Result
         kernel_median_s: (!kernel_times.is_empty()).then(|| median(&mut kernel_times)),
         flops: w.flops(input)?,
         min_bytes: w.min_bytes(input)?,
+        isa,
     })
 }
 
@@ -282,19 +293,27 @@ pub struct Peaks {
     pub fma_gflops: f64,
     /// GB/s of a large copy, counting bytes read and written.
     pub copy_gbps: f64,
+    /// The vectors the FMA peak was measured with: the widest this CPU has
+    /// (`None` where the peak was given, not measured).
+    pub fma_isa: Option<Isa>,
 }
 
-/// Measures [`Peaks`] the way the baseline script does (12 independent
-/// 8-wide FMA chains per thread; a large parallel copy).
+/// Measures [`Peaks`] the way the baseline script does (12 independent FMA
+/// chains per thread, with the widest vectors the CPU has; a large parallel
+/// copy).
 pub fn measure_peaks(quick: bool) -> Peaks {
     let threads = rayon::current_num_threads();
+    let isa = Isa::detected();
     let iters: u64 = if quick { 20_000_000 } else { 100_000_000 };
     let fma_gflops = (0..3)
         .map(|_| {
             let start = Instant::now();
-            let sink: f32 = (0..threads).into_par_iter().map(|_| fma_chains(iters)).sum();
+            let (sink, lanes): (f32, usize) = (0..threads)
+                .into_par_iter()
+                .map(|_| dispatch(isa, FmaChains { iters }))
+                .reduce(|| (0.0, 0), |a, b| (a.0 + b.0, a.1.max(b.1)));
             std::hint::black_box(sink);
-            (threads as u64 * iters * 12 * 8 * 2) as f64 / start.elapsed().as_secs_f64() / 1e9
+            (threads as u64 * iters * 12 * lanes as u64 * 2) as f64 / start.elapsed().as_secs_f64() / 1e9
         })
         .fold(0.0, f64::max);
     let floats = if quick { 32 << 20 } else { 128 << 20 };
@@ -311,54 +330,37 @@ pub fn measure_peaks(quick: bool) -> Peaks {
             (2 * floats * 4) as f64 / start.elapsed().as_secs_f64() / 1e9
         })
         .fold(0.0, f64::max);
-    Peaks { fma_gflops, copy_gbps }
+    Peaks {
+        fma_gflops,
+        copy_gbps,
+        fma_isa: Some(isa),
+    }
 }
 
-/// 12 independent chains of 8-wide FMAs (latency 4 x 2 pipes keeps both
-/// pipes busy), `iters` steps; returns a value the optimiser cannot drop.
-fn fma_chains(iters: u64) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        // SAFETY: the features the function is compiled for were just detected.
-        return unsafe { fma_chains_avx2(iters) };
-    }
-    fma_chains_generic(iters)
+/// 12 independent chains of FMAs (latency 4 x 2 pipes keeps both pipes
+/// busy), `iters` steps; returns a value the optimiser cannot drop, and the
+/// floats per vector.
+struct FmaChains {
+    iters: u64,
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn fma_chains_avx2(iters: u64) -> f32 {
-    use std::arch::x86_64::*;
-    // Opaque starting values: a compiler that can see the lanes are equal
-    // packs the chains into fewer registers and the "peak" comes out too high.
-    let b = std::hint::black_box(_mm256_set1_ps(0.999_999_9));
-    let c = std::hint::black_box(_mm256_set1_ps(1e-7));
-    let mut x = [_mm256_set1_ps(0.5); 12];
-    for (i, v) in x.iter_mut().enumerate() {
-        *v = std::hint::black_box(_mm256_set1_ps(0.1 * (i + 1) as f32));
-    }
-    for _ in 0..iters {
-        for v in x.iter_mut() {
-            *v = _mm256_fmadd_ps(*v, b, c);
-        }
-    }
-    let mut s = _mm256_setzero_ps();
-    for v in x {
-        s = _mm256_add_ps(s, v);
-    }
-    let mut out = [0f32; 8];
-    _mm256_storeu_ps(out.as_mut_ptr(), s);
-    out.iter().sum()
-}
+impl WithSimd for FmaChains {
+    type Output = (f32, usize);
 
-fn fma_chains_generic(iters: u64) -> f32 {
-    let mut x = std::hint::black_box([[0.5f32; 8]; 12]);
-    for _ in 0..iters {
-        for v in x.iter_mut() {
-            for l in v.iter_mut() {
-                *l = l.mul_add(0.999_999_9, 1e-7);
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, s: S) -> (f32, usize) {
+        // Opaque starting values: a compiler that can see the lanes are
+        // equal packs the chains into fewer registers and the "peak" comes
+        // out too high.
+        let b = std::hint::black_box(s.splat(0.999_999_9));
+        let c = std::hint::black_box(s.splat(1e-7));
+        let mut x: [S::F; 12] = std::array::from_fn(|i| std::hint::black_box(s.splat(0.1 * (i + 1) as f32)));
+        for _ in 0..self.iters {
+            for v in x.iter_mut() {
+                *v = s.mul_add(*v, b, c);
             }
         }
+        let sum = x.into_iter().fold(s.zero(), |a, v| s.add(a, v));
+        (s.to_array(sum).iter().sum(), S::LANES)
     }
-    x.iter().flatten().sum()
 }

@@ -203,6 +203,22 @@ impl Engine {
         matches!(self.backend, Backend::Gpu(_))
     }
 
+    /// The instruction set the fast CPU path runs a convolution of these
+    /// shapes with (`None` off the fast CPU path). The GEMM paths (1x1
+    /// layers, im2col) run what the `gemm` crate picks from the CPU, whatever
+    /// the engine's own instruction set.
+    pub fn conv2d_isa(&self, images: [usize; 4], kernels: [usize; 4], spec: &Conv2dSpec) -> Result<Option<Isa>> {
+        let g = spec.resolve(images, kernels)?;
+        Ok(self.cpu_isa().map(|isa| fast::conv2d_isa(isa, &g)))
+    }
+
+    /// The instruction set the fast CPU path runs a pooling of this shape
+    /// with (`None` off the fast CPU path).
+    pub fn pool2d_isa(&self, images: [usize; 4], spec: &Pool2dSpec) -> Result<Option<Isa>> {
+        let g = spec.resolve(images)?;
+        Ok(self.cpu_isa().map(|isa| fast::pool2d_isa(isa, &g)))
+    }
+
     /// The GPU context, when this engine runs on a GPU.
     pub fn gpu(&self) -> Option<&GpuContext> {
         match &self.backend {

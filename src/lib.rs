@@ -29,6 +29,7 @@ pub mod gpu;
 pub mod npy;
 pub mod shape;
 
+pub use cpu::Isa;
 pub use engine::{Device, Engine, EngineOptions};
 pub use error::{Error, Result};
 pub use gpu::GpuOptions;

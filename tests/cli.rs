@@ -364,3 +364,67 @@ fn devices_lists_adapters_or_says_none() {
     );
     assert!(text.contains("--device auto"), "{text}");
 }
+
+/// `CONVPOOL_CPU_ISA` forces the fast CPU path's instruction set: every
+/// one this CPU has gives the library's result (within SPEC.md's
+/// tolerance); an unknown name is one line naming the variable, and no
+/// output file.
+#[test]
+fn cpu_isa_is_forced_by_the_environment() {
+    let dir = tmp();
+    let (x, k) = (p(dir.path(), "x.npy"), p(dir.path(), "k.npy"));
+    write_npy(&x, &images()).unwrap();
+    write_npy(&k, &kernels()).unwrap();
+    let want = Engine::cpu_reference()
+        .conv2d(&images(), &kernels(), &Conv2dSpec::new(Padding::Same))
+        .unwrap();
+    for isa in convpool::Isa::available() {
+        let y = p(dir.path(), &format!("y_{isa}.npy"));
+        let out = bin()
+            .env("CONVPOOL_CPU_ISA", isa.name())
+            .args(["conv", "--images", s(&x), "--kernels", s(&k), "--padding", "same", "--device", "cpu"])
+            .args(["--out", s(&y)])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{isa}: {}", String::from_utf8_lossy(&out.stderr));
+        let got: Array4<f32> = read_npy(&y).unwrap();
+        let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(diff <= 1e-4 * 20.0, "{isa}: {diff}");
+    }
+    let y = p(dir.path(), "bad.npy");
+    let out = bin()
+        .env("CONVPOOL_CPU_ISA", "avx9000")
+        .args(["conv", "--images", s(&x), "--kernels", s(&k), "--device", "cpu", "--out", s(&y)])
+        .output()
+        .unwrap();
+    assert_refused(&out, "CONVPOOL_CPU_ISA", &y);
+}
+
+/// The benchmark's JSON says which instruction set each workload ran and
+/// which vectors the FMA peak was measured with.
+#[test]
+fn bench_json_names_the_instruction_sets() {
+    let dir = tmp();
+    let json = p(dir.path(), "b.json");
+    let out = bin()
+        .env("CONVPOOL_CPU_ISA", "portable")
+        .args(["bench", "--quick", "--repeats", "1", "--device", "cpu", "--workload", "cnn_maxpool"])
+        .args(["--workload", "cnn_conv1x1", "--json", s(&json)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    let widest = convpool::Isa::detected().name();
+    for r in rows {
+        assert_eq!(r["peak_fma_isa"], widest);
+        let want = if r["workload"] == "cnn_maxpool" {
+            "portable".to_string()
+        } else {
+            // The GEMM runs what the gemm crate picks: the widest vectors.
+            widest.to_string()
+        };
+        assert_eq!(r["isa"], want.as_str(), "{r}");
+    }
+}

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 mod common;
 
-use common::{array, hostile, padding_strategy};
+use common::{array, cpu_engines, hostile, padding_strategy};
 
 /// Output size written independently of the crate: SPEC.md's formula.
 fn expected_len(size: usize, pads: (usize, usize), k: usize, d: usize, s: usize) -> usize {
@@ -171,10 +171,11 @@ proptest! {
     ) {
         let spec = Conv2dSpec::new(padding).with_stride(sh, sw).with_dilation(dh, dw);
         prop_assume!(spec.resolve([m, h, w, c], [kh, kw, c, nc]).is_ok());
-        let y = Engine::cpu()
-            .with_verify(true)
-            .conv2d(&array([m, h, w, c], seed), &array([kh, kw, c, nc], !seed), &spec);
-        prop_assert!(y.is_ok(), "{}", y.unwrap_err());
+        let (x, k) = (array([m, h, w, c], seed), array([kh, kw, c, nc], !seed));
+        for e in cpu_engines() {
+            let y = e.conv2d(&x, &k, &spec);
+            prop_assert!(y.is_ok(), "{}: {}", e.describe(), y.unwrap_err());
+        }
     }
 
     /// Shapes of the Winograd path (3x3, stride 1, no dilation, channels in
@@ -188,10 +189,11 @@ proptest! {
     ) {
         let spec = Conv2dSpec::new(padding);
         prop_assume!(spec.resolve([m, h, w, c], [3, 3, c, nc]).is_ok());
-        let y = Engine::cpu()
-            .with_verify(true)
-            .conv2d(&array([m, h, w, c], seed), &array([3, 3, c, nc], !seed), &spec);
-        prop_assert!(y.is_ok(), "{}", y.unwrap_err());
+        let (x, k) = (array([m, h, w, c], seed), array([3, 3, c, nc], !seed));
+        for e in cpu_engines() {
+            let y = e.conv2d(&x, &k, &spec);
+            prop_assert!(y.is_ok(), "{}: {}", e.describe(), y.unwrap_err());
+        }
     }
 
     #[test]
@@ -210,8 +212,11 @@ proptest! {
             .with_ceil_mode(ceil_mode)
             .with_count_include_pad(count_include_pad);
         prop_assume!(spec.resolve([m, h, w, c]).is_ok());
-        let y = Engine::cpu().with_verify(true).pool2d(&array([m, h, w, c], seed), &spec);
-        prop_assert!(y.is_ok(), "{}", y.unwrap_err());
+        let x = array([m, h, w, c], seed);
+        for e in cpu_engines() {
+            let y = e.pool2d(&x, &spec);
+            prop_assert!(y.is_ok(), "{}: {}", e.describe(), y.unwrap_err());
+        }
     }
 }
 
@@ -219,7 +224,12 @@ proptest! {
 fn pointwise_and_special_values_on_the_fast_path() {
     // 1x1 valid stride 1 is the GEMM strategy; an inf weight meets padded
     // zeros in the other strategies.
-    let e = Engine::cpu().with_verify(true);
+    for e in cpu_engines() {
+        pointwise_and_special_values_on(&e);
+    }
+}
+
+fn pointwise_and_special_values_on(e: &Engine) {
     let x = array([3, 7, 9, 5], 11);
     let k = array([1, 1, 5, 6], 12);
     e.conv2d(&x, &k, &Conv2dSpec::default()).unwrap();
@@ -300,5 +310,79 @@ proptest! {
             let y = engine.pool2d(&x, &pool);
             prop_assert!(y.is_ok(), "{}", y.unwrap_err());
         }
+    }
+}
+
+/// Each instruction set gives the same bits run to run (pieces are summed
+/// independently, whatever thread takes them), on a workload of every
+/// kernel: planar (gray and RGB), NHWC, Winograd, pointwise, im2col, both
+/// pooling paths; and max pooling is the same bits on every instruction set.
+#[test]
+fn every_isa_is_deterministic_and_max_pooling_agrees_across_isas() {
+    let convs: &[([usize; 4], [usize; 4], Padding, usize)] = &[
+        ([3, 40, 37, 1], [3, 3, 1, 1], Padding::Same, 1),
+        ([4, 32, 32, 3], [3, 3, 3, 1], Padding::Same, 1),
+        ([4, 32, 32, 3], [3, 3, 3, 16], Padding::Same, 1),
+        ([2, 20, 20, 32], [3, 3, 32, 64], Padding::Same, 1),
+        ([2, 20, 20, 32], [1, 1, 32, 24], Padding::Valid, 1),
+        ([2, 20, 20, 24], [5, 5, 24, 40], Padding::Same, 2),
+    ];
+    let engines = cpu_engines();
+    for &(xs, ks, padding, s) in convs {
+        let (x, k) = (array(xs, 21), array(ks, 22));
+        let spec = Conv2dSpec::new(padding).with_stride(s, s);
+        for e in &engines {
+            let a = e.conv2d(&x, &k, &spec).unwrap();
+            let b = e.conv2d(&x, &k, &spec).unwrap();
+            assert!(
+                a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()),
+                "{}: {xs:?} * {ks:?} differs run to run",
+                e.describe()
+            );
+        }
+    }
+    for (xs, mode) in [([3, 33, 35, 3], PoolMode::Max), ([2, 28, 28, 64], PoolMode::Max), ([2, 28, 28, 40], PoolMode::Avg)] {
+        let mut x = array(xs, 23);
+        x[[0, 3, 4, 1]] = f32::NAN;
+        let spec = Pool2dSpec::new(mode, 3, 3).with_stride(2, 2).with_padding(Padding::Same);
+        let first = engines[0].pool2d(&x, &spec).unwrap();
+        for e in &engines {
+            let a = e.pool2d(&x, &spec).unwrap();
+            let b = e.pool2d(&x, &spec).unwrap();
+            assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()), "{}", e.describe());
+            if mode == PoolMode::Max {
+                assert!(
+                    a.iter().zip(&first).all(|(p, q)| p == q || (p.is_nan() && q.is_nan())),
+                    "{} max pooling differs from {}",
+                    e.describe(),
+                    engines[0].describe()
+                );
+            }
+        }
+    }
+}
+
+/// An instruction set this CPU lacks, or an unknown name, is a typed error
+/// naming the argument, before any work.
+#[test]
+fn unavailable_or_unknown_isa_is_an_error() {
+    for isa in convpool::Isa::ALL {
+        match Engine::cpu_with_isa(isa) {
+            Ok(e) => assert_eq!(e.cpu_isa(), Some(isa)),
+            Err(err) => {
+                assert!(!isa.is_available());
+                assert!(err.to_string().starts_with("isa"), "{err}");
+            }
+        }
+    }
+    assert!("avx1024".parse::<convpool::Isa>().is_err());
+    let bad = convpool::EngineOptions {
+        device: convpool::Device::Cpu,
+        cpu_isa: convpool::Isa::ALL.into_iter().find(|i| !i.is_available()),
+        ..Default::default()
+    };
+    if bad.cpu_isa.is_some() {
+        let err = Engine::with_options(bad).unwrap_err().to_string();
+        assert!(err.starts_with("cpu_isa"), "{err}");
     }
 }

@@ -91,6 +91,28 @@ fn planar_build(isa: Isa) -> Option<Avx2> {
 #[cfg(not(target_arch = "x86_64"))]
 type Avx2 = std::convert::Infallible;
 
+/// The instruction set a convolution with the kernels of `isa` runs with:
+/// `isa` itself, but the planar kernel's widest build is AVX2 and the GEMMs
+/// run what the `gemm` crate picks from the CPU (AVX-512 where present).
+pub(crate) fn conv2d_isa(isa: Isa, g: &Conv2dGeometry) -> Isa {
+    match Strategy::choose(g, isa) {
+        Strategy::Pointwise | Strategy::Im2col => gemm::isa(),
+        Strategy::Planar => isa.min(Isa::Avx2),
+        Strategy::Nhwc | Strategy::Winograd => isa,
+    }
+}
+
+/// The instruction set a pooling with the kernels of `isa` runs with (the
+/// reference's plain loops where [`pool2d`] leaves the work to it).
+pub(crate) fn pool2d_isa(isa: Isa, g: &Pool2dGeometry) -> Isa {
+    let by_pixel = isa >= Isa::Avx2 && g.c >= isa.lanes();
+    if !by_pixel && !super::span_is_compact(g.h, g.w, g.kh, g.kw, g.extent().0, g.span_cols()) {
+        Isa::Portable
+    } else {
+        isa
+    }
+}
+
 /// Convolution with the kernels of `isa` (which this CPU must have: see
 /// [`Isa::checked`]); `g` must come from [`crate::Conv2dSpec::resolve`].
 pub fn conv2d(isa: Isa, images: ArrayView4<f32>, kernels: ArrayView4<f32>, g: &Conv2dGeometry) -> Array4<f32> {

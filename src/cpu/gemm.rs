@@ -7,7 +7,23 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::pieces::{for_each_piece_uninit, piece_rows, SCRATCH, TILE_FLOATS};
+use super::simd::Isa;
 use crate::shape::Conv2dGeometry;
+
+/// The instruction set the `gemm` crate runs on this CPU (its own run-time
+/// choice, which no forced [`Isa`] changes).
+pub(super) fn isa() -> Isa {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") {
+            return Isa::Avx512;
+        }
+        if is_x86_feature_detected!("fma") {
+            return Isa::Avx2;
+        }
+    }
+    Isa::Portable
+}
 
 /// Floats of im2col workspace per piece: large enough that the GEMM sees a
 /// tall matrix (its packing cost is per call), small enough for the L2 cache.

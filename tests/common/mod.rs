@@ -51,6 +51,15 @@ pub struct Case {
     pub expected: ArrayD<f64>,
 }
 
+/// One fast-CPU engine per instruction set this machine has (narrower ones
+/// forced), with verify mode on: the tests run every kernel build.
+pub fn cpu_engines() -> Vec<Engine> {
+    convpool::Isa::available()
+        .into_iter()
+        .map(|isa| Engine::cpu_with_isa(isa).expect("an available ISA").with_verify(true))
+        .collect()
+}
+
 pub fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
 }

@@ -333,6 +333,11 @@ fn bench(args: &BenchArgs) -> Result<String, Error> {
     let peaks = bench::Peaks {
         fma_gflops: args.peak_gflops.or(measured.map(|p| p.fma_gflops)).unwrap_or(1.0),
         copy_gbps: args.bandwidth_gbps.or(measured.map(|p| p.copy_gbps)).unwrap_or(1.0),
+        fma_isa: if args.peak_gflops.is_none() {
+            measured.and_then(|p| p.fma_isa)
+        } else {
+            None
+        },
     };
     let adapter = engine.gpu().map(|g| g.adapter().clone());
     let device_name = adapter.as_ref().map_or_else(|| "CPU".to_string(), |a| a.name.clone());
@@ -348,24 +353,26 @@ fn bench(args: &BenchArgs) -> Result<String, Error> {
         }
     };
     say(format!(
-        "convpool bench{} on {} (peaks: FMA {:.1} GFLOP/s, copy {:.1} GB/s{})",
+        "convpool bench{} on {} (peaks: FMA {:.1} GFLOP/s{}, copy {:.1} GB/s{})",
         if args.quick { " --quick" } else { "" },
         engine.describe(),
         peaks.fma_gflops,
+        peaks.fma_isa.map_or(String::new(), |isa| format!(" with {isa}")),
         peaks.copy_gbps,
         if measured.is_some() { ", measured" } else { ", given" }
     ));
     say(format!(
-        "{:<20} {:>6} {:>11} {:>11} {:>11} {:>9} {:>8} {:>11} {:>7}",
-        "workload", "m", "median ms", "min ms", "kernel ms", "GFLOP/s", "GB/s", "roofline ms", "% roof"
+        "{:<22} {:>6} {:>8} {:>11} {:>11} {:>11} {:>9} {:>8} {:>11} {:>7}",
+        "workload", "m", "isa", "median ms", "min ms", "kernel ms", "GFLOP/s", "GB/s", "roofline ms", "% roof"
     ));
     let mut objects = Vec::new();
     for w in &chosen {
         let r = bench::run(&engine, w, args.quick, args.repeats)?;
         say(format!(
-            "{:<20} {:>6} {:>11.3} {:>11.3} {:>11} {:>9.2} {:>8.2} {:>11.3} {:>6.1}%",
+            "{:<22} {:>6} {:>8} {:>11.3} {:>11.3} {:>11} {:>9.2} {:>8.2} {:>11.3} {:>6.1}%",
             r.name,
             r.m,
+            r.isa.map_or(backend.as_str(), |isa| isa.name()),
             r.median_s * 1e3,
             r.min_s * 1e3,
             r.kernel_median_s.map_or("-".to_string(), |k| format!("{:.3}", k * 1e3)),
@@ -394,6 +401,8 @@ fn bench(args: &BenchArgs) -> Result<String, Error> {
             "roofline_fraction": r.roofline_fraction(&peaks),
             "peak_fma_gflops": peaks.fma_gflops,
             "peak_copy_gbps": peaks.copy_gbps,
+            "isa": r.isa.map(|isa| isa.name()),
+            "peak_fma_isa": peaks.fma_isa.map(|isa| isa.name()),
         }));
     }
     let json = serde_json::to_string_pretty(&objects).expect("plain values serialise");
