@@ -382,7 +382,17 @@ fn cpu_isa_is_forced_by_the_environment() {
         let y = p(dir.path(), &format!("y_{isa}.npy"));
         let out = bin()
             .env("CONVPOOL_CPU_ISA", isa.name())
-            .args(["conv", "--images", s(&x), "--kernels", s(&k), "--padding", "same", "--device", "cpu"])
+            .args([
+                "conv",
+                "--images",
+                s(&x),
+                "--kernels",
+                s(&k),
+                "--padding",
+                "same",
+                "--device",
+                "cpu",
+            ])
             .args(["--out", s(&y)])
             .output()
             .unwrap();
@@ -394,7 +404,17 @@ fn cpu_isa_is_forced_by_the_environment() {
     let y = p(dir.path(), "bad.npy");
     let out = bin()
         .env("CONVPOOL_CPU_ISA", "avx9000")
-        .args(["conv", "--images", s(&x), "--kernels", s(&k), "--device", "cpu", "--out", s(&y)])
+        .args([
+            "conv",
+            "--images",
+            s(&x),
+            "--kernels",
+            s(&k),
+            "--device",
+            "cpu",
+            "--out",
+            s(&y),
+        ])
         .output()
         .unwrap();
     assert_refused(&out, "CONVPOOL_CPU_ISA", &y);
@@ -408,7 +428,16 @@ fn bench_json_names_the_instruction_sets() {
     let json = p(dir.path(), "b.json");
     let out = bin()
         .env("CONVPOOL_CPU_ISA", "portable")
-        .args(["bench", "--quick", "--repeats", "1", "--device", "cpu", "--workload", "cnn_maxpool"])
+        .args([
+            "bench",
+            "--quick",
+            "--repeats",
+            "1",
+            "--device",
+            "cpu",
+            "--workload",
+            "cnn_maxpool",
+        ])
         .args(["--workload", "cnn_conv1x1", "--json", s(&json)])
         .output()
         .unwrap();

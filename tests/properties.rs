@@ -341,15 +341,25 @@ fn every_isa_is_deterministic_and_max_pooling_agrees_across_isas() {
             );
         }
     }
-    for (xs, mode) in [([3, 33, 35, 3], PoolMode::Max), ([2, 28, 28, 64], PoolMode::Max), ([2, 28, 28, 40], PoolMode::Avg)] {
+    for (xs, mode) in [
+        ([3, 33, 35, 3], PoolMode::Max),
+        ([2, 28, 28, 64], PoolMode::Max),
+        ([2, 28, 28, 40], PoolMode::Avg),
+    ] {
         let mut x = array(xs, 23);
         x[[0, 3, 4, 1]] = f32::NAN;
-        let spec = Pool2dSpec::new(mode, 3, 3).with_stride(2, 2).with_padding(Padding::Same);
+        let spec = Pool2dSpec::new(mode, 3, 3)
+            .with_stride(2, 2)
+            .with_padding(Padding::Same);
         let first = engines[0].pool2d(&x, &spec).unwrap();
         for e in &engines {
             let a = e.pool2d(&x, &spec).unwrap();
             let b = e.pool2d(&x, &spec).unwrap();
-            assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()), "{}", e.describe());
+            assert!(
+                a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()),
+                "{}",
+                e.describe()
+            );
             if mode == PoolMode::Max {
                 assert!(
                     a.iter().zip(&first).all(|(p, q)| p == q || (p.is_nan() && q.is_nan())),

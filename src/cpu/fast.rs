@@ -25,8 +25,6 @@
 
 use ndarray::{Array4, ArrayView4};
 
-#[cfg(target_arch = "x86_64")]
-use super::simd::Avx2;
 use super::simd::Isa;
 use super::{gemm, nhwc, planar, pool_nhwc, pool_rows, winograd};
 use crate::shape::{Conv2dGeometry, Pool2dGeometry};
@@ -78,27 +76,13 @@ impl Strategy {
     }
 }
 
-/// The vectorised build of the planar kernel, where `isa` has one.
-fn planar_build(isa: Isa) -> Option<Avx2> {
-    #[cfg(target_arch = "x86_64")]
-    if isa >= Isa::Avx2 {
-        return Avx2::new();
-    }
-    let _ = isa;
-    None
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-type Avx2 = std::convert::Infallible;
-
 /// The instruction set a convolution with the kernels of `isa` runs with:
-/// `isa` itself, but the planar kernel's widest build is AVX2 and the GEMMs
-/// run what the `gemm` crate picks from the CPU (AVX-512 where present).
+/// `isa` itself, but the GEMMs run what the `gemm` crate picks from the CPU
+/// (AVX-512 where present).
 pub(crate) fn conv2d_isa(isa: Isa, g: &Conv2dGeometry) -> Isa {
     match Strategy::choose(g, isa) {
         Strategy::Pointwise | Strategy::Im2col => gemm::isa(),
-        Strategy::Planar => isa.min(Isa::Avx2),
-        Strategy::Nhwc | Strategy::Winograd => isa,
+        Strategy::Planar | Strategy::Nhwc | Strategy::Winograd => isa,
     }
 }
 
@@ -135,7 +119,7 @@ pub(crate) fn conv2d_with(
     let o = out.as_slice_mut().expect("fresh array is contiguous");
     match strategy {
         Strategy::Pointwise => gemm::pointwise(x, k, o, g),
-        Strategy::Planar => planar::conv(x, k, o, g, planar_build(isa)),
+        Strategy::Planar => planar::conv(isa, x, k, o, g),
         Strategy::Nhwc => nhwc::conv(isa, x, k, o, g),
         Strategy::Winograd if winograd::fits(isa, g) && winograd::usable(isa, x, k, g) => {
             winograd::conv(isa, x, k, o, g)
@@ -355,13 +339,12 @@ mod tests {
         }
     }
 
-    /// The planar kernel reads padded grayscale rows in place, masking (FMA
-    /// build) or recomputing (portable build) their border columns, and
-    /// takes the rows that reach the padding from a copy (the image's rows
-    /// with zero rows, FMA build; the zero-padded planes, portable build);
-    /// all must sum in the same order, so that padding the image by hand and convolving without
-    /// padding gives the same bits (with the grid kernel, column by column,
-    /// and with the tap-by-tap one; in both builds).
+    /// The planar kernel reads padded grayscale rows in place, masking their
+    /// border lanes, and takes the rows that reach the padding from a copy
+    /// (the image's rows with zero rows); all must sum in the same order, so
+    /// that padding the image by hand and convolving without padding gives
+    /// the same bits (with the grid kernel, column by column, and with the
+    /// tap-by-tap one; on every instruction set).
     #[test]
     fn padded_rows_sum_like_rows_read_in_place() {
         // (image, kernel, pads (top, bottom, left, right), stride)
@@ -390,34 +373,32 @@ mod tests {
                 .with_stride(s, s)
                 .resolve([xs[0], xs[1] + top + bottom, xs[2] + left + right, 1], ks)
                 .unwrap();
-            for build in [planar_build(Isa::detected()), None] {
-                let got = planar(x.view(), k.view(), &g, build);
-                let want = planar(padded.view(), k.view(), &g_valid, build);
+            let want = crate::cpu::reference::conv2d(x.view(), k.view(), &g);
+            let tolerance = check::conv_tolerance(g.reduction_len(), check::max_abs_finite(want.view()));
+            for isa in Isa::available() {
+                let got = planar(isa, x.view(), k.view(), &g);
+                let padded_by_hand = planar(isa, padded.view(), k.view(), &g_valid);
                 assert_eq!(
                     got,
-                    want,
-                    "{xs:?} * {ks:?}, pads {:?}, stride {s}, vectorised {}",
+                    padded_by_hand,
+                    "{xs:?} * {ks:?}, pads {:?}, stride {s}, {isa}",
                     (top, bottom, left, right),
-                    build.is_some()
+                );
+                assert!(
+                    check::within(got.view(), want.view(), tolerance),
+                    "{isa} vs the reference: {xs:?} * {ks:?}, stride {s}"
                 );
             }
-            let want = crate::cpu::reference::conv2d(x.view(), k.view(), &g);
-            let got = planar(x.view(), k.view(), &g, None);
-            let tolerance = check::conv_tolerance(g.reduction_len(), check::max_abs_finite(want.view()));
-            assert!(
-                check::within(got.view(), want.view(), tolerance),
-                "portable build vs the reference: {xs:?} * {ks:?}, stride {s}"
-            );
         }
     }
 
-    /// The planar kernel's AVX2 build (with a token) or its portable one.
-    fn planar(x: ArrayView4<f32>, k: ArrayView4<f32>, g: &Conv2dGeometry, build: Option<Avx2>) -> Array4<f32> {
+    /// The planar kernel with the vectors of `isa`.
+    fn planar(isa: Isa, x: ArrayView4<f32>, k: ArrayView4<f32>, g: &Conv2dGeometry) -> Array4<f32> {
         let (x, k) = (x.as_standard_layout(), k.as_standard_layout());
         let xs = x.as_slice().expect("standard layout");
         let mut out = crate::cpu::output_uninit(g.output_shape(), xs.as_ptr());
         let o = out.as_slice_mut().expect("fresh array is contiguous");
-        planar::conv(xs, k.as_slice().expect("standard layout"), o, g, build);
+        planar::conv(isa, xs, k.as_slice().expect("standard layout"), o, g);
         // SAFETY: the planar kernel stores every output.
         unsafe { out.assume_init() }
     }

@@ -16,13 +16,13 @@
 //! Padding is handled by a zero-padded copy of the band of input rows a
 //! piece reads (cheap next to the arithmetic, which reads each input value
 //! `kh * kw * nc` times); without padding the image is read in place.
-
 //!
 //! Register blocks ([`Blocking`]) per instruction set: with 16 ymm registers
-//! (AVX2) 6 pixels x 2 vectors (16 channels) = 12 accumulators + 2 weights
-//! + 1 broadcast; with 32 zmm registers (AVX-512) 12 pixels x 2 vectors (32
-//! channels) = 24 + 2 + 1, or 24 pixels x 1 vector where the layer has at
-//! most 16 output channels (two vectors would be half padding).
+//! (AVX2), 6 pixels x 2 vectors (16 channels): 12 accumulators, 2 weights
+//! and 1 broadcast; with 32 zmm registers (AVX-512), 12 pixels x 2 vectors
+//! (32 channels): 24, 2 and 1; or 24 pixels x 1 vector where the layer has
+//! at most 16 output channels (two vectors would be half padding).
+
 use std::mem::MaybeUninit;
 
 use super::pieces::{for_each_piece_uninit, piece_rows, prefetch_lines, LINE, SCRATCH, TILE_FLOATS};
@@ -373,7 +373,13 @@ unsafe fn step<S: Simd, const PIX: usize, const NV: usize>(
 ) {
     // SAFETY: the caller's contract.
     unsafe {
-        let wv: [S::F; NV] = std::array::from_fn(|v| s.load(w.add(v * S::LANES)));
+        // Loops, not `array::from_fn`: a closure is compiled for the
+        // baseline target unless inlined, and an intrinsic in it becomes a
+        // call (seen in the profile of the Winograd transforms).
+        let mut wv = [s.zero(); NV];
+        for (v, wv) in wv.iter_mut().enumerate() {
+            *wv = s.load(w.add(v * S::LANES));
+        }
         for p in 0..PIX {
             let x = s.broadcast(src[p].add(off));
             for v in 0..NV {

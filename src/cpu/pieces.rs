@@ -108,9 +108,6 @@ pub(super) fn piece_rows(oh: usize, per_row: usize, m: usize, tile: usize) -> us
     by_size.min(by_parallelism)
 }
 
-/// How a convolution is computed. Measured on an AVX2 machine (benchmark
-/// workloads, side by side): with one output channel the planar kernel is
-
 /// Floats per 64-byte cache line.
 pub(super) const LINE: usize = 16;
 

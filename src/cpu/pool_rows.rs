@@ -278,14 +278,26 @@ fn fold2<S: Simd>(s: S, mode: PoolMode, dst: &mut [MaybeUninit<f32>], a: &[f32],
 /// `n` floats from each pointer are valid (for writing, from `dst`).
 #[inline(always)]
 unsafe fn max_into<S: Simd>(s: S, dst: *mut f32, a: *const f32, b: *const f32, n: usize) {
-    let full = n / S::LANES * S::LANES;
-    for i in (0..full).step_by(S::LANES) {
+    if n < S::LANES {
+        for i in 0..n {
+            // SAFETY: i < n (the caller's bound).
+            unsafe { *dst.add(i) = super::max_nan(*a.add(i), *b.add(i)) };
+        }
+        return;
+    }
+    // Whole vectors, the last one ending at n (overlapping the one before
+    // it where n is not a multiple of LANES): max_nan(max_nan(x, y), y) is
+    // max_nan(x, y), bit for bit, so lanes folded twice (in place, where
+    // `a` is `dst`) keep their value, and short rows need no scalar tail
+    // (with 16 lanes, most of a 93-float row would be one).
+    let mut i = 0;
+    loop {
         // SAFETY: i + LANES <= n (the caller's bound).
         unsafe { s.store(dst.add(i), s.max_nan(s.load(a.add(i)), s.load(b.add(i)))) };
-    }
-    for i in full..n {
-        // SAFETY: i < n (the caller's bound).
-        unsafe { *dst.add(i) = super::max_nan(*a.add(i), *b.add(i)) };
+        if i + S::LANES == n {
+            break;
+        }
+        i = (i + S::LANES).min(n - S::LANES);
     }
 }
 

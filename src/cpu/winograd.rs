@@ -93,18 +93,28 @@ fn transform_weights(k: &[f32], g: &Conv2dGeometry, block: usize) -> Vec<f32> {
     let blocks = nc / block;
     let mut u = vec![0f32; 16 * c * nc];
     // G g Gt with G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]],
-    // one 3-vector at a time.
-    let g_of = |v: [f64; 3]| [v[0], (v[0] + v[1] + v[2]) / 2.0, (v[0] - v[1] + v[2]) / 2.0, v[2]];
+    // for every output channel at once (the innermost loops run along the
+    // contiguous output channels).
+    let mut gg = vec![[[0f64; 3]; 4]; nc];
     for ci in 0..c {
-        for oc in 0..nc {
-            let w = |i: usize, j: usize| k[((i * 3 + j) * c + ci) * nc + oc] as f64;
-            // G g: 4 rows of 3, then each row times Gt: 4 x 4.
-            let cols: [[f64; 4]; 3] = std::array::from_fn(|j| g_of([w(0, j), w(1, j), w(2, j)]));
-            let (b, l) = (oc / block, oc % block);
-            for r in 0..4 {
-                let row = g_of([cols[0][r], cols[1][r], cols[2][r]]);
+        let w = |i: usize, j: usize| &k[((i * 3 + j) * c + ci) * nc..][..nc];
+        for j in 0..3 {
+            let (w0, w1, w2) = (w(0, j), w(1, j), w(2, j));
+            for (oc, ggo) in gg.iter_mut().enumerate() {
+                let (a, b, d) = (w0[oc] as f64, w1[oc] as f64, w2[oc] as f64);
+                ggo[0][j] = a;
+                ggo[1][j] = (a + b + d) / 2.0;
+                ggo[2][j] = (a - b + d) / 2.0;
+                ggo[3][j] = d;
+            }
+        }
+        for r in 0..4 {
+            for (oc, ggo) in gg.iter().enumerate() {
+                let [a, b, d] = ggo[r];
+                let row = [a, (a + b + d) / 2.0, (a - b + d) / 2.0, d];
+                let (blk, l) = (oc / block, oc % block);
                 for (q, &v) in row.iter().enumerate() {
-                    u[(((4 * r + q) * blocks + b) * c + ci) * block + l] = v as f32;
+                    u[(((4 * r + q) * blocks + blk) * c + ci) * block + l] = v as f32;
                 }
             }
         }
@@ -232,17 +242,23 @@ fn transform_inputs<S: Simd>(
         for ci in (0..c).step_by(S::LANES) {
             // SAFETY: a pixel's channels ci..ci + LANES lie inside the image
             // (c is a multiple of LANES), the zeros hold LANES floats.
-            let d: [[S::F; 4]; 4] = std::array::from_fn(|r| {
-                std::array::from_fn(|q| unsafe { s.load(px[4 * r + q].0.add(ci * px[4 * r + q].1)) })
-            });
+            // (Loops, not `array::from_fn`: see `nhwc::step`.)
+            let mut d = [[s.zero(); 4]; 4];
+            for (r, dr) in d.iter_mut().enumerate() {
+                for (q, dq) in dr.iter_mut().enumerate() {
+                    let (p, step) = px[4 * r + q];
+                    *dq = unsafe { s.load(p.add(ci * step)) };
+                }
+            }
             // Bt d: rows (d0 - d2, d1 + d2, d2 - d1, d1 - d3), then the same
             // on the columns.
-            let bd: [[S::F; 4]; 4] = [
-                std::array::from_fn(|q| s.sub(d[0][q], d[2][q])),
-                std::array::from_fn(|q| s.add(d[1][q], d[2][q])),
-                std::array::from_fn(|q| s.sub(d[2][q], d[1][q])),
-                std::array::from_fn(|q| s.sub(d[1][q], d[3][q])),
-            ];
+            let mut bd = [[s.zero(); 4]; 4];
+            for q in 0..4 {
+                bd[0][q] = s.sub(d[0][q], d[2][q]);
+                bd[1][q] = s.add(d[1][q], d[2][q]);
+                bd[2][q] = s.sub(d[2][q], d[1][q]);
+                bd[3][q] = s.sub(d[1][q], d[3][q]);
+            }
             for (r, xr) in bd.iter().enumerate() {
                 let row = [
                     s.sub(xr[0], xr[2]),
@@ -325,14 +341,19 @@ fn transform_outputs<S: Simd>(
         let src = prod[t * nc..].as_ptr();
         for co in (0..nc).step_by(S::LANES) {
             // SAFETY: (4r + q) * stride + t * nc + co + LANES <= 16 * stride.
-            let m: [[S::F; 4]; 4] =
-                std::array::from_fn(|r| std::array::from_fn(|q| unsafe { s.load(src.add((4 * r + q) * stride + co)) }));
+            let mut m = [[s.zero(); 4]; 4];
+            for (r, mr) in m.iter_mut().enumerate() {
+                for (q, mq) in mr.iter_mut().enumerate() {
+                    *mq = unsafe { s.load(src.add((4 * r + q) * stride + co)) };
+                }
+            }
             // At M: rows (m0 + m1 + m2, m1 - m2 - m3), then the same on the
             // columns.
-            let am: [[S::F; 4]; 2] = [
-                std::array::from_fn(|q| s.add(s.add(m[0][q], m[1][q]), m[2][q])),
-                std::array::from_fn(|q| s.sub(s.sub(m[1][q], m[2][q]), m[3][q])),
-            ];
+            let mut am = [[s.zero(); 4]; 2];
+            for q in 0..4 {
+                am[0][q] = s.add(s.add(m[0][q], m[1][q]), m[2][q]);
+                am[1][q] = s.sub(s.sub(m[1][q], m[2][q]), m[3][q]);
+            }
             for (a, row) in am.iter().enumerate() {
                 let ys = [
                     s.add(s.add(row[0], row[1]), row[2]),

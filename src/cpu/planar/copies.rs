@@ -1,8 +1,12 @@
 //! The planar kernel's copies: input rows into the zero-padded, phase-split
 //! planes, and the padded rows of a grayscale image in its own layout.
 
-use super::{in_place_reach, Avx2, Planes};
+use super::layout::{in_place_reach, Planes};
+#[cfg(target_arch = "x86_64")]
+use crate::cpu::simd::Avx2;
 use crate::shape::Conv2dGeometry;
+#[cfg(not(target_arch = "x86_64"))]
+use std::convert::Infallible as Avx2;
 
 /// The input rows that output rows `s..e` of image `n` read (one channel,
 /// no phase split), rows outside the image as zeros, laid out as the image
@@ -36,6 +40,7 @@ pub(super) fn padded_rows_in_place<'b>(
 /// planar, phase-split layout (`spans` from [`Planes::spans`]). Padding rows
 /// are zeroed; padding columns are never written, so they keep the zeros
 /// the planes were created with.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn fill_planes(
     avx2: Option<Avx2>,
     x: &[f32],

@@ -110,12 +110,49 @@ impl Simd for Avx2 {
     }
 
     #[inline(always)]
+    fn and(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: see above.
+        unsafe { _mm256_and_ps(a, b) }
+    }
+
+    #[inline(always)]
+    unsafe fn store_even(self, p: *mut f32, n: usize, v: &[__m256]) {
+        assert!(v.len() == 2 && n <= 8);
+        // SAFETY: see above; store_prefix writes n floats of `p`.
+        unsafe {
+            // The shuffle leaves the 64-bit pairs (lo0 lo2, hi0 hi2, lo4 lo6,
+            // hi4 hi6); the permutation puts them in order.
+            let even = _mm256_shuffle_ps::<0b10_00_10_00>(v[0], v[1]);
+            let even = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(even)));
+            self.store_prefix(p, n, even);
+        }
+    }
+
+    #[inline(always)]
     fn max_nan(self, m: __m256, v: __m256) -> __m256 {
         // max_ps(v, m) is v where v > m, else m (a NaN m stays); a NaN v is
         // then blended in. Explicit blends: written as plain Rust, "keep m
         // unless v wins" compiles to masked stores, twice as slow.
         // SAFETY: see above.
         unsafe { _mm256_blendv_ps(_mm256_max_ps(v, m), v, _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v)) }
+    }
+
+    #[inline(always)]
+    fn max_keeping(self, m: __m256, v: __m256) -> __m256 {
+        // SAFETY: see above.
+        unsafe { _mm256_max_ps(v, m) }
+    }
+
+    #[inline(always)]
+    fn flag_nan(self, flags: __m256, v: __m256) -> __m256 {
+        // SAFETY: see above.
+        unsafe { _mm256_or_ps(flags, _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v)) }
+    }
+
+    #[inline(always)]
+    fn any_set(self, flags: __m256) -> bool {
+        // SAFETY: see above.
+        unsafe { _mm256_testz_si256(_mm256_castps_si256(flags), _mm256_castps_si256(flags)) == 0 }
     }
 
     #[inline(always)]

@@ -95,6 +95,31 @@ impl Simd for Avx512 {
     }
 
     #[inline(always)]
+    fn and(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: see above.
+        unsafe { _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(a), _mm512_castps_si512(b))) }
+    }
+
+    #[inline(always)]
+    unsafe fn store_even(self, p: *mut f32, n: usize, v: &[__m512]) {
+        // SAFETY: see above; store_prefix writes n floats of `p`.
+        unsafe {
+            match v {
+                [x] => {
+                    let idx = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14);
+                    self.store_prefix(p, n.min(8), _mm512_permutexvar_ps(idx, *x))
+                }
+                [x, y] => {
+                    // Even lanes of x then of y: one two-source permutation.
+                    let idx = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+                    self.store_prefix(p, n.min(16), _mm512_permutex2var_ps(*x, idx, *y));
+                }
+                _ => unreachable!("one or two vectors"),
+            }
+        }
+    }
+
+    #[inline(always)]
     fn max_nan(self, m: __m512, v: __m512) -> __m512 {
         // As the AVX2 build: max(v, m) keeps a NaN m; a NaN v is blended in.
         // SAFETY: see above.
@@ -102,6 +127,27 @@ impl Simd for Avx512 {
             let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
             _mm512_mask_blend_ps(nan, _mm512_max_ps(v, m), v)
         }
+    }
+
+    #[inline(always)]
+    fn max_keeping(self, m: __m512, v: __m512) -> __m512 {
+        // SAFETY: see above.
+        unsafe { _mm512_max_ps(v, m) }
+    }
+
+    #[inline(always)]
+    fn flag_nan(self, flags: __m512, v: __m512) -> __m512 {
+        // SAFETY: see above.
+        unsafe {
+            let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+            _mm512_mask_blend_ps(nan, flags, _mm512_castsi512_ps(_mm512_set1_epi32(-1)))
+        }
+    }
+
+    #[inline(always)]
+    fn any_set(self, flags: __m512) -> bool {
+        // SAFETY: see above.
+        unsafe { _mm512_test_epi32_mask(_mm512_castps_si512(flags), _mm512_castps_si512(flags)) != 0 }
     }
 
     #[inline(always)]

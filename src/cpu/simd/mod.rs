@@ -237,9 +237,25 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
     fn sub(self, a: Self::F, b: Self::F) -> Self::F;
     /// `a / b`.
     fn div(self, a: Self::F, b: Self::F) -> Self::F;
+    /// Bitwise `a & b` (to cut lanes with an all-ones / all-zeros mask).
+    fn and(self, a: Self::F, b: Self::F) -> Self::F;
+    /// Stores the even lanes of the concatenated vectors `v` (lanes 0, 2,
+    /// 4, ... of `v[0]`, then of `v[1]`), the first `n` of them (`n` at
+    /// most half the lanes of `v`).
+    ///
+    /// # Safety
+    /// `p .. p + n` must be writable; `v` holds one or two vectors.
+    unsafe fn store_even(self, p: *mut f32, n: usize, v: &[Self::F]);
     /// SPEC.md's max, lane by lane: `v` where `v > m` or `v` is NaN, else
     /// `m` (so a NaN in either stays).
     fn max_nan(self, m: Self::F, v: Self::F) -> Self::F;
+    /// The plain vector max: `v` where `v > m`, else `m` (so a NaN `m`
+    /// stays and a NaN `v` is dropped: pair it with [`Simd::flag_nan`]).
+    fn max_keeping(self, m: Self::F, v: Self::F) -> Self::F;
+    /// `flags` with every lane where `v` is NaN set to all ones.
+    fn flag_nan(self, flags: Self::F, v: Self::F) -> Self::F;
+    /// Whether any lane of `flags` has a bit set.
+    fn any_set(self, flags: Self::F) -> bool;
     /// `max(m, |v|)` over the lanes (non-NaN `m`), and whether `v` has a
     /// lane that is not finite, or-ed into `bad`.
     fn abs_max_finite(self, m: Self::F, bad: Self::F, v: Self::F) -> (Self::F, Self::F);

@@ -78,13 +78,42 @@ impl Simd for Portable {
     }
 
     #[inline(always)]
+    fn and(self, a: [f32; N], b: [f32; N]) -> [f32; N] {
+        map2(a, b, |x, y| f32::from_bits(x.to_bits() & y.to_bits()))
+    }
+
+    #[inline(always)]
+    unsafe fn store_even(self, p: *mut f32, n: usize, v: &[[f32; N]]) {
+        for (i, x) in v.iter().flatten().step_by(2).take(n).enumerate() {
+            // SAFETY: i < n floats writable from `p` (the caller's contract).
+            unsafe { *p.add(i) = *x };
+        }
+    }
+
+    #[inline(always)]
     fn max_nan(self, m: [f32; N], v: [f32; N]) -> [f32; N] {
         map2(m, v, crate::cpu::max_nan)
     }
 
     #[inline(always)]
+    fn max_keeping(self, m: [f32; N], v: [f32; N]) -> [f32; N] {
+        map2(m, v, |m, v| if v > m { v } else { m })
+    }
+
+    #[inline(always)]
+    fn flag_nan(self, flags: [f32; N], v: [f32; N]) -> [f32; N] {
+        map2(flags, v, |f, v| if v.is_nan() { f32::from_bits(u32::MAX) } else { f })
+    }
+
+    #[inline(always)]
+    fn any_set(self, flags: [f32; N]) -> bool {
+        flags.iter().any(|f| f.to_bits() != 0)
+    }
+
+    #[inline(always)]
     fn abs_max_finite(self, m: [f32; N], bad: [f32; N], v: [f32; N]) -> ([f32; N], [f32; N]) {
-        (map2(m, v, |x, y| x.max(y.abs())), map2(bad, v, |b, y| b + (y - y)))
+        // `y * 0` is 0 for finite y and NaN for inf or NaN.
+        (map2(m, v, |x, y| x.max(y.abs())), map2(bad, v, |b, y| b + y * 0.0))
     }
 
     #[inline(always)]
