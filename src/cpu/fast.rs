@@ -49,7 +49,7 @@ pub(crate) enum Strategy {
 
 impl Strategy {
     pub(crate) fn choose(g: &Conv2dGeometry, isa: Isa) -> Self {
-        // The direct kernels copy the padded span of a band of outputs (the
+        // The planar and NHWC kernels copy the padded span of a band of outputs (the
         // planar one split into `sw` stride phases, so the strides count too).
         let compact = super::span_is_compact(g.h, g.w, g.kh, g.kw, g.extent().0, g.span_cols())
             && g.sw <= g.w + g.kw
@@ -262,7 +262,7 @@ mod tests {
         }
     }
 
-    /// A 1-pixel image with padding and stride of 1e9: the direct kernels
+    /// A 1-pixel image with padding and stride of 1e9: the planar and NHWC kernels
     /// would copy two billion padded columns; the choice falls to im2col,
     /// which computes the 3 x 3 result at once. The same for a dilation of
     /// 1e8 with padding to match.
@@ -404,10 +404,10 @@ mod tests {
     }
 
     /// Winograd transforms mix neighbouring inputs, so infinite or NaN
-    /// values (in the image or the weights) take the direct kernel, which
+    /// values (in the image or the weights) take the NHWC kernel, which
     /// keeps SPEC.md's propagation: only the outputs whose windows hold them.
     #[test]
-    fn winograd_leaves_special_values_to_the_direct_kernel() {
+    fn winograd_leaves_special_values_to_the_nhwc_kernel() {
         let g = Conv2dSpec::new(Padding::Same)
             .resolve([1, 8, 8, 16], [3, 3, 16, 16])
             .unwrap();

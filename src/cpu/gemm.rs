@@ -75,7 +75,8 @@ pub(super) fn pointwise(x: &[f32], k: &[f32], o: &mut [MaybeUninit<f32>], g: &Co
 }
 
 /// Convolution as im2col + GEMM on bounded tiles of output rows (never the
-/// whole batch): the general path, for shapes no direct kernel takes.
+/// whole batch): the general path, for shapes neither the planar nor the NHWC
+/// kernel takes.
 pub(super) fn conv(x: &[f32], k: &[f32], o: &mut [MaybeUninit<f32>], g: &Conv2dGeometry) {
     let kk = g.kh * g.kw * g.c;
     let row_elems = g.ow * g.nc;

@@ -7,7 +7,7 @@ use std::mem::MaybeUninit;
 use ndarray::{Array1, Array4};
 
 /// An uninitialised array for a result of the fast path. Its kernels store
-/// every element (the GEMMs write without reading, the direct kernels store
+/// every element (the GEMMs write without reading, the planar and NHWC kernels store
 /// whole blocks) or zero each piece (see [`zero_fill`]) right before
 /// computing it, in parallel and while the piece is in cache: a zeroed
 /// allocation is cleared by the calling thread alone, in a pass over memory
@@ -23,9 +23,8 @@ use ndarray::{Array1, Array4};
 /// two lay the same distance into their pages (the allocator often hands out
 /// such pairs), every store of an output row looks, by its low 12 address
 /// bits, like the loads of the input rows the kernel is reading, and the
-/// processor makes those loads wait for the stores (4K aliasing): image_blur
-/// took 12 ms against 8.3 ms with the output 16 bytes into the page after
-/// the input's offset. Up to a page of floats is allocated ahead of the
+/// processor makes those loads wait for the stores (4K aliasing; see
+/// benches/RESULTS.md, "Design notes"). Up to a page of floats is allocated ahead of the
 /// result for this; they are zeroed and never read.
 pub(crate) fn output_uninit(shape: [usize; 4], input: *const f32) -> Array4<MaybeUninit<f32>> {
     const PAGE: usize = 4096;

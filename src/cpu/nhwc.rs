@@ -19,9 +19,11 @@
 //!
 //! Register blocks ([`Blocking`]) per instruction set: with 16 ymm registers
 //! (AVX2), 6 pixels x 2 vectors (16 channels): 12 accumulators, 2 weights
-//! and 1 broadcast; with 32 zmm registers (AVX-512), 12 pixels x 2 vectors
-//! (32 channels): 24, 2 and 1; or 24 pixels x 1 vector where the layer has
-//! at most 16 output channels (two vectors would be half padding).
+//! and 1 broadcast. With 32 zmm registers (AVX-512), 6 pixels x 4 vectors
+//! (64 channels): 24 accumulators, 4 weights and 1 broadcast, and 4 weight
+//! loads + 6 broadcasts per 24 multiply-adds; more pixels per block would
+//! need more pointers than there are general registers (each pixel keeps
+//! its own input pointer), so narrower layers take 8 x 2 or 8 x 1.
 
 use std::mem::MaybeUninit;
 
@@ -38,10 +40,16 @@ pub(super) struct Blocking {
 
 impl Blocking {
     /// The block the NHWC kernel takes for `nc` output channels on `isa`.
+    /// On AVX-512, of 8 x 1, 8 x 2 and 6 x 4 the one that pads `nc` least
+    /// (the widest on a tie), so that a multiple of 16 output channels is
+    /// always whole blocks (Winograd relies on it).
     pub(super) fn of(isa: Isa, nc: usize) -> Self {
         match isa {
-            Isa::Avx512 if nc <= 16 => Blocking { pix: 24, nv: 1 },
-            Isa::Avx512 => Blocking { pix: 12, nv: 2 },
+            Isa::Avx512 => [(6, 4), (8, 2), (8, 1)]
+                .into_iter()
+                .map(|(pix, nv)| Blocking { pix, nv })
+                .min_by_key(|b| nc.next_multiple_of(b.channels(isa)))
+                .expect("three blockings"),
             Isa::Avx2 | Isa::Portable => Blocking { pix: 6, nv: 2 },
         }
     }
@@ -197,11 +205,14 @@ impl WithSimd for ImagePiece<'_> {
             out,
             blocking,
         } = self;
-        // The blocks of `Blocking::of`, as constants.
-        match (blocking.pix, blocking.nv) {
-            (6, 2) => piece::<S, 6, 2>(s, &source, offs, packed, g, next, out),
-            (12, 2) => piece::<S, 12, 2>(s, &source, offs, packed, g, next, out),
-            (24, 1) => piece::<S, 24, 1>(s, &source, offs, packed, g, next, out),
+        // The blocks of `Blocking::of`, as constants. The match on the
+        // constant `S::LANES` leaves the other instruction sets' blocks
+        // uncompiled for `S`.
+        match (S::LANES, blocking.pix, blocking.nv) {
+            (16, 8, 1) => piece::<S, 8, 1>(s, &source, offs, packed, g, next, out),
+            (16, 8, 2) => piece::<S, 8, 2>(s, &source, offs, packed, g, next, out),
+            (16, 6, 4) => piece::<S, 6, 4>(s, &source, offs, packed, g, next, out),
+            (8, 6, 2) => piece::<S, 6, 2>(s, &source, offs, packed, g, next, out),
             _ => unreachable!("Blocking::of makes no {blocking:?}"),
         }
     }
@@ -375,7 +386,7 @@ unsafe fn step<S: Simd, const PIX: usize, const NV: usize>(
     unsafe {
         // Loops, not `array::from_fn`: a closure is compiled for the
         // baseline target unless inlined, and an intrinsic in it becomes a
-        // call (seen in the profile of the Winograd transforms).
+        // call.
         let mut wv = [s.zero(); NV];
         for (v, wv) in wv.iter_mut().enumerate() {
             *wv = s.load(w.add(v * S::LANES));

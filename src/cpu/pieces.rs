@@ -14,7 +14,7 @@ thread_local! {
 }
 
 /// Floats of workspace (padded input band, planes, window rows) one piece
-/// of a direct kernel aims for: the one scratch budget of every kernel that
+/// of a kernel aims for: the one scratch budget of every kernel that
 /// copies its input, about a core's share of the L2 cache.
 pub(super) const TILE_FLOATS: usize = 1 << 16;
 

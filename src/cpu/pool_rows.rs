@@ -157,8 +157,8 @@ fn pool_row_with<'a, S: Simd>(
     let row = |y: usize| &image[y * row_len..(y + 1) * row_len];
     let inside = &mut column[g.pads.left * c..g.pads.left * c + row_len];
     // The first two rows, and below the first two columns, in one pass
-    // each: a copy or a fill, then a fold, were two library calls per row
-    // (a quarter of seed_pool_avg's time in the profile).
+    // each: a copy or a fill, then a fold, would be two library calls per
+    // row, which dominate short rows.
     match rows.next() {
         // SAFETY: fold2 writes only floats through the view.
         Some(second) => fold2(

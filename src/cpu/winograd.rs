@@ -6,16 +6,16 @@
 //! `U = G g Gt` (4x4 each), the tile's outputs are `At (sum_c U . V) A`:
 //! 16 independent products over the input channels, i.e. 16 GEMMs
 //! (tiles x c) * (c x nc), which take 16 multiply-adds per tile where the
-//! direct kernel takes 36 (2.25x fewer). The GEMMs run on the NHWC kernel's
+//! NHWC kernel takes 36 (2.25x fewer). The GEMMs run on the NHWC kernel's
 //! register blocks (`super::nhwc::block_run`); the transforms are additions
 //! vectorised along channels, which NHWC keeps contiguous.
 //!
 //! The transforms add and subtract inputs of neighbouring outputs, so one
 //! infinite or NaN input (or weight) would reach outputs whose windows do not
 //! hold it, against SPEC.md's propagation rule; and values near the top of
-//! the f32 range could overflow where the direct sums do not. [`usable`]
+//! the f32 range could overflow where the NHWC kernel's sums do not. [`usable`]
 //! therefore takes this path only for finite inputs and weights of moderate
-//! magnitude; everything else goes to the direct kernel.
+//! magnitude; everything else goes to the NHWC kernel.
 
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
@@ -53,7 +53,7 @@ pub(super) fn fits(isa: Isa, g: &Conv2dGeometry) -> bool {
 
 /// Whether the values allow the transforms (see the module docs): every
 /// input and weight finite, and `max|x| * max|w| * c` far below `f32::MAX`
-/// (the transformed products stay within a small factor of the direct sums).
+/// (the transformed products stay within a small factor of the NHWC sums).
 pub(super) fn usable(isa: Isa, x: &[f32], k: &[f32], g: &Conv2dGeometry) -> bool {
     match (dispatch(isa, MaxAbsFinite(x)), dispatch(isa, MaxAbsFinite(k))) {
         (Some(mx), Some(mk)) => (mx as f64) * (mk as f64) * (g.c as f64) * 1e3 < f32::MAX as f64,
@@ -62,8 +62,7 @@ pub(super) fn usable(isa: Isa, x: &[f32], k: &[f32], g: &Conv2dGeometry) -> bool
 }
 
 /// The largest magnitude in a slice, or `None` if any value is infinite or
-/// NaN; vectorised (a scalar scan with an early exit was a tenth of the
-/// layer).
+/// NaN; vectorised, since it reads every input and weight of the layer.
 struct MaxAbsFinite<'a>(&'a [f32]);
 
 impl WithSimd for MaxAbsFinite<'_> {
@@ -168,11 +167,13 @@ impl WithSimd for Tiles<'_> {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, s: S) {
-        match (self.blocking.pix, self.blocking.nv) {
-            (6, 2) => self.run::<S, 6, 2>(s),
-            (12, 2) => self.run::<S, 12, 2>(s),
-            (24, 1) => self.run::<S, 24, 1>(s),
-            (pix, nv) => unreachable!("Blocking::of makes no {pix} x {nv}"),
+        // As in `nhwc`: only this instruction set's blocks are compiled.
+        match (S::LANES, self.blocking.pix, self.blocking.nv) {
+            (16, 8, 1) => self.run::<S, 8, 1>(s),
+            (16, 8, 2) => self.run::<S, 8, 2>(s),
+            (16, 6, 4) => self.run::<S, 6, 4>(s),
+            (8, 6, 2) => self.run::<S, 6, 2>(s),
+            (_, pix, nv) => unreachable!("Blocking::of makes no {pix} x {nv}"),
         }
     }
 }

@@ -58,13 +58,12 @@ pub(super) fn fill_planes(
     #[cfg(target_arch = "x86_64")]
     if let (&[(0, q0, q1, x0)], 3, 1, Some(t)) = (spans, c, sw, avx2) {
         // RGB without stride phases (one span): each row's three plane rows
-        // split off directly, the whole band in one AVX2 call (per row, the
-        // general setup of `gather` was a tenth of seed_channels_same in the
-        // profile, and the per-row calls and checks another tenth).
+        // split off directly, the whole band in one AVX2 call (the general
+        // setup of `gather`, and a call and checks per row, cost as much as
+        // the copy itself on small images).
         let y0 = (oy0 * g.sh) as isize - g.pads.top as isize;
         // SAFETY: the token proves AVX2 was detected.
-        let _ = t;
-        unsafe { deinterleave_rows_avx2(image, g.w, g.h, y0, rows, (q0, q1, x0), layout, planes) };
+        unsafe { deinterleave_rows_avx2(t, image, g.w, g.h, y0, rows, (q0, q1, x0), layout, planes) };
         return;
     }
     let cols = spans
@@ -131,9 +130,9 @@ fn gather<const C: usize>(
     x0: usize,
 ) {
     let len = q1 - q0;
-    // The planes of one phase are every sw-th plane from plane(0, phase);
+    // The planes of one phase are every sw-th plane from plane(0, phase)
     // (`chunks_mut` with that stride: no division per call, unlike
-    // `chunks_exact_mut` + `step_by`, which showed in the profile.)
+    // `chunks_exact_mut` + `step_by`).
     let stride = sw * layout.rows * layout.width;
     let first = layout.plane(0, phase);
     let mut planes_of_phase = planes[first..first + (C - 1) * stride + row_at + q1]
@@ -142,18 +141,18 @@ fn gather<const C: usize>(
     let mut dst: [&mut [f32]; C] = std::array::from_fn(|_| planes_of_phase.next().expect("C planes"));
     let src = &src_row[x0 * C..(x0 + (len - 1) * sw + 1) * C];
     #[cfg(target_arch = "x86_64")]
-    if let (3, 1, Some(_)) = (C, sw, avx2) {
+    if let (3, 1, Some(t)) = (C, sw, avx2) {
         let [r, g, b] = &mut dst[..] else {
             unreachable!("C == 3")
         };
         // SAFETY: the token proves AVX2 was detected.
-        unsafe { deinterleave3_avx2(src, [&mut **r, &mut **g, &mut **b]) };
+        unsafe { deinterleave3_avx2(t, src, [&mut **r, &mut **g, &mut **b]) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if let (1, 2, Some(_)) = (C, sw, avx2) {
+    if let (1, 2, Some(t)) = (C, sw, avx2) {
         // SAFETY: the token proves AVX2 was detected.
-        unsafe { every_other_avx2(src, dst[0]) };
+        unsafe { every_other_avx2(t, src, dst[0]) };
         return;
     }
     for (i, px) in src.chunks(sw * C).enumerate() {
@@ -168,11 +167,13 @@ fn gather<const C: usize>(
 /// columns `q0..q1` from pixels `x0..` of each row.
 ///
 /// # Safety
-/// The CPU must support AVX2.
+/// Compiled for AVX2; the token argument is the proof that the CPU has it
+/// (callers still need `unsafe` to enter a function with target features).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn deinterleave_rows_avx2(
+    t: Avx2,
     image: &[f32],
     w: usize,
     h: usize,
@@ -203,8 +204,8 @@ unsafe fn deinterleave_rows_avx2(
         }
         let src = &image[(y as usize * w + x0) * 3..(y as usize * w + x0 + q1 - q0) * 3];
         let [a, b, c] = dst;
-        // SAFETY: AVX2, from this function's contract.
-        unsafe { deinterleave3_avx2(src, [&mut a[q0..q1], &mut b[q0..q1], &mut c[q0..q1]]) };
+        // SAFETY: AVX2, from the token.
+        unsafe { deinterleave3_avx2(t, src, [&mut a[q0..q1], &mut b[q0..q1], &mut c[q0..q1]]) };
     }
 }
 
@@ -213,11 +214,12 @@ unsafe fn deinterleave_rows_avx2(
 /// instead of 24 scalar moves.
 ///
 /// # Safety
-/// The CPU must support AVX2.
+/// Compiled for AVX2; the token argument is the proof that the CPU has it
+/// (callers still need `unsafe` to enter a function with target features).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn deinterleave3_avx2(src: &[f32], mut dst: [&mut [f32]; 3]) {
+unsafe fn deinterleave3_avx2(_proof: Avx2, src: &[f32], mut dst: [&mut [f32]; 3]) {
     use std::arch::x86_64::*;
     let n = dst[0].len();
     assert!(src.len() >= 3 * n && dst.iter().all(|d| d.len() == n));
@@ -257,10 +259,11 @@ unsafe fn deinterleave3_avx2(src: &[f32], mut dst: [&mut [f32]; 3]) {
 /// `dst[i] = src[2 * i]`, 8 at a time (one stride phase of a grayscale row).
 ///
 /// # Safety
-/// The CPU must support AVX2.
+/// Compiled for AVX2; the token argument is the proof that the CPU has it
+/// (callers still need `unsafe` to enter a function with target features).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn every_other_avx2(src: &[f32], dst: &mut [f32]) {
+unsafe fn every_other_avx2(_proof: Avx2, src: &[f32], dst: &mut [f32]) {
     use std::arch::x86_64::*;
     let n = dst.len();
     assert!(n > 0 && src.len() > 2 * (n - 1));

@@ -57,7 +57,7 @@ impl Grid {
     /// The grid of `offs` (in HWIO order), when it is one of the shapes with
     /// a compiled kernel: one output channel, 5x5 taps at row stride 1 or 2,
     /// 3x3 at row stride 1 (at stride 2 a 3x3 block of rows shares too few
-    /// inputs: it measured slower than the tap-by-tap kernel).
+    /// inputs to pay for the extra loads of rows it does not share).
     pub(super) fn of(offs: &[usize], row_stride: usize, g: &Conv2dGeometry) -> Option<Self> {
         let (kh, kw, c) = (g.kh, g.kw, g.c);
         if g.nc != 1 || !matches!((kh, kw, g.sh), (3, 3, 1) | (5, 5, 1 | 2)) || offs.len() != kh * kw * c {
@@ -217,25 +217,29 @@ impl<'a> Run<'a> {
         out: &mut [MaybeUninit<f32>],
     ) {
         assert!(CV * S::LANES == LANES);
-        if CV == 2 {
-            for (b, w) in weights.fours.iter().enumerate() {
-                self.rows_block::<S, CV, 1, 4>(s, w, 4 * b, band, out);
+        // A match on the constant: only CV's blocks are compiled.
+        match CV {
+            2 => {
+                for (b, w) in weights.fours.iter().enumerate() {
+                    self.rows_block::<S, CV, 1, 4>(s, w, 4 * b, band, out);
+                }
+                if let Some(w) = &weights.two {
+                    self.rows_block::<S, CV, 2, 2>(s, w, 4 * weights.fours.len(), band, out);
+                }
+                if let Some(w) = &weights.one {
+                    self.rows_block::<S, CV, 4, 1>(s, w, self.nc - 1, band, out);
+                }
             }
-            if let Some(w) = &weights.two {
-                self.rows_block::<S, CV, 2, 2>(s, w, 4 * weights.fours.len(), band, out);
-            }
-            if let Some(w) = &weights.one {
-                self.rows_block::<S, CV, 4, 1>(s, w, self.nc - 1, band, out);
-            }
-        } else {
-            for (b, w) in weights.fours.iter().enumerate() {
-                self.rows_block::<S, CV, 2, 4>(s, w, 4 * b, band, out);
-            }
-            if let Some(w) = &weights.two {
-                self.rows_block::<S, CV, 4, 2>(s, w, 4 * weights.fours.len(), band, out);
-            }
-            if let Some(w) = &weights.one {
-                self.rows_block::<S, CV, 8, 1>(s, w, self.nc - 1, band, out);
+            _ => {
+                for (b, w) in weights.fours.iter().enumerate() {
+                    self.rows_block::<S, CV, 2, 4>(s, w, 4 * b, band, out);
+                }
+                if let Some(w) = &weights.two {
+                    self.rows_block::<S, CV, 4, 2>(s, w, 4 * weights.fours.len(), band, out);
+                }
+                if let Some(w) = &weights.one {
+                    self.rows_block::<S, CV, 8, 1>(s, w, self.nc - 1, band, out);
+                }
             }
         }
     }
@@ -323,8 +327,8 @@ impl<'a> Run<'a> {
     }
 
     /// Output rows `r..r + RB` of one output channel, every column block,
-    /// stored straight from the registers (going through an array on the
-    /// stack cost a tenth of the kernel's time). Taps on a [`Grid`] go to
+    /// stored straight from the registers (not through an array on the
+    /// stack, a store and reload per sum). Taps on a [`Grid`] go to
     /// [`Run::grid_rows`].
     #[inline(always)]
     fn one_channel<S: Simd, const CV: usize, const RB: usize, const KB: usize>(

@@ -84,11 +84,11 @@ impl WithSimd for PlanarPiece<'_> {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, s: S) {
-        // Column blocks of LANES floats as one or two vectors.
-        if S::LANES * 2 == LANES {
-            piece::<S, 2>(s, self)
-        } else {
-            piece::<S, 1>(s, self)
+        // Column blocks of LANES floats as one or two vectors (a match on
+        // the constant, so only the one `S` needs is compiled).
+        match S::LANES {
+            16 => piece::<S, 1>(s, self),
+            _ => piece::<S, 2>(s, self),
         }
     }
 }
@@ -170,8 +170,8 @@ fn piece<S: Simd, const CV: usize>(simd: S, work: PlanarPiece) {
             if part == 1 {
                 let base = base.expect("rows read in place have a base");
                 // (Not prefetching the next image: rows read in place stream
-                // through the hardware prefetcher; software prefetches on
-                // top measured 5-10 % slower.)
+                // through the hardware prefetcher, and software prefetches
+                // on top only compete with it.)
                 let run = Run::new(&offs_in_place, grid_in_place, &x[base..], g.sh * g.w, g, layout, masks);
                 run.all_rows::<S, CV>(simd, &weights, e - s, rows);
                 continue;
@@ -182,8 +182,7 @@ fn piece<S: Simd, const CV: usize>(simd: S, work: PlanarPiece) {
                 // layout, and summed by the in-place kernel with its column
                 // masks. The planes would hold the same values with the
                 // padding columns spelled out, but go through another copy
-                // and a slower run for the few rows of a small image's band
-                // (a 28x28 image's one padded row took a third of its time).
+                // and a slower run for the few rows of a small image's band.
                 let virtual_rows = padded_rows_in_place(x, g, n, s, e, layout, planes);
                 let run = Run::new(
                     &offs_in_place,
