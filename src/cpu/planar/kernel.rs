@@ -217,9 +217,21 @@ impl<'a> Run<'a> {
         out: &mut [MaybeUninit<f32>],
     ) {
         assert!(CV * S::LANES == LANES);
-        // A match on the constant: only CV's blocks are compiled.
-        match CV {
-            2 => {
+        // A match on the constants: only the blocks this instruction set
+        // uses are compiled (the portable build one row at a time).
+        match (S::HAS_VECTORS, CV) {
+            (false, _) => {
+                for (b, w) in weights.fours.iter().enumerate() {
+                    self.rows_block::<S, CV, 1, 4>(s, w, 4 * b, band, out);
+                }
+                if let Some(w) = &weights.two {
+                    self.rows_block::<S, CV, 1, 2>(s, w, 4 * weights.fours.len(), band, out);
+                }
+                if let Some(w) = &weights.one {
+                    self.rows_block::<S, CV, 1, 1>(s, w, self.nc - 1, band, out);
+                }
+            }
+            (true, 2) => {
                 for (b, w) in weights.fours.iter().enumerate() {
                     self.rows_block::<S, CV, 1, 4>(s, w, 4 * b, band, out);
                 }
@@ -230,7 +242,7 @@ impl<'a> Run<'a> {
                     self.rows_block::<S, CV, 4, 1>(s, w, self.nc - 1, band, out);
                 }
             }
-            _ => {
+            (true, _) => {
                 for (b, w) in weights.fours.iter().enumerate() {
                     self.rows_block::<S, CV, 2, 4>(s, w, 4 * b, band, out);
                 }
@@ -265,19 +277,25 @@ impl<'a> Run<'a> {
             }
             self.block::<S, CV, RB, KB>(s, w, r, kc, out);
         }
-        let mut r = full;
-        while r + 2 <= band {
-            if first {
-                self.prefetch_share(r, 2, band);
+        // (Nothing is left over from blocks of one row: not compiled there.)
+        match RB {
+            1 => {}
+            _ => {
+                let mut r = full;
+                while r + 2 <= band {
+                    if first {
+                        self.prefetch_share(r, 2, band);
+                    }
+                    self.block::<S, CV, 2, KB>(s, w, r, kc, out);
+                    r += 2;
+                }
+                if r < band {
+                    if first {
+                        self.prefetch_share(r, 1, band);
+                    }
+                    self.block::<S, CV, 1, KB>(s, w, r, kc, out);
+                }
             }
-            self.block::<S, CV, 2, KB>(s, w, r, kc, out);
-            r += 2;
-        }
-        if r < band {
-            if first {
-                self.prefetch_share(r, 1, band);
-            }
-            self.block::<S, CV, 1, KB>(s, w, r, kc, out);
         }
     }
 
@@ -291,9 +309,14 @@ impl<'a> Run<'a> {
         kc: usize,
         out: &mut [MaybeUninit<f32>],
     ) {
-        if KB == 1 && self.nc == 1 {
-            self.one_channel::<S, CV, RB, KB>(s, w, r, out);
-            return;
+        // A match on the constant KB: the one-channel kernels (and their
+        // grids) are compiled only for the blocks of one channel.
+        match KB {
+            1 if self.nc == 1 => {
+                self.one_channel::<S, CV, RB, KB>(s, w, r, out);
+                return;
+            }
+            _ => {}
         }
         let computed = self.computed;
         for x in (0..computed).step_by(LANES) {
@@ -338,7 +361,13 @@ impl<'a> Run<'a> {
         r: usize,
         out: &mut [MaybeUninit<f32>],
     ) {
-        if let Some(grid) = self.grid {
+        // The grids only where there are vectors (the portable build sums
+        // tap by tap).
+        let grid = match S::HAS_VECTORS {
+            true => self.grid,
+            false => None,
+        };
+        if let Some(grid) = grid {
             match (grid.k, grid.sh) {
                 (3, 1) => self.grid_rows::<S, CV, RB, KB, 3, 1>(s, &grid, w, r, out),
                 (5, 1) => self.grid_rows::<S, CV, RB, KB, 5, 1>(s, &grid, w, r, out),

@@ -28,6 +28,7 @@ impl Simd for Avx2 {
     type F = __m256;
     const LANES: usize = 8;
     const ISA: Isa = Isa::Avx2;
+    const HAS_VECTORS: bool = true;
 
     #[inline(always)]
     fn vectorize<Op: WithSimd>(self, op: Op) -> Op::Output {

@@ -31,6 +31,7 @@ impl Simd for Avx512 {
     type F = __m512;
     const LANES: usize = 16;
     const ISA: Isa = Isa::Avx512;
+    const HAS_VECTORS: bool = true;
 
     #[inline(always)]
     fn vectorize<Op: WithSimd>(self, op: Op) -> Op::Output {

@@ -199,6 +199,11 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
     /// Which instruction set this is.
     #[cfg_attr(not(test), allow(dead_code))]
     const ISA: Isa;
+    /// Whether there are vector registers behind `F`: kernels compile their
+    /// wide register blocks only where there are (in the portable build
+    /// they would be long runs of scalar code, slow to compile, that the
+    /// compiler has to vectorise on its own).
+    const HAS_VECTORS: bool;
 
     /// Runs `op` inside a function compiled with this instruction set.
     fn vectorize<Op: WithSimd>(self, op: Op) -> Op::Output;

@@ -21,6 +21,7 @@ impl Simd for Portable {
     type F = [f32; N];
     const LANES: usize = N;
     const ISA: Isa = Isa::Portable;
+    const HAS_VECTORS: bool = false;
 
     #[inline(always)]
     fn vectorize<Op: WithSimd>(self, op: Op) -> Op::Output {
