@@ -29,7 +29,7 @@ fn main() -> convpool::Result<()> {
         padding: Padding::Same,
         scale: None, // derivative kernel: absolute value, stretched to 0..255
     };
-    let values = pipeline.run(&engine, filter::stack(&[&image]))?;
+    let values = pipeline.run(&engine, filter::stack(&[&image])?)?;
     let pixels = filter::to_pixels(
         &filter::image_of(&values, 0),
         pipeline.scale(),

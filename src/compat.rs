@@ -178,7 +178,7 @@ pub fn convolve_grayscale_valid<'a>(
     images: impl AsArray<'a, f32, Ix3>,
     kernel: impl AsArray<'a, f32, Ix2>,
 ) -> Result<Array3<f32>> {
-    Engine::shared().seed().convolve_grayscale_valid(images, kernel)
+    Engine::shared()?.seed().convolve_grayscale_valid(images, kernel)
 }
 
 /// Task 1: same convolution of grayscale images; returns exactly `(m, h, w)`.
@@ -190,7 +190,7 @@ pub fn convolve_grayscale_same<'a>(
     images: impl AsArray<'a, f32, Ix3>,
     kernel: impl AsArray<'a, f32, Ix2>,
 ) -> Result<Array3<f32>> {
-    Engine::shared().seed().convolve_grayscale_same(images, kernel)
+    Engine::shared()?.seed().convolve_grayscale_same(images, kernel)
 }
 
 /// Task 2: grayscale convolution with `(ph, pw)` zeros on both sides.
@@ -199,7 +199,7 @@ pub fn convolve_grayscale_padding<'a>(
     kernel: impl AsArray<'a, f32, Ix2>,
     padding: (usize, usize),
 ) -> Result<Array3<f32>> {
-    Engine::shared()
+    Engine::shared()?
         .seed()
         .convolve_grayscale_padding(images, kernel, padding)
 }
@@ -212,7 +212,7 @@ pub fn convolve_grayscale<'a>(
     padding: SeedPadding,
     stride: (usize, usize),
 ) -> Result<Array3<f32>> {
-    Engine::shared()
+    Engine::shared()?
         .seed()
         .convolve_grayscale(images, kernel, padding, stride)
 }
@@ -225,7 +225,7 @@ pub fn convolve_channels<'a>(
     padding: SeedPadding,
     stride: (usize, usize),
 ) -> Result<Array3<f32>> {
-    Engine::shared()
+    Engine::shared()?
         .seed()
         .convolve_channels(images, kernel, padding, stride)
 }
@@ -238,7 +238,7 @@ pub fn convolve<'a>(
     padding: SeedPadding,
     stride: (usize, usize),
 ) -> Result<Array4<f32>> {
-    Engine::shared().seed().convolve(images, kernels, padding, stride)
+    Engine::shared()?.seed().convolve(images, kernels, padding, stride)
 }
 
 /// Task 6: max or average pooling of `(m, h, w, c)` with a `(kh, kw)` window
@@ -249,5 +249,5 @@ pub fn pool<'a>(
     stride: (usize, usize),
     mode: PoolMode,
 ) -> Result<Array4<f32>> {
-    Engine::shared().seed().pool(images, kernel_shape, stride, mode)
+    Engine::shared()?.seed().pool(images, kernel_shape, stride, mode)
 }

@@ -130,6 +130,9 @@ impl Engine {
                         describe_adapter(&ctx)
                     ),
                 ),
+                // A bad option is the caller's mistake, not a missing GPU: it
+                // is reported, not papered over by the CPU fallback.
+                Err(e @ Error::InvalidArgument { .. }) => return Err(e),
                 Err(e) => (Backend::Cpu(isa), format!("CPU, {isa} ({e})")),
             },
         };
@@ -187,10 +190,14 @@ impl Engine {
     }
 
     /// The process-wide engine of `Device::Auto`, built on first use; the
-    /// seed functions run on it.
-    pub fn shared() -> &'static Engine {
-        static SHARED: OnceLock<Engine> = OnceLock::new();
-        SHARED.get_or_init(|| Engine::new(Device::Auto).unwrap_or_else(|_| Engine::cpu()))
+    /// seed functions run on it. An error (an invalid `CONVPOOL_*` setting)
+    /// is returned to every caller, not replaced by another engine.
+    pub fn shared() -> Result<&'static Engine> {
+        static SHARED: OnceLock<std::result::Result<Engine, String>> = OnceLock::new();
+        SHARED
+            .get_or_init(|| Engine::new(Device::Auto).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|message| Error::invalid("engine", format!("the shared engine could not be built: {message}")))
     }
 
     /// Which device this engine took and why.
@@ -349,6 +356,22 @@ mod tests {
     fn engine_is_send_and_sync() {
         fn shareable<T: Send + Sync>() {}
         shareable::<Engine>();
+    }
+
+    /// An invalid GPU option is an error with `Auto` too, not a silent CPU
+    /// fallback; a missing GPU still falls back.
+    #[test]
+    fn auto_with_an_invalid_gpu_option_is_an_error() {
+        let options = EngineOptions {
+            gpu: GpuOptions {
+                conv_register_block: Some(5),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let err = Engine::with_options(options).unwrap_err().to_string();
+        assert!(err.starts_with("conv_register_block"), "{err}");
+        assert!(Engine::shared().is_ok());
     }
 
     #[test]

@@ -411,10 +411,24 @@ pub fn value_range(pixels: &Array3<f32>) -> (f32, f32) {
         .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)))
 }
 
-/// Stacks images of one size into a batch.
-pub fn stack(images: &[&Image]) -> Array4<f32> {
+/// Stacks images of one size and channel count into a batch; none, or
+/// images of different shapes, are an error naming the shapes.
+pub fn stack(images: &[&Image]) -> Result<Array4<f32>> {
+    let Some(first) = images.first() else {
+        return Err(Error::invalid("images", "no image to stack"));
+    };
+    if let Some(other) = images.iter().find(|i| i.pixels.shape() != first.pixels.shape()) {
+        return Err(Error::invalid(
+            "images",
+            format!(
+                "a batch holds images of one shape: {:?} and {:?}",
+                first.pixels.shape(),
+                other.pixels.shape()
+            ),
+        ));
+    }
     let views: Vec<_> = images.iter().map(|i| i.pixels.view()).collect();
-    ndarray::stack(Axis(0), &views).expect("images of one size")
+    ndarray::stack(Axis(0), &views).map_err(|e| Error::invalid("images", e.to_string()))
 }
 
 /// Image `i` of a batch result.

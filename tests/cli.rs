@@ -457,3 +457,18 @@ fn bench_json_names_the_instruction_sets() {
         assert_eq!(r["isa"], want.as_str(), "{r}");
     }
 }
+
+/// Headless (no XDG_RUNTIME_DIR), a successful command prints nothing on
+/// stderr that reads as a failure (Mesa's window-system probing).
+#[test]
+fn headless_runs_are_quiet() {
+    let out = bin()
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("NODEVICE_SELECT")
+        .arg("devices")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.to_lowercase().contains("error"), "{stderr}");
+}

@@ -244,3 +244,16 @@ fn named_kernels_are_what_they_say() {
     );
     assert_eq!(filter::parse_pool("avg:3x2:1").unwrap().stride, Some((1, 1)));
 }
+
+/// Images of different shapes (or none) do not stack: a typed error naming
+/// both shapes, not a panic.
+#[test]
+fn stacking_images_of_different_sizes_is_an_error() {
+    let a = filter::load_image(&photo("camera.png")).unwrap();
+    let mut b = a.clone();
+    b.pixels = Array3::zeros((3, 4, a.pixels.shape()[2]));
+    let err = filter::stack(&[&a, &b]).unwrap_err().to_string();
+    assert!(err.starts_with("images") && err.contains("[3, 4,"), "{err}");
+    assert!(filter::stack(&[]).is_err());
+    assert_eq!(filter::stack(&[&a, &a]).unwrap().shape()[0], 2);
+}

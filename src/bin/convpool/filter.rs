@@ -175,7 +175,7 @@ pub fn run(args: &FilterArgs) -> Result<i32, Error> {
             return;
         }
         let images: Vec<&Image> = pending.iter().map(|(_, im)| im).collect();
-        let result = pipeline.run(&engine, filter::stack(&images));
+        let result = filter::stack(&images).and_then(|batch| pipeline.run(&engine, batch));
         for (b, (i, im)) in pending.iter().enumerate() {
             let written = result.as_ref().map_err(clone_error).and_then(|batch| {
                 let values = filter::image_of(batch, b);

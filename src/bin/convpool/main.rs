@@ -417,6 +417,19 @@ fn bench(args: &BenchArgs) -> Result<String, Error> {
     Ok(String::new())
 }
 
+/// On a headless machine (no `XDG_RUNTIME_DIR`: containers, CI, ssh) Mesa's
+/// device-select Vulkan layer probes for a Wayland display at every
+/// instance and prints "XDG_RUNTIME_DIR is invalid or not set" each time.
+/// That layer only orders the adapters, which convpool enumerates and
+/// chooses itself, so it is switched off there (`NODEVICE_SELECT=1`; a value
+/// the user set is kept). Done first thing in `main`, while the process has
+/// one thread, the only time changing the environment is sound.
+fn quiet_when_headless() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() && std::env::var_os("NODEVICE_SELECT").is_none() {
+        std::env::set_var("NODEVICE_SELECT", "1");
+    }
+}
+
 /// Asks glibc to keep freed blocks of up to 1 GiB for reuse. By default a
 /// block over 32 MiB is unmapped when freed, so each call of a repeated
 /// run (`bench`, `filter` over many images) gets its result in fresh pages
@@ -435,6 +448,7 @@ fn keep_freed_memory() {
 }
 
 fn main() -> ExitCode {
+    quiet_when_headless();
     keep_freed_memory();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
