@@ -20,8 +20,25 @@ use crate::error::{Error, Result};
 fn npy_error(path: &Path, message: impl Into<String>) -> Error {
     Error::Npy {
         path: path.display().to_string(),
-        message: message.into(),
+        message: one_line(&message.into()),
     }
+}
+
+/// A parser message on one line: the header parser reports a syntax error
+/// as a drawing over several lines (the header text, a caret, the expected
+/// tokens); this keeps its words and position and drops the drawing.
+fn one_line(message: &str) -> String {
+    let parts: Vec<String> = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('|') && !l.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .map(|l| {
+            l.trim_start_matches("= ")
+                .replace(":  --> ", " at ")
+                .replace("--> ", "at ")
+        })
+        .collect();
+    parts.join(": ")
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> Error {
@@ -181,4 +198,19 @@ pub fn write_f32_atomic(path: impl AsRef<Path>, array: ArrayViewD<f32>) -> Resul
             .write_npy(w)
             .map_err(|e| npy_error(path, format!("cannot write: {e}")))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn a_parser_drawing_becomes_one_line() {
+        let drawn = "error parsing metadata dict: syntax error:  --> 1:62\n  |\n1 | {'descr': '<f4', 'shape': (1, 4], }\n  |     ^---\n  |\n  = expected digit";
+        assert_eq!(
+            one_line(drawn),
+            "error parsing metadata dict: syntax error at 1:62: expected digit"
+        );
+        assert_eq!(one_line("plain"), "plain");
+    }
 }

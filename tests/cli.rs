@@ -472,3 +472,32 @@ fn headless_runs_are_quiet() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.to_lowercase().contains("error"), "{stderr}");
 }
+
+/// A mutated `.npy` header (a syntax error inside its dict) is one line on
+/// stderr naming the file, not the header parser's drawing.
+#[test]
+fn a_broken_npy_header_is_one_line() {
+    let dir = tmp();
+    let (x, y) = (p(dir.path(), "x.npy"), p(dir.path(), "y.npy"));
+    write_npy(&x, &images()).unwrap();
+    let bytes = std::fs::read(&x).unwrap();
+    let text = String::from_utf8_lossy(&bytes[..128]).to_string();
+    let at = text.find("'shape': (").expect("a shape entry") + "'shape': (".len();
+    let close = at + text[at..].find(')').unwrap();
+    let mut broken = bytes.clone();
+    broken[close] = b']';
+    std::fs::write(&x, &broken).unwrap();
+    let out = run(&["pool", "--images", s(&x), "--window", "2,2", "--out", s(&y)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.contains("XDG_RUNTIME_DIR"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].contains("x.npy") && lines[0].contains("syntax error"),
+        "{}",
+        lines[0]
+    );
+    assert!(!y.exists());
+}
