@@ -11,7 +11,7 @@
 //!   (many channels);
 //! - `fast`: which kernel a call takes, and the dispatch to it.
 
-pub mod fast;
+pub(crate) mod fast;
 mod gemm;
 mod memory;
 mod nhwc;
@@ -20,7 +20,7 @@ mod planar;
 mod pool_nhwc;
 mod pool_rows;
 pub mod reference;
-pub mod simd;
+pub(crate) mod simd;
 mod winograd;
 
 pub(crate) use memory::output_uninit;
