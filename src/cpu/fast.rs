@@ -89,11 +89,35 @@ pub(crate) fn conv2d_isa(isa: Isa, g: &Conv2dGeometry) -> Isa {
 /// The instruction set a pooling with the kernels of `isa` runs with (the
 /// reference's plain loops where [`pool2d`] leaves the work to it).
 pub(crate) fn pool2d_isa(isa: Isa, g: &Pool2dGeometry) -> Isa {
-    let by_pixel = isa >= Isa::Avx2 && g.c >= isa.lanes();
-    if !by_pixel && !super::span_is_compact(g.h, g.w, g.kh, g.kw, g.extent().0, g.span_cols()) {
-        Isa::Portable
-    } else {
-        isa
+    match PoolPath::choose(g, isa) {
+        PoolPath::Reference => Isa::Portable,
+        PoolPath::ByPixel | PoolPath::Rows => isa,
+    }
+}
+
+/// Which pooling kernel a call takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PoolPath {
+    /// From one vector of channels on, each output pixel's window is
+    /// folded in registers (`pool_nhwc`).
+    ByPixel,
+    /// Below that, rows are folded with contiguous vector folds
+    /// (`pool_rows`)...
+    Rows,
+    /// ...unless the span is mostly padding: then the reference computes
+    /// the few taps directly.
+    Reference,
+}
+
+impl PoolPath {
+    fn choose(g: &Pool2dGeometry, isa: Isa) -> Self {
+        if isa >= Isa::Avx2 && g.c >= isa.lanes() {
+            PoolPath::ByPixel
+        } else if super::span_is_compact(g.h, g.w, g.kh, g.kw, g.extent().0, g.span_cols()) {
+            PoolPath::Rows
+        } else {
+            PoolPath::Reference
+        }
     }
 }
 
@@ -136,20 +160,15 @@ pub(crate) fn conv2d_with(
 
 /// Pooling with the kernels of `isa` (which this CPU must have).
 pub fn pool2d(isa: Isa, images: ArrayView4<f32>, g: &Pool2dGeometry) -> Array4<f32> {
-    // With one vector of channels or more, each output pixel's window is
-    // folded in registers; below that, rows are folded with contiguous
-    // vector folds, unless the span is mostly padding (then the reference
-    // computes the few taps directly).
-    let by_pixel = isa >= Isa::Avx2 && g.c >= isa.lanes();
-    let (ekh, _) = g.extent();
-    if !by_pixel && !super::span_is_compact(g.h, g.w, g.kh, g.kw, ekh, g.span_cols()) {
+    let path = PoolPath::choose(g, isa);
+    if path == PoolPath::Reference {
         return super::reference::pool2d(images, g);
     }
     let images = images.as_standard_layout();
     let x = images.as_slice().expect("standard layout");
     let mut out = super::output_uninit(g.output_shape(), x.as_ptr());
     let o = out.as_slice_mut().expect("fresh array is contiguous");
-    if by_pixel {
+    if path == PoolPath::ByPixel {
         pool_nhwc::pool(isa, x, o, g);
     } else {
         pool_rows::pool(isa, x, o, g);

@@ -2,11 +2,8 @@
 //! planes, and the padded rows of a grayscale image in its own layout.
 
 use super::layout::{in_place_reach, Planes};
-#[cfg(target_arch = "x86_64")]
 use crate::cpu::simd::Avx2;
 use crate::shape::Conv2dGeometry;
-#[cfg(not(target_arch = "x86_64"))]
-use std::convert::Infallible as Avx2;
 
 /// The input rows that output rows `s..e` of image `n` read (one channel,
 /// no phase split), rows outside the image as zeros, laid out as the image

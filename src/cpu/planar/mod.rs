@@ -19,15 +19,8 @@ use self::copies::{fill_planes, padded_rows_in_place};
 use self::kernel::{BlockWeights, ColumnMasks, Grid, Run, LANES};
 use self::layout::{in_place_reach, Planes};
 use super::pieces::{for_each_piece_uninit, piece_rows, Piece, SCRATCH, TILE_FLOATS};
-#[cfg(target_arch = "x86_64")]
-use super::simd::Avx2;
-use super::simd::{dispatch, Isa, Simd, WithSimd};
+use super::simd::{dispatch, Avx2, Isa, Simd, WithSimd};
 use crate::shape::Conv2dGeometry;
-
-/// The token of the planar kernel's vectorised build (none where there is
-/// no AVX2).
-#[cfg(not(target_arch = "x86_64"))]
-pub(crate) type Avx2 = std::convert::Infallible;
 
 /// The planar kernel with the vectors of `isa`.
 pub(crate) fn conv(isa: Isa, x: &[f32], k: &[f32], o: &mut [MaybeUninit<f32>], g: &Conv2dGeometry) {

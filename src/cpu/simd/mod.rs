@@ -26,6 +26,9 @@ use std::str::FromStr;
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) use avx2::Avx2;
+/// Where there is no AVX2 there is no token: `Option<Avx2>` is always `None`.
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) type Avx2 = std::convert::Infallible;
 #[cfg(target_arch = "x86_64")]
 pub(crate) use avx512::Avx512;
 pub(crate) use portable::Portable;
