@@ -1,5 +1,7 @@
 //! Validates every WGSL shader under `shaders/` with naga, so a broken shader
 //! is a build error that names its file and line rather than a runtime panic.
+//! Each shader is validated as the GPU gets it: `shaders/common.wgsl` (the
+//! params structs and shared rules) followed by the shader itself.
 
 use std::fs;
 use std::path::Path;
@@ -13,11 +15,16 @@ fn main() {
         .filter(|p| p.extension().is_some_and(|e| e == "wgsl"))
         .collect();
     entries.sort();
+    let common_path = dir.join("common.wgsl");
+    let common = fs::read_to_string(&common_path).expect("shaders/common.wgsl");
     let mut failures = Vec::new();
     for path in entries {
         println!("cargo:rerun-if-changed={}", path.display());
-        let source = fs::read_to_string(&path).expect("readable shader");
-        let name = path.display().to_string();
+        if path == common_path {
+            continue;
+        }
+        let source = format!("{common}{}", fs::read_to_string(&path).expect("readable shader"));
+        let name = format!("{} (after common.wgsl, {} lines)", path.display(), common.lines().count());
         let module = match naga::front::wgsl::parse_str(&source) {
             Ok(m) => m,
             Err(e) => {

@@ -23,41 +23,22 @@
 // KT slice, so the loads do no per-element divisions. POINTWISE (1x1, stride
 // 1, no padding, whole images) reads row m of the image matrix directly.
 //
-// Shapes arrive in `ConvParams` (mirrored by `ConvParams` in src/gpu/params.rs);
+// Groups: the workgroups along z are (group, tile of the group's output
+// channels); a group's reduction runs over its own c / groups channels, read
+// at the group's channel offset. Border modes map each tap onto the image
+// cell it holds (`border`, common.wgsl) in the load step; the epilogue (bias,
+// activation) is applied in the store.
+//
+// Shapes arrive in `ConvParams` (common.wgsl, mirrored in src/gpu/params.rs);
 // only the tiling is fixed here. Workgroup extents and the three load
 // variants are pipeline overrides.
 
-struct ConvParams {
-    batch: u32,      // images in this chunk
-    h: u32,          // image height (whole image)
-    w: u32,
-    c: u32,
-    band_h: u32,     // image rows held in `images` per image
-    in_row0: u32,    // first image row held in `images`
-    out_row0: u32,   // first output row computed by this chunk
-    oh_chunk: u32,   // output rows computed by this chunk
-    ow: u32,
-    nc: u32,
-    kh: u32,
-    kw: u32,
-    sh: u32,
-    sw: u32,
-    dh: u32,
-    dw: u32,
-    pad_top: u32,
-    pad_left: u32,
-    m_total: u32,    // batch * oh_chunk * ow
-    k_total: u32,    // kh * kw * c
-    tiles_m: u32,    // ceil(m_total / TILE_M)
-    row_pitch: u32,  // used by conv2d_direct.wgsl only
-    _pad1: u32,
-    _pad2: u32,
-}
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
 @group(0) @binding(1) var<storage, read> images: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> kernels: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
 
 // Invocations along output channels and along output pixels.
 override WG_N: u32 = 16u;
@@ -98,27 +79,29 @@ fn kernel_at(i: u32) -> f32 {
     return kernels[i >> 2u][i & 3u];
 }
 
-// A reduction step k decoded: (channel, kernel row, kernel column, k valid).
+// A reduction step k decoded: (channel within the group, kernel row, kernel
+// column, k valid).
 fn decode_k(k: u32) -> vec4<u32> {
-    let ch = k % p.c;
-    let t = k / p.c;
+    let ch = k % p.gc;
+    let t = k / p.gc;
     return vec4<u32>(ch, t / p.kw, t % p.kw, select(0u, 1u, k < p.k_total));
 }
 
-// Index into `images` of tap `tap` (from decode_k) of tile row `mm`, or -1
-// where the tap falls in the padding or outside the problem.
-fn tap_index(mm: u32, tap: vec4<u32>) -> i32 {
+// Index into `images` of tap `tap` (from decode_k) of tile row `mm` in the
+// group whose channels start at `ch0`, or -1 where the tap reads a zero of
+// the padding or lies outside the problem.
+fn tap_index(mm: u32, tap: vec4<u32>, ch0: u32) -> i32 {
     let r = rows[mm];
     if (r.w == 0 || tap.w == 0u) {
         return -1;
     }
-    let y = r.y + i32(tap.y * p.dh);
-    let x = r.z + i32(tap.z * p.dw);
-    if (y < 0 || x < 0 || y >= i32(p.h) || x >= i32(p.w)) {
+    let y = border(r.y + i32(tap.y * p.dh), i32(p.h), p.mode);
+    let x = border(r.z + i32(tap.z * p.dw), i32(p.w), p.mode);
+    if (y < 0 || x < 0) {
         return -1;
     }
     let row = r.x + y - i32(p.in_row0);
-    return (row * i32(p.w) + x) * i32(p.c) + i32(tap.x);
+    return (row * i32(p.w) + x) * i32(p.c) + i32(ch0 + tap.x);
 }
 
 @compute @workgroup_size(WG_N, WG_M, 1)
@@ -137,7 +120,11 @@ fn main(
     let TILE_M = WG_M * RB;
     let TILE_N = WG_N * RB;
     let m0 = tile_m * TILE_M;
-    let n0 = wid.z * TILE_N;
+    let group = wid.z / p.tiles_n;
+    let n0 = group * p.gnc + (wid.z % p.tiles_n) * TILE_N;
+    // This group's output channels end here; its input channels start at ch0.
+    let n_end = (group + 1u) * p.gnc;
+    let ch0 = group * p.gc;
     let tid = lid.y * WG_N + lid.x;
     let threads = WG_M * WG_N;
 
@@ -177,7 +164,7 @@ fn main(
                         v = images[(m * p.c + k) >> 2u];
                     }
                 } else {
-                    let at = tap_index(mm, tap);
+                    let at = tap_index(mm, tap, ch0);
                     if (at >= 0) {
                         v = images[u32(at) >> 2u];
                     }
@@ -204,7 +191,7 @@ fn main(
                         v = image_at(m * p.c + k);
                     }
                 } else {
-                    let at = tap_index(mm, tap);
+                    let at = tap_index(mm, tap, ch0);
                     if (at >= 0) {
                         v = image_at(u32(at));
                     }
@@ -221,7 +208,7 @@ fn main(
                 let k = k0 + kk;
                 let n = n0 + nq * 4u;
                 var v = vec4<f32>(0.0);
-                if (k < p.k_total && n < p.nc) {
+                if (k < p.k_total && n < n_end) {
                     v = kernels[(k * p.nc + n) >> 2u];
                 }
                 b_tile[kk * (TILE_N / 4u) + nq] = v;
@@ -233,7 +220,7 @@ fn main(
                 let k = k0 + kk;
                 let n = n0 + nn;
                 var v = 0.0;
-                if (k < p.k_total && n < p.nc) {
+                if (k < p.k_total && n < n_end) {
                     v = kernel_at(k * p.nc + n);
                 }
                 let at = kk * TILE_N + nn;
@@ -268,8 +255,12 @@ fn main(
                 let n = n0 + 4u * (qb * WG_N + lid.x);
                 let v = acc[(4u * qa + r) * bq + qb];
                 for (var e = 0u; e < 4u; e++) {
-                    if (m < p.m_total && n + e < p.nc) {
-                        out[m * p.nc + n + e] = v[e];
+                    if (m < p.m_total && n + e < n_end) {
+                        var r = v[e];
+                        if (p.has_bias != 0u) {
+                            r = r + bias[n + e];
+                        }
+                        out[m * p.nc + n + e] = activate(r, p.act, p.act_a, p.act_b);
                     }
                 }
             }

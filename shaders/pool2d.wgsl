@@ -9,34 +9,12 @@
 // real cell gives -inf. Avg: the sum divided by the real cells of the window,
 // or with `count_include_pad` by the cells inside the padded input.
 //
-// Shapes arrive in `PoolParams` (mirrored in src/gpu/params.rs).
+// Adaptive pooling (`adaptive`): output row i pools rows floor(i * h / oh)
+// .. ceil((i + 1) * h / oh), likewise columns, no padding; the host sends
+// whole images (in_row0 = 0) and the untiled kernel.
+//
+// Shapes arrive in `PoolParams` (common.wgsl, mirrored in src/gpu/params.rs).
 
-struct PoolParams {
-    batch: u32,
-    h: u32,
-    w: u32,
-    c: u32,
-    band_h: u32,     // image rows held in `images` per image
-    in_row0: u32,    // first image row held in `images`
-    out_row0: u32,   // first output row computed by this chunk
-    oh_chunk: u32,
-    ow: u32,
-    kh: u32,
-    kw: u32,
-    sh: u32,
-    sw: u32,
-    dh: u32,
-    dw: u32,
-    pad_top: u32,
-    pad_bottom: u32,
-    pad_left: u32,
-    pad_right: u32,
-    mode: u32,              // 0 max, 1 avg
-    count_include_pad: u32, // 0 or 1
-    total: u32,             // batch * oh_chunk * ow * c
-    row_pitch: u32,         // invocations per row of the folded dispatch
-    _pad0: u32,
-}
 
 @group(0) @binding(0) var<uniform> p: PoolParams;
 @group(0) @binding(1) var<storage, read> images: array<vec4<f32>>;
@@ -46,12 +24,6 @@ override WG: u32 = 256u;
 // c % 4 == 0: four channels per invocation.
 override VEC: bool = false;
 
-const NEG_INF_BITS: u32 = 0xff800000u;
-const NAN_BITS: u32 = 0x7fc00000u;
-
-fn is_nan(v: vec4<f32>) -> vec4<bool> {
-    return (bitcast<vec4<u32>>(v) & vec4<u32>(0x7fffffffu)) > vec4<u32>(0x7f800000u);
-}
 
 // Channels `i..i + 4` (VEC) or channel `i` alone (in .x).
 fn load(i: u32) -> vec4<f32> {
@@ -97,6 +69,24 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 
     var best = vec4<f32>(bitcast<f32>(NEG_INF_BITS));
     var sum = vec4<f32>(0.0);
+    if (p.adaptive != 0u) {
+        let ys = adaptive_window(oy, p.h, p.oh);
+        let xs = adaptive_window(ox, p.w, p.ow);
+        for (var y = ys.x; y < ys.y; y++) {
+            let row = (n * p.band_h + y - p.in_row0) * p.w;
+            for (var x = xs.x; x < xs.y; x++) {
+                let v = load((row + x) * p.c + ch);
+                best = select(best, v, !is_nan(best) & (is_nan(v) | v > best));
+                sum = sum + v;
+            }
+        }
+        var r = best;
+        if (p.mode != 0u) {
+            r = sum / f32((ys.y - ys.x) * (xs.y - xs.x));
+        }
+        store(idx, r);
+        return;
+    }
     for (var i = 0u; i < p.kh; i++) {
         let y = y0 + i32(i * p.dh);
         if (y < 0 || y >= i32(p.h)) {
@@ -125,12 +115,23 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             result = sum / f32(divisor);
         }
     }
-    out[idx] = result.x;
+    store(idx, result);
+}
+
+// Output `idx` (and with VEC the three after it).
+fn store(idx: u32, r: vec4<f32>) {
+    out[idx] = r.x;
     if (VEC) {
-        out[idx + 1u] = result.y;
-        out[idx + 2u] = result.z;
-        out[idx + 3u] = result.w;
+        out[idx + 1u] = r.y;
+        out[idx + 2u] = r.z;
+        out[idx + 3u] = r.w;
     }
+}
+
+// Adaptive window [start, end) of output i of `outs` over `len` cells; the
+// host checks that i * len and (i + 1) * len fit 32 bits.
+fn adaptive_window(i: u32, len: u32, outs: u32) -> vec2<u32> {
+    return vec2<u32>(i * len / outs, ((i + 1u) * len + outs - 1u) / outs);
 }
 
 // ---------------------------------------------------------------------------

@@ -28,7 +28,7 @@ pub enum Suite {
 }
 
 /// What a workload computes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Op {
     /// A convolution with kernels of this HWIO shape.
     Conv {

@@ -4,11 +4,12 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 
-use ndarray::{Array4, ArrayView4, AsArray, Ix4};
+use ndarray::{Array4, ArrayView1, ArrayView4, AsArray, Ix1, Ix4};
 
 use crate::check;
 use crate::cpu::{fast, reference, Isa};
-use crate::error::{Error, Result};
+use crate::epilogue::Activation;
+use crate::error::{Error, Result, Shape};
 use crate::gpu::{GpuContext, GpuOptions};
 use crate::shape::{Conv2dSpec, Pool2dSpec, PoolMode};
 
@@ -253,24 +254,143 @@ impl Engine {
         kernels: impl AsArray<'a, f32, Ix4>,
         spec: &Conv2dSpec,
     ) -> Result<(Array4<f32>, Option<f64>)> {
-        let images: ArrayView4<f32> = images.into();
-        let kernels: ArrayView4<f32> = kernels.into();
+        self.conv2d_any(images.into(), kernels.into(), None, spec)
+    }
+
+    /// [`Engine::conv2d`] followed by the epilogue `act(out + bias[k])`:
+    /// `bias` has shape `(nc,)`, the activation is the spec's
+    /// ([`Conv2dSpec::with_activation`]). Fused into the kernels' stores.
+    ///
+    /// ```
+    /// use convpool::{Activation, Conv2dSpec, Engine, Padding};
+    /// use ndarray::{arr1, Array4};
+    ///
+    /// let images = Array4::<f32>::ones((1, 4, 4, 2));
+    /// let kernels = Array4::<f32>::ones((3, 3, 2, 2));
+    /// let spec = Conv2dSpec::new(Padding::Same).with_activation(Some(Activation::Relu));
+    /// let out = Engine::cpu().conv2d_bias(&images, &kernels, &arr1(&[1.0, -100.0]), &spec).unwrap();
+    /// assert_eq!(out[[0, 1, 1, 0]], 19.0); // 3 * 3 * 2 ones, plus 1
+    /// assert_eq!(out[[0, 1, 1, 1]], 0.0); // relu(18 - 100)
+    /// ```
+    pub fn conv2d_bias<'a>(
+        &self,
+        images: impl AsArray<'a, f32, Ix4>,
+        kernels: impl AsArray<'a, f32, Ix4>,
+        bias: impl AsArray<'a, f32, Ix1>,
+        spec: &Conv2dSpec,
+    ) -> Result<Array4<f32>> {
+        self.conv2d_bias_timed(images, kernels, bias, spec).map(|(out, _)| out)
+    }
+
+    /// [`Engine::conv2d_bias`], also returning the GPU kernel time.
+    pub fn conv2d_bias_timed<'a>(
+        &self,
+        images: impl AsArray<'a, f32, Ix4>,
+        kernels: impl AsArray<'a, f32, Ix4>,
+        bias: impl AsArray<'a, f32, Ix1>,
+        spec: &Conv2dSpec,
+    ) -> Result<(Array4<f32>, Option<f64>)> {
+        let bias: ArrayView1<f32> = bias.into();
+        self.conv2d_any(images.into(), kernels.into(), Some(bias), spec)
+    }
+
+    fn conv2d_any(
+        &self,
+        images: ArrayView4<f32>,
+        kernels: ArrayView4<f32>,
+        bias: Option<ArrayView1<f32>>,
+        spec: &Conv2dSpec,
+    ) -> Result<(Array4<f32>, Option<f64>)> {
         let g = spec.resolve(dims(&images), dims(&kernels))?;
+        let bias = bias.map(|b| b.to_vec());
+        if let Some(b) = &bias {
+            if b.len() != g.nc {
+                return Err(Error::invalid(
+                    "bias",
+                    format!(
+                        "expected shape ({},), one value per output channel of kernels {}, got ({},)",
+                        g.nc,
+                        Shape::from(dims(&kernels)),
+                        b.len()
+                    ),
+                ));
+            }
+        }
+        let bias = bias.as_deref();
         crate::cpu::check_output_fits(g.output_shape())?;
         if g.m == 0 {
             return Ok((Array4::zeros(g.output_shape()), None));
         }
         let (out, kernel_seconds) = match &self.backend {
-            Backend::Reference => return Ok((reference::conv2d(images, kernels, &g), None)),
-            Backend::Cpu(isa) => (fast::conv2d(*isa, images, kernels, &g), None),
-            Backend::Gpu(ctx) => ctx.conv2d(images, kernels, &g, true)?,
+            Backend::Reference => return Ok((reference::conv2d_bias(images, kernels, bias, &g), None)),
+            Backend::Cpu(isa) => (fast::conv2d_bias(*isa, images, kernels, bias, &g), None),
+            Backend::Gpu(ctx) => ctx.conv2d(images, kernels, bias, &g, true)?,
         };
         if self.verify {
-            let want = reference::conv2d(images, kernels, &g);
-            let tol = check::conv_tolerance(g.reduction_len(), check::max_abs_finite(want.view()));
+            let want = reference::conv2d_bias(images, kernels, bias, &g);
+            let tol = check::conv_tolerance(g.reduction_len(), check::max_abs_finite(want.view()))
+                + Activation::tolerance(g.activation);
             self.check("conv2d", &out, &want, tol, false)?;
         }
         Ok((out, kernel_seconds))
+    }
+
+    /// Max pooling that also returns, per output cell, the position of the
+    /// winning input cell as `y * w + x` within its image and channel
+    /// (PyTorch's `return_indices`; -1 for a window with no real cell).
+    /// `spec.mode` must be max.
+    ///
+    /// ```
+    /// use convpool::{Engine, Pool2dSpec, PoolMode};
+    /// use ndarray::Array4;
+    ///
+    /// let images = Array4::from_shape_vec((1, 2, 2, 1), vec![1.0, 5.0, 3.0, 2.0]).unwrap();
+    /// let (max, idx) = Engine::cpu()
+    ///     .max_pool2d_with_indices(&images, &Pool2dSpec::new(PoolMode::Max, 2, 2))
+    ///     .unwrap();
+    /// assert_eq!((max[[0, 0, 0, 0]], idx[[0, 0, 0, 0]]), (5.0, 1));
+    /// ```
+    pub fn max_pool2d_with_indices<'a>(
+        &self,
+        images: impl AsArray<'a, f32, Ix4>,
+        spec: &Pool2dSpec,
+    ) -> Result<(Array4<f32>, Array4<i64>)> {
+        let images: ArrayView4<f32> = images.into();
+        if spec.mode != PoolMode::Max {
+            return Err(Error::invalid(
+                "mode",
+                format!("indices need max pooling, got {} (images {})", spec.mode, Shape::from(dims(&images))),
+            ));
+        }
+        let g = spec.resolve(dims(&images))?;
+        crate::cpu::check_output_fits(g.output_shape())?;
+        crate::cpu::check_output_fits([2, g.m, g.oh * g.ow, g.c])?;
+        if g.m == 0 {
+            return Ok((Array4::zeros(g.output_shape()), Array4::zeros(g.output_shape())));
+        }
+        let values = self.pool2d(images, spec)?;
+        let indices = match &self.backend {
+            Backend::Reference => return Ok((values, reference::max_pool2d_indices(images, &g))),
+            Backend::Cpu(_) => fast::max_pool2d_indices(images, &g),
+            Backend::Gpu(ctx) => ctx.max_pool2d_indices(images, &g)?,
+        };
+        if self.verify {
+            let want = reference::max_pool2d_indices(images, &g);
+            if let Some((index, (&got, &reference))) =
+                indices.indexed_iter().zip(want.iter()).find(|((_, a), b)| a != b).map(|((i, a), b)| (i, (a, b)))
+            {
+                return Err(Error::VerifyMismatch {
+                    op: "max_pool2d indices",
+                    path: if self.is_gpu() { "GPU" } else { "fast CPU path" },
+                    max_abs_diff: (got - reference).unsigned_abs() as f64,
+                    index: [index.0, index.1, index.2, index.3],
+                    got: got as f32,
+                    reference: reference as f32,
+                    tolerance: 0.0,
+                });
+            }
+        }
+        Ok((values, indices))
     }
 
     /// Max or average pooling of NHWC `images`; returns `(m, oh, ow, c)`.

@@ -23,6 +23,7 @@ pub mod check;
 pub mod compat;
 pub mod cpu;
 pub mod engine;
+pub mod epilogue;
 pub mod error;
 pub mod filter;
 pub mod gpu;
@@ -33,4 +34,7 @@ pub use cpu::Isa;
 pub use engine::{Device, Engine, EngineOptions};
 pub use error::{Error, Result};
 pub use gpu::GpuOptions;
-pub use shape::{Conv2dGeometry, Conv2dSpec, Padding, Pads, Pool2dGeometry, Pool2dSpec, PoolMode, Window};
+pub use epilogue::Activation;
+pub use shape::{
+    Conv2dGeometry, Conv2dSpec, Padding, PaddingMode, Pads, Pool2dGeometry, Pool2dSpec, PoolMode, Window,
+};

@@ -8,6 +8,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::epilogue::Activation;
 use crate::error::{Error, Result, Shape};
 
 /// How the border of an image is padded before a convolution or pooling.
@@ -115,6 +116,114 @@ impl fmt::Display for Padding {
     }
 }
 
+/// What the padded cells of a convolution hold (SPEC.md "Border modes").
+/// The pads themselves still come from [`Padding`]; index `j` runs over the
+/// image's `n` cells, negative or past the end in the padding.
+///
+/// | mode | cell at `j < 0` or `j >= n` | numpy.pad | OpenCV |
+/// |---|---|---|---|
+/// | `Zeros` | 0 | constant | BORDER_CONSTANT |
+/// | `Reflect` | mirror without the edge (`-1 -> 1`) | reflect | BORDER_REFLECT_101 |
+/// | `Symmetric` | mirror with the edge (`-1 -> 0`) | symmetric | BORDER_REFLECT |
+/// | `Replicate` | nearest edge cell | edge | BORDER_REPLICATE |
+/// | `Circular` | `j mod n` | wrap | BORDER_WRAP |
+///
+/// `Reflect` needs every pad `<= n - 1`, `Symmetric` and `Circular` every
+/// pad `<= n` (one reflection, never repeated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum PaddingMode {
+    /// Zeros (the default; what convolution always did).
+    #[default]
+    Zeros,
+    /// Mirror without repeating the edge cell.
+    Reflect,
+    /// Mirror repeating the edge cell.
+    Symmetric,
+    /// The nearest edge cell.
+    Replicate,
+    /// Wrap around.
+    Circular,
+}
+
+impl PaddingMode {
+    /// Every mode, in the order of SPEC.md.
+    pub const ALL: [PaddingMode; 5] = [
+        PaddingMode::Zeros,
+        PaddingMode::Reflect,
+        PaddingMode::Symmetric,
+        PaddingMode::Replicate,
+        PaddingMode::Circular,
+    ];
+
+    /// The image cell that padded index `j` (relative to the image's first
+    /// cell) holds on an axis of `n` cells, or `None` for a zero. `j` must
+    /// lie within the pads this mode accepts ([`PaddingMode::max_pad`]).
+    #[inline]
+    pub fn source(self, j: i64, n: usize) -> Option<usize> {
+        let n = n as i64;
+        if (0..n).contains(&j) {
+            return Some(j as usize);
+        }
+        let k = match self {
+            PaddingMode::Zeros => return None,
+            PaddingMode::Reflect if j < 0 => -j,
+            PaddingMode::Reflect => 2 * (n - 1) - j,
+            PaddingMode::Symmetric if j < 0 => -j - 1,
+            PaddingMode::Symmetric => 2 * n - 1 - j,
+            PaddingMode::Replicate => j.clamp(0, n - 1),
+            PaddingMode::Circular => j.rem_euclid(n),
+        };
+        debug_assert!((0..n).contains(&k), "{self} maps {j} outside 0..{n}");
+        Some(k.clamp(0, n - 1) as usize)
+    }
+
+    /// The largest pad this mode accepts on an axis of `n` cells (`None`:
+    /// any).
+    pub fn max_pad(self, n: usize) -> Option<usize> {
+        match self {
+            PaddingMode::Zeros | PaddingMode::Replicate => None,
+            PaddingMode::Reflect => Some(n - 1),
+            PaddingMode::Symmetric | PaddingMode::Circular => Some(n),
+        }
+    }
+
+    /// The mode's number in the GPU's params (`shaders/common.wgsl`).
+    pub fn code(self) -> u32 {
+        self as u32
+    }
+}
+
+impl FromStr for PaddingMode {
+    type Err = Error;
+
+    /// Parses `zeros`, `reflect`, `symmetric`, `replicate` or `circular`.
+    fn from_str(text: &str) -> Result<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "zeros" => Ok(PaddingMode::Zeros),
+            "reflect" => Ok(PaddingMode::Reflect),
+            "symmetric" => Ok(PaddingMode::Symmetric),
+            "replicate" => Ok(PaddingMode::Replicate),
+            "circular" => Ok(PaddingMode::Circular),
+            _ => Err(Error::invalid(
+                "padding_mode",
+                format!("expected zeros, reflect, symmetric, replicate or circular, got {text:?}"),
+            )),
+        }
+    }
+}
+
+impl fmt::Display for PaddingMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PaddingMode::Zeros => "zeros",
+            PaddingMode::Reflect => "reflect",
+            PaddingMode::Symmetric => "symmetric",
+            PaddingMode::Replicate => "replicate",
+            PaddingMode::Circular => "circular",
+        })
+    }
+}
+
 /// Resolved pads of one call, in rows/columns of zeros (or of "never wins"
 /// cells for max pooling).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -207,7 +316,12 @@ fn axis_pads(padding: Padding, vertical: bool, size: usize, ext: usize, stride: 
 /// drops a last window that would start in the end padding.
 fn axis_out(size: usize, pads: (usize, usize), ext: usize, stride: usize, ceil: bool) -> Option<usize> {
     let padded = size.checked_add(pads.0)?.checked_add(pads.1)?;
-    let span = padded.checked_sub(ext)?;
+    let Some(span) = padded.checked_sub(ext) else {
+        // ceil((padded - ext) / stride) + 1 with a negative numerator is 1
+        // while the window overhangs the padded input by less than a
+        // stride (PyTorch and ONNX return that one window), else 0.
+        return (ceil && ext - padded < stride).then_some(1);
+    };
     if !ceil {
         return Some(span / stride + 1);
     }
@@ -216,6 +330,38 @@ fn axis_out(size: usize, pads: (usize, usize), ext: usize, stride: usize, ceil: 
         out -= 1;
     }
     Some(out)
+}
+
+/// The hull `[y0, y1)` of image rows that padded rows `[p0, p1)` read
+/// (`p` counts from the first padded row, `pad` rows above the image).
+pub(crate) fn rows_read(mode: PaddingMode, n: usize, pad: usize, p0: usize, p1: usize) -> (usize, usize) {
+    let (a, b) = (p0 as i64 - pad as i64, p1 as i64 - pad as i64);
+    if mode == PaddingMode::Zeros {
+        let y0 = a.clamp(0, n as i64) as usize;
+        return (y0, (b.clamp(0, n as i64) as usize).max(y0));
+    }
+    // Each of the three pieces (above, inside, below) maps monotonically,
+    // so its end points bound its image.
+    let (mut lo, mut hi) = (usize::MAX, 0);
+    let ni = n as i64;
+    let mut take = |s: i64, e: i64| {
+        if s < e {
+            for j in [s, e - 1] {
+                if let Some(y) = mode.source(j, n) {
+                    lo = lo.min(y);
+                    hi = hi.max(y + 1);
+                }
+            }
+        }
+    };
+    take(a, b.min(0));
+    take(a.max(0), b.min(ni));
+    take(a.max(ni), b);
+    if lo == usize::MAX {
+        (0, 0)
+    } else {
+        (lo, hi)
+    }
 }
 
 /// Turns an image shape `(m, h, w)` or `(m, h, w, c)` into NHWC.
@@ -287,15 +433,24 @@ fn nonzero(arg: &'static str, value: (usize, usize)) -> Result<()> {
     Ok(())
 }
 
-/// A 2-D convolution: stride, dilation and padding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A 2-D convolution: stride, dilation, padding, border mode, groups and
+/// the activation of its epilogue (the bias comes with the call:
+/// [`crate::Engine::conv2d_bias`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Conv2dSpec {
     /// `(sh, sw)`, each at least 1.
     pub stride: (usize, usize),
     /// `(dh, dw)`, each at least 1.
     pub dilation: (usize, usize),
-    /// How the border is padded.
+    /// How many pads the border gets.
     pub padding: Padding,
+    /// What the padded cells hold.
+    pub padding_mode: PaddingMode,
+    /// Channel groups (SPEC.md "Groups"): `c` and `nc` divisible by it,
+    /// kernels `(kh, kw, c / groups, nc)`; `groups = c` is depthwise.
+    pub groups: usize,
+    /// Applied to every output after the bias.
+    pub activation: Option<Activation>,
 }
 
 impl Default for Conv2dSpec {
@@ -304,6 +459,9 @@ impl Default for Conv2dSpec {
             stride: (1, 1),
             dilation: (1, 1),
             padding: Padding::Valid,
+            padding_mode: PaddingMode::Zeros,
+            groups: 1,
+            activation: None,
         }
     }
 }
@@ -335,6 +493,24 @@ impl Conv2dSpec {
         self
     }
 
+    /// The same spec with another border mode.
+    pub fn with_padding_mode(mut self, mode: PaddingMode) -> Self {
+        self.padding_mode = mode;
+        self
+    }
+
+    /// The same spec with `groups` channel groups.
+    pub fn with_groups(mut self, groups: usize) -> Self {
+        self.groups = groups;
+        self
+    }
+
+    /// The same spec with an activation (or none).
+    pub fn with_activation(mut self, activation: Option<Activation>) -> Self {
+        self.activation = activation;
+        self
+    }
+
     /// Validates the spec against NHWC images and HWIO kernels and resolves
     /// the pads and output size.
     pub fn resolve(&self, images_nhwc: [usize; 4], kernels_hwio: [usize; 4]) -> Result<Conv2dGeometry> {
@@ -351,7 +527,24 @@ impl Conv2dSpec {
                 });
             }
         }
-        if c != kc {
+        let groups = self.groups;
+        if groups == 0 {
+            return Err(Error::invalid("groups", "must be at least 1, got 0"));
+        }
+        if groups > 1 && (c % groups != 0 || nc % groups != 0 || kc != c / groups) {
+            return Err(Error::invalid(
+                "groups",
+                format!(
+                    "{groups} groups need images with channels divisible by {groups} and kernels \
+                     (kh, kw, c / {groups}, nc) with nc divisible by {groups}; got images {} and kernels {kernels}",
+                    Shape::from(images_nhwc)
+                ),
+            ));
+        }
+        if let Some(a) = self.activation {
+            a.validate()?;
+        }
+        if groups == 1 && c != kc {
             return Err(Error::ChannelMismatch {
                 images: Shape::from(images_nhwc),
                 kernels,
@@ -370,6 +563,28 @@ impl Conv2dSpec {
             None,
         )?;
         checked_elems("output", &[m, win.oh, win.ow, nc])?;
+        let mode = self.padding_mode;
+        for (pad, side, n, axis) in [
+            (win.pads.top, "top", h, "height"),
+            (win.pads.bottom, "bottom", h, "height"),
+            (win.pads.left, "left", w, "width"),
+            (win.pads.right, "right", w, "width"),
+        ] {
+            if let Some(limit) = mode.max_pad(n) {
+                if pad > limit {
+                    return Err(Error::invalid(
+                        "padding_mode",
+                        format!(
+                            "{mode} padding needs every pad <= {} (image {axis} {n}), got {side} pad {pad} \
+                             (pads top/bottom/left/right {:?}, images {})",
+                            if mode == PaddingMode::Reflect { "n - 1" } else { "n" },
+                            win.pads.tblr(),
+                            Shape::from(images_nhwc)
+                        ),
+                    ));
+                }
+            }
+        }
         Ok(Conv2dGeometry {
             m,
             h,
@@ -378,6 +593,9 @@ impl Conv2dSpec {
             kh,
             kw,
             nc,
+            groups,
+            padding_mode: mode,
+            activation: self.activation,
             sh: self.stride.0,
             sw: self.stride.1,
             dh: self.dilation.0,
@@ -469,7 +687,7 @@ fn resolve_window(
 
 /// A convolution with every number resolved: the contract between the
 /// shape module and the compute paths.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Conv2dGeometry {
     /// Batch size (may be 0).
     pub m: usize,
@@ -485,6 +703,12 @@ pub struct Conv2dGeometry {
     pub kw: usize,
     /// Number of kernels (output channels).
     pub nc: usize,
+    /// Channel groups (1: a plain convolution).
+    pub groups: usize,
+    /// What the padded cells hold.
+    pub padding_mode: PaddingMode,
+    /// The epilogue's activation.
+    pub activation: Option<Activation>,
     /// Vertical stride.
     pub sh: usize,
     /// Horizontal stride.
@@ -512,17 +736,44 @@ impl Conv2dGeometry {
         [self.m, self.h, self.w, self.c]
     }
 
-    /// HWIO kernel shape.
+    /// HWIO kernel shape, `(kh, kw, c / groups, nc)`.
     pub fn kernel_shape(&self) -> [usize; 4] {
-        [self.kh, self.kw, self.c, self.nc]
+        [self.kh, self.kw, self.group_c(), self.nc]
     }
 
-    /// Floating-point operations, `2 * m * oh * ow * kh * kw * c * nc`.
+    /// Input channels per group, `c / groups`.
+    pub fn group_c(&self) -> usize {
+        self.c / self.groups
+    }
+
+    /// Output channels per group, `nc / groups`.
+    pub fn group_nc(&self) -> usize {
+        self.nc / self.groups
+    }
+
+    /// Whether every output channel reads one input channel (`groups = c`).
+    pub fn is_depthwise(&self) -> bool {
+        self.groups > 1 && self.groups == self.c
+    }
+
+    /// Floating-point operations, `2 * m * oh * ow * kh * kw * (c / groups) * nc`.
     pub fn flops(&self) -> f64 {
-        2.0 * [self.m, self.oh, self.ow, self.kh, self.kw, self.c, self.nc]
+        2.0 * [self.m, self.oh, self.ow, self.kh, self.kw, self.group_c(), self.nc]
             .iter()
             .map(|&v| v as f64)
             .product::<f64>()
+    }
+
+    /// The same convolution with zero padding and no epilogue, one group:
+    /// what the plain kernels compute once border, groups and epilogue are
+    /// taken care of around them.
+    pub(crate) fn plain(&self) -> Conv2dGeometry {
+        Conv2dGeometry {
+            groups: 1,
+            padding_mode: PaddingMode::Zeros,
+            activation: None,
+            ..*self
+        }
     }
 
     /// Dilated kernel extent `((kh - 1) * dh + 1, (kw - 1) * dw + 1)`:
@@ -543,10 +794,23 @@ impl Conv2dGeometry {
         self.kh == 1 && self.kw == 1 && self.sh == 1 && self.sw == 1 && self.pads == Pads::default()
     }
 
-    /// Reduction length per output, `kh * kw * c` (the tolerance of SPEC.md
-    /// scales with it).
+    /// Reduction length per output, `kh * kw * c / groups` (the tolerance
+    /// of SPEC.md scales with it).
     pub fn reduction_len(&self) -> usize {
-        self.kh * self.kw * self.c
+        self.kh * self.kw * self.group_c()
+    }
+
+    /// Input rows output rows `[oy0, oy1)` read, as the hull `[y0, y1)` of
+    /// the image rows their taps map to (border modes map padded rows onto
+    /// image rows; circular ones from the far edge).
+    pub fn input_rows(&self, oy0: usize, oy1: usize) -> (usize, usize) {
+        rows_read(
+            self.padding_mode,
+            self.h,
+            self.pads.top,
+            oy0 * self.sh,
+            (oy1 - 1) * self.sh + self.extent().0,
+        )
     }
 }
 
@@ -588,6 +852,11 @@ pub enum Window {
     Fixed(usize, usize),
     /// The whole image: one output per image and channel.
     Global,
+    /// Adaptive pooling to an `(oh, ow)` output (PyTorch
+    /// `adaptive_{max,avg}_pool2d`): output row `i` pools input rows
+    /// `floor(i * h / oh) .. ceil((i + 1) * h / oh)`, likewise columns.
+    /// Excludes stride, padding, dilation and ceil mode.
+    Adaptive(usize, usize),
 }
 
 /// A 2-D pooling: window, stride, dilation, padding and the options of
@@ -622,6 +891,14 @@ impl Pool2dSpec {
             mode,
             ceil_mode: false,
             count_include_pad: false,
+        }
+    }
+
+    /// Adaptive pooling to an `(oh, ow)` output.
+    pub fn adaptive(mode: PoolMode, oh: usize, ow: usize) -> Self {
+        Pool2dSpec {
+            window: Window::Adaptive(oh, ow),
+            ..Pool2dSpec::new(mode, 1, 1)
         }
     }
 
@@ -667,9 +944,12 @@ impl Pool2dSpec {
     pub fn resolve(&self, images_nhwc: [usize; 4]) -> Result<Pool2dGeometry> {
         let [m, h, w, c] = images_nhwc;
         check_images(images_nhwc)?;
+        if let Window::Adaptive(oh, ow) = self.window {
+            return self.resolve_adaptive(images_nhwc, oh, ow);
+        }
         let (global, (kh, kw)) = match self.window {
             Window::Fixed(kh, kw) => (false, (kh, kw)),
-            Window::Global => (true, (h, w)),
+            _ => (true, (h, w)),
         };
         nonzero("window", (kh, kw))?;
         let stride = if global {
@@ -706,8 +986,69 @@ impl Pool2dSpec {
             ow: win.ow,
             mode: self.mode,
             count_include_pad: self.count_include_pad,
+            adaptive: false,
         })
     }
+
+    fn resolve_adaptive(&self, images_nhwc: [usize; 4], oh: usize, ow: usize) -> Result<Pool2dGeometry> {
+        let [m, h, w, c] = images_nhwc;
+        nonzero("output_size", (oh, ow))?;
+        let mut excluded = Vec::new();
+        if self.stride.is_some() {
+            excluded.push("stride");
+        }
+        if self.dilation != (1, 1) {
+            excluded.push("dilation");
+        }
+        if self.padding != Padding::Valid {
+            excluded.push("padding");
+        }
+        if self.ceil_mode {
+            excluded.push("ceil_mode");
+        }
+        if !excluded.is_empty() {
+            return Err(Error::invalid(
+                "output_size",
+                format!(
+                    "adaptive pooling to ({oh}, {ow}) takes no {} (images {})",
+                    excluded.join(", "),
+                    Shape::from(images_nhwc)
+                ),
+            ));
+        }
+        checked_elems("output", &[m, oh, ow, c])?;
+        h.checked_mul(oh)
+            .and_then(|_| w.checked_mul(ow))
+            .ok_or_else(|| overflow("output_size", format!("({oh}, {ow}) for images {}", Shape::from(images_nhwc))))?;
+        // The largest window: how far one output row or column reaches.
+        let widest = |len: usize, out: usize| (0..out).map(|i| adaptive_window(i, len, out)).map(|(a, b)| b - a).max();
+        Ok(Pool2dGeometry {
+            m,
+            h,
+            w,
+            c,
+            kh: widest(h, oh).unwrap_or(1),
+            kw: widest(w, ow).unwrap_or(1),
+            sh: 1,
+            sw: 1,
+            dh: 1,
+            dw: 1,
+            pads: Pads::default(),
+            oh,
+            ow,
+            mode: self.mode,
+            count_include_pad: false,
+            adaptive: true,
+        })
+    }
+}
+
+/// Adaptive pooling's window `[start, end)` for output `i` of `out` over
+/// `len` cells: `floor(i * len / out) .. ceil((i + 1) * len / out)`.
+pub fn adaptive_window(i: usize, len: usize, out: usize) -> (usize, usize) {
+    let start = (i as u128 * len as u128 / out as u128) as usize;
+    let end = ((i as u128 + 1) * len as u128).div_ceil(out as u128) as usize;
+    (start, end)
 }
 
 /// A pooling with every number resolved.
@@ -743,6 +1084,9 @@ pub struct Pool2dGeometry {
     pub mode: PoolMode,
     /// Whether the average divides by the padded-input cells of the window.
     pub count_include_pad: bool,
+    /// Adaptive pooling: each output's window is [`adaptive_window`] of
+    /// its row and column (`kh`, `kw` are then the largest window).
+    pub adaptive: bool,
 }
 
 impl Pool2dGeometry {
@@ -779,12 +1123,55 @@ impl Pool2dGeometry {
 
     /// Rows of the window at output row `oy` that count for the divisor.
     pub fn divisor_rows(&self, oy: usize) -> usize {
+        if self.adaptive {
+            let (a, b) = adaptive_window(oy, self.h, self.oh);
+            return b - a;
+        }
         self.counted_taps(oy, self.sh, self.kh, self.dh, self.h, self.pads.top, self.pads.bottom)
     }
 
     /// Columns of the window at output column `ox` that count for the divisor.
     pub fn divisor_cols(&self, ox: usize) -> usize {
+        if self.adaptive {
+            let (a, b) = adaptive_window(ox, self.w, self.ow);
+            return b - a;
+        }
         self.counted_taps(ox, self.sw, self.kw, self.dw, self.w, self.pads.left, self.pads.right)
+    }
+
+    /// The image rows of output row `oy`'s window, in window order (padded
+    /// taps left out).
+    pub fn window_rows(&self, oy: usize) -> impl Iterator<Item = usize> + '_ {
+        self.window_taps(oy, self.sh, self.kh, self.dh, self.h, self.oh, self.pads.top)
+    }
+
+    /// The image columns of output column `ox`'s window, in window order.
+    pub fn window_cols(&self, ox: usize) -> impl Iterator<Item = usize> + '_ {
+        self.window_taps(ox, self.sw, self.kw, self.dw, self.w, self.ow, self.pads.left)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn window_taps(
+        &self,
+        o: usize,
+        s: usize,
+        k: usize,
+        d: usize,
+        len: usize,
+        out: usize,
+        pad: usize,
+    ) -> impl Iterator<Item = usize> + '_ {
+        let (adaptive, fixed) = if self.adaptive {
+            let (a, b) = adaptive_window(o, len, out);
+            (a..b, 0..0)
+        } else {
+            (0..0, 0..k)
+        };
+        adaptive.chain(
+            fixed
+                .filter_map(move |i| (o * s + i * d).checked_sub(pad))
+                .filter(move |&y| y < len),
+        )
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -3,18 +3,23 @@
 
 mod common;
 
-use common::{check_case, load_cases, run_case};
+use common::{check_case, check_indices, load_cases, run_case_full};
 use convpool::Engine;
 
 fn run_all(engine: &Engine) {
     let cases = load_cases();
-    assert!(cases.len() >= 100, "manifest lists {} cases", cases.len());
+    assert!(cases.len() >= 170, "manifest lists {} cases", cases.len());
+    assert!(cases.iter().filter(|c| c.name.starts_with("v2_")).count() >= 65);
     let failures: Vec<String> = cases
         .iter()
         .filter_map(|case| {
-            let out = run_case(engine, case).map_err(|e| format!("{}: error {e}", case.name));
-            out.and_then(|o| check_case(case, &o).map_err(|e| format!("{}: {e}", case.name)))
-                .err()
+            let out = run_case_full(engine, case).map_err(|e| format!("{}: error {e}", case.name));
+            out.and_then(|(o, idx)| {
+                check_case(case, &o)
+                    .and_then(|_| check_indices(case, idx.as_ref()))
+                    .map_err(|e| format!("{}: {e}", case.name))
+            })
+            .err()
         })
         .collect();
     assert!(

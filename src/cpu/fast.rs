@@ -23,11 +23,15 @@
 //! writes a contiguous slice of the NHWC output. Padded cells take part as
 //! zeros, products included, as in the reference.
 
+use std::mem::MaybeUninit;
+
 use ndarray::{Array4, ArrayView4};
+use rayon::prelude::*;
 
 use super::simd::Isa;
-use super::{gemm, nhwc, planar, pool_nhwc, pool_rows, winograd};
-use crate::shape::{Conv2dGeometry, Pool2dGeometry};
+use super::{border, depthwise, gemm, nhwc, planar, pool_nhwc, pool_rows, pool_windows, winograd};
+use crate::epilogue::Epilogue;
+use crate::shape::{Conv2dGeometry, Pads, PaddingMode, Pool2dGeometry};
 
 /// How a convolution is computed. Measured side by side (benches/RESULTS.md):
 /// with one output channel the planar kernel is several times faster than
@@ -89,6 +93,9 @@ pub(crate) fn conv2d_isa(isa: Isa, g: &Conv2dGeometry) -> Isa {
 /// The instruction set a pooling with the kernels of `isa` runs with (the
 /// reference's plain loops where [`pool2d`] leaves the work to it).
 pub(crate) fn pool2d_isa(isa: Isa, g: &Pool2dGeometry) -> Isa {
+    if g.adaptive {
+        return Isa::Portable;
+    }
     match PoolPath::choose(g, isa) {
         PoolPath::Reference => Isa::Portable,
         PoolPath::ByPixel | PoolPath::Rows => isa,
@@ -122,12 +129,86 @@ impl PoolPath {
 }
 
 /// Convolution with the kernels of `isa` (which this CPU must have: see
-/// [`Isa::checked`]); `g` must come from [`crate::Conv2dSpec::resolve`].
-pub fn conv2d(isa: Isa, images: ArrayView4<f32>, kernels: ArrayView4<f32>, g: &Conv2dGeometry) -> Array4<f32> {
-    conv2d_with(Strategy::choose(g, isa), isa, images, kernels, g)
+/// [`Isa::checked`]); `g` must come from [`crate::Conv2dSpec::resolve`],
+/// `bias` (if any) has `g.nc` values. Every v2 option of `g` is honoured: border modes pad a copy of the input by hand,
+/// depthwise layers take their own kernel, other groups run group by group,
+/// and the epilogue is applied to each piece of output as it is finished.
+pub fn conv2d_bias(
+    isa: Isa,
+    images: ArrayView4<f32>,
+    kernels: ArrayView4<f32>,
+    bias: Option<&[f32]>,
+    g: &Conv2dGeometry,
+) -> Array4<f32> {
+    let images = images.as_standard_layout();
+    let kernels = kernels.as_standard_layout();
+    let x = images.as_slice().expect("standard layout");
+    let k = kernels.as_slice().expect("standard layout");
+    if g.padding_mode != PaddingMode::Zeros && g.pads != Pads::default() {
+        let (padded, pg) = border::pad(x, g);
+        let view = ArrayView4::from_shape(pg.input_shape(), &padded).expect("padded images");
+        return conv2d_bias(isa, view, kernels.view(), bias, &pg);
+    }
+    let ep = Epilogue {
+        bias,
+        activation: g.activation,
+    };
+    let mut out = super::output_uninit(g.output_shape(), x.as_ptr());
+    let o = out.as_slice_mut().expect("fresh array is contiguous");
+    if g.groups == 1 {
+        let plain = g.plain();
+        run(Strategy::choose(&plain, isa), isa, x, k, o, &plain, &ep);
+    } else if g.is_depthwise() {
+        // One channel per group: channel `ch * times + t` filters input `ch`.
+        let times = g.nc / g.c;
+        let dg = Conv2dGeometry {
+            c: g.nc,
+            groups: g.nc,
+            ..g.plain()
+        };
+        if times == 1 {
+            depthwise::conv(isa, x, k, o, &dg, &ep);
+        } else {
+            depthwise::conv(isa, &border::repeat_channels(x, g.c, times), k, o, &dg, &ep);
+        }
+    } else {
+        grouped(isa, x, k, o, g, &ep);
+    }
+    // SAFETY: every element is written: see `run` and `grouped`; the
+    // depthwise kernel stores every channel of every pixel.
+    unsafe { out.assume_init() }
 }
 
-/// [`conv2d`] with the strategy given (the tests run every one of them).
+/// A grouped convolution, one group at a time: the group's channels as
+/// contiguous images, its kernels as their own HWIO block, its outputs
+/// scattered into their channels.
+fn grouped(isa: Isa, x: &[f32], k: &[f32], o: &mut [MaybeUninit<f32>], g: &Conv2dGeometry, ep: &Epilogue) {
+    let (gc, gnc) = (g.group_c(), g.group_nc());
+    let sub = Conv2dGeometry {
+        c: gc,
+        nc: gnc,
+        ..g.plain()
+    };
+    let strategy = Strategy::choose(&sub, isa);
+    let pixels = g.m * g.oh * g.ow;
+    let mut part = vec![MaybeUninit::<f32>::uninit(); pixels * gnc];
+    for q in 0..g.groups {
+        let xq = border::channels(x, g.c, q * gc, gc);
+        let kq = border::channels(k, g.nc, q * gnc, gnc);
+        run(strategy, isa, &xq, &kq, &mut part, &sub, &ep.channels(q * gnc, (q + 1) * gnc));
+        o.par_chunks_mut(g.nc * 1024)
+            .zip(part.par_chunks(gnc * 1024))
+            .for_each(|(dst, src)| {
+                for (d, s) in dst.chunks_exact_mut(g.nc).zip(src.chunks_exact(gnc)) {
+                    d[q * gnc..(q + 1) * gnc].copy_from_slice(s);
+                }
+            });
+    }
+}
+
+/// [`conv2d_bias`] of a plain convolution with the strategy given (the
+/// tests run every one of them).
+#[cfg(test)]
 pub(crate) fn conv2d_with(
     strategy: Strategy,
     isa: Isa,
@@ -141,25 +222,57 @@ pub(crate) fn conv2d_with(
     let k = kernels.as_slice().expect("standard layout");
     let mut out = super::output_uninit(g.output_shape(), x.as_ptr());
     let o = out.as_slice_mut().expect("fresh array is contiguous");
-    match strategy {
-        Strategy::Pointwise => gemm::pointwise(x, k, o, g),
-        Strategy::Planar => planar::conv(isa, x, k, o, g),
-        Strategy::Nhwc => nhwc::conv(isa, x, k, o, g),
-        Strategy::Winograd if winograd::fits(isa, g) && winograd::usable(isa, x, k, g) => {
-            winograd::conv(isa, x, k, o, g)
-        }
-        Strategy::Winograd => nhwc::conv(isa, x, k, o, g),
-        Strategy::Im2col => gemm::conv(x, k, o, g),
-    }
-    // SAFETY: every element is written: the planar, NHWC and Winograd
-    // kernels store every output of their pieces themselves, and the GEMMs
-    // of the pointwise and im2col paths write every element of theirs
-    // (`sgemm` with `read_dst` false).
+    run(strategy, isa, x, k, o, g, &Epilogue::default());
+    // SAFETY: `run` writes every element.
     unsafe { out.assume_init() }
+}
+
+/// A plain convolution (one group, zero padding) by `strategy`, with the
+/// epilogue fused into each piece. Every element of `o` is written: the
+/// planar, NHWC and Winograd kernels store every output of their pieces
+/// themselves, and the GEMMs of the pointwise and im2col paths write every
+/// element of theirs (`sgemm` with `read_dst` false).
+fn run(
+    strategy: Strategy,
+    isa: Isa,
+    x: &[f32],
+    k: &[f32],
+    o: &mut [MaybeUninit<f32>],
+    g: &Conv2dGeometry,
+    ep: &Epilogue,
+) {
+    match strategy {
+        Strategy::Pointwise => gemm::pointwise(x, k, o, g, ep),
+        Strategy::Planar => planar::conv(isa, x, k, o, g, ep),
+        Strategy::Nhwc => nhwc::conv(isa, x, k, o, g, ep),
+        Strategy::Winograd if winograd::fits(isa, g) && winograd::usable(isa, x, k, g) => {
+            winograd::conv(isa, x, k, o, g, ep)
+        }
+        Strategy::Winograd => nhwc::conv(isa, x, k, o, g, ep),
+        Strategy::Im2col => gemm::conv(x, k, o, g, ep),
+    }
+}
+
+/// The argmax of max pooling (SPEC.md "Max pooling with argmax indices"),
+/// `(m, oh, ow, c)` int64.
+pub fn max_pool2d_indices(images: ArrayView4<f32>, g: &Pool2dGeometry) -> Array4<i64> {
+    let images = images.as_standard_layout();
+    let x = images.as_slice().expect("standard layout");
+    let mut out = Array4::<i64>::zeros(g.output_shape());
+    pool_windows::indices(x, out.as_slice_mut().expect("fresh array is contiguous"), g);
+    out
 }
 
 /// Pooling with the kernels of `isa` (which this CPU must have).
 pub fn pool2d(isa: Isa, images: ArrayView4<f32>, g: &Pool2dGeometry) -> Array4<f32> {
+    if g.adaptive {
+        let images = images.as_standard_layout();
+        let x = images.as_slice().expect("standard layout");
+        let mut out = super::output_uninit(g.output_shape(), x.as_ptr());
+        pool_windows::pool(x, out.as_slice_mut().expect("fresh array is contiguous"), g);
+        // SAFETY: `pool_windows::pool` writes every channel of every pixel.
+        return unsafe { out.assume_init() };
+    }
     let path = PoolPath::choose(g, isa);
     if path == PoolPath::Reference {
         return super::reference::pool2d(images, g);
@@ -417,7 +530,7 @@ mod tests {
         let xs = x.as_slice().expect("standard layout");
         let mut out = crate::cpu::output_uninit(g.output_shape(), xs.as_ptr());
         let o = out.as_slice_mut().expect("fresh array is contiguous");
-        planar::conv(isa, xs, k.as_slice().expect("standard layout"), o, g);
+        planar::conv(isa, xs, k.as_slice().expect("standard layout"), o, g, &Epilogue::default());
         // SAFETY: the planar kernel stores every output.
         unsafe { out.assume_init() }
     }

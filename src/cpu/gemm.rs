@@ -6,7 +6,8 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::pieces::{for_each_piece_uninit, piece_rows, SCRATCH, TILE_FLOATS};
+use super::pieces::{finish, for_each_piece_uninit, piece_rows, SCRATCH, TILE_FLOATS};
+use crate::epilogue::Epilogue;
 use super::simd::Isa;
 use crate::shape::Conv2dGeometry;
 
@@ -65,19 +66,21 @@ fn sgemm(m: usize, n: usize, k: usize, dst: &mut [MaybeUninit<f32>], lhs: &[f32]
 /// The pointwise convolution (1x1, stride 1, no padding): NHWC images
 /// already are the `(pixels x c)` matrix, so it is one GEMM per band of
 /// pixels, with no copies.
-pub(super) fn pointwise(x: &[f32], k: &[f32], o: &mut [MaybeUninit<f32>], g: &Conv2dGeometry) {
+pub(super) fn pointwise(x: &[f32], k: &[f32], o: &mut [MaybeUninit<f32>], g: &Conv2dGeometry, ep: &Epilogue) {
     let rows = (TILE_FLOATS / g.c.max(g.nc)).max(64);
     o.par_chunks_mut(rows * g.nc).enumerate().for_each(|(b, dst)| {
         let p0 = b * rows;
         let p = dst.len() / g.nc;
         sgemm(p, g.nc, g.c, dst, &x[p0 * g.c..(p0 + p) * g.c], k);
+        // SAFETY: the GEMM wrote every element of `dst`.
+        unsafe { finish(dst, ep, g.nc) };
     });
 }
 
 /// Convolution as im2col + GEMM on bounded tiles of output rows (never the
 /// whole batch): the general path, for shapes neither the planar nor the NHWC
 /// kernel takes.
-pub(super) fn conv(x: &[f32], k: &[f32], o: &mut [MaybeUninit<f32>], g: &Conv2dGeometry) {
+pub(super) fn conv(x: &[f32], k: &[f32], o: &mut [MaybeUninit<f32>], g: &Conv2dGeometry, ep: &Epilogue) {
     let kk = g.kh * g.kw * g.c;
     let row_elems = g.ow * g.nc;
     let rows = piece_rows(g.oh, g.ow * kk, g.m, IM2COL_FLOATS);
@@ -93,7 +96,9 @@ pub(super) fn conv(x: &[f32], k: &[f32], o: &mut [MaybeUninit<f32>], g: &Conv2dG
                 let out = &mut dst[i * pixels * g.nc..(i + 1) * pixels * g.nc];
                 sgemm(pixels, g.nc, kk, out, cols, k);
             }
-        })
+        });
+        // SAFETY: the GEMMs wrote every element of every image of `dst`.
+        unsafe { finish(dst, ep, g.nc) };
     });
 }
 

@@ -11,6 +11,8 @@
 //!   (many channels);
 //! - `fast`: which kernel a call takes, and the dispatch to it.
 
+mod border;
+mod depthwise;
 pub(crate) mod fast;
 mod gemm;
 mod memory;
@@ -19,6 +21,7 @@ mod pieces;
 mod planar;
 mod pool_nhwc;
 mod pool_rows;
+mod pool_windows;
 pub mod reference;
 pub(crate) mod simd;
 mod winograd;

@@ -27,7 +27,8 @@
 
 use std::mem::MaybeUninit;
 
-use super::pieces::{for_each_piece_uninit, piece_rows, prefetch_lines, LINE, SCRATCH, TILE_FLOATS};
+use super::pieces::{finish, for_each_piece_uninit, piece_rows, prefetch_lines, LINE, SCRATCH, TILE_FLOATS};
+use crate::epilogue::Epilogue;
 use super::simd::{dispatch, Isa, Simd, WithSimd};
 use crate::shape::Conv2dGeometry;
 
@@ -97,7 +98,7 @@ struct Source<'a> {
 }
 
 /// The convolution, with the vectors of `isa`.
-pub(super) fn conv(isa: Isa, x: &[f32], k: &[f32], o: &mut [MaybeUninit<f32>], g: &Conv2dGeometry) {
+pub(super) fn conv(isa: Isa, x: &[f32], k: &[f32], o: &mut [MaybeUninit<f32>], g: &Conv2dGeometry, ep: &Epilogue) {
     let blocking = Blocking::of(isa, g.nc);
     let packed = Packed::new(k, g, blocking.channels(isa));
     let padded = g.pads != Default::default();
@@ -158,7 +159,9 @@ pub(super) fn conv(isa: Isa, x: &[f32], k: &[f32], o: &mut [MaybeUninit<f32>], g
                 };
                 dispatch(isa, op);
             }
-        })
+        });
+        // SAFETY: `ImagePiece` stored every output of every image above.
+        unsafe { finish(dst, ep, g.nc) };
     });
 }
 

@@ -8,6 +8,8 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use crate::epilogue::Epilogue;
+
 thread_local! {
     /// Per-thread workspace (planes or im2col tiles), reused across pieces.
     pub(super) static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -92,6 +94,19 @@ pub(super) fn for_each_piece_uninit(
                     f(piece, band)
                 });
         });
+    }
+}
+
+/// Applies the epilogue (bias, activation) to a piece of NHWC output of
+/// `nc` channels while it is still in cache: the kernels call it once their
+/// piece is stored.
+///
+/// # Safety
+/// Every element of `dst` must have been written.
+pub(super) unsafe fn finish(dst: &mut [MaybeUninit<f32>], ep: &Epilogue, nc: usize) {
+    if !ep.is_identity() {
+        // SAFETY: every element was written (the caller's contract).
+        ep.apply(unsafe { super::memory::assume_written(dst) }, nc);
     }
 }
 

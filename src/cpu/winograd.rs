@@ -22,7 +22,8 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::nhwc::{block_run, store, Blocking};
-use super::pieces::{for_each_piece_uninit, piece_rows, TILE_FLOATS};
+use super::pieces::{finish, for_each_piece_uninit, piece_rows, TILE_FLOATS};
+use crate::epilogue::Epilogue;
 use super::simd::{dispatch, Isa, Simd, WithSimd};
 use crate::shape::Conv2dGeometry;
 
@@ -123,7 +124,7 @@ fn transform_weights(k: &[f32], g: &Conv2dGeometry, block: usize) -> Vec<f32> {
 
 /// The convolution with the vectors of `isa`; the caller has checked
 /// [`fits`] and [`usable`].
-pub(super) fn conv(isa: Isa, x: &[f32], k: &[f32], o: &mut [MaybeUninit<f32>], g: &Conv2dGeometry) {
+pub(super) fn conv(isa: Isa, x: &[f32], k: &[f32], o: &mut [MaybeUninit<f32>], g: &Conv2dGeometry, ep: &Epilogue) {
     assert!(fits(isa, g));
     let blocking = Blocking::of(isa, g.nc);
     let u = transform_weights(k, g, blocking.channels(isa));
@@ -141,11 +142,13 @@ pub(super) fn conv(isa: Isa, x: &[f32], k: &[f32], o: &mut [MaybeUninit<f32>], g
                 p: (p.n0..p.n1, p.oy0..p.oy1),
                 v,
                 prod,
-                dst,
+                dst: &mut *dst,
                 blocking,
             };
             dispatch(isa, op);
-        })
+        });
+        // SAFETY: `Tiles` stores every output of its piece.
+        unsafe { finish(dst, ep, g.nc) };
     });
 }
 

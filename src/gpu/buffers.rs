@@ -56,6 +56,8 @@ pub struct ChunkSlots {
 pub struct Buffers {
     /// Kernels.
     pub kernels: Slot,
+    /// The convolution's bias (one float when there is none).
+    pub bias: Slot,
     /// Chunk slots, used alternately.
     pub chunks: [ChunkSlots; 2],
 }

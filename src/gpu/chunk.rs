@@ -4,6 +4,7 @@
 //! image together with the input rows (halo included) that band reads.
 
 use crate::error::{Error, Result};
+use crate::shape::{rows_read, PaddingMode};
 
 /// Sizes of one problem, in elements, as the planner needs them.
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +29,11 @@ pub struct Problem {
     pub units_per_group: usize,
     /// Work units per output row (pixels for conv, elements for pooling).
     pub units_per_out_row: usize,
+    /// The border mode: the rows a band reads are the image rows its padded
+    /// rows map to.
+    pub mode: PaddingMode,
+    /// Bands read whole images (adaptive windows).
+    pub whole: bool,
 }
 
 /// Limits a chunk must respect.
@@ -59,11 +65,19 @@ pub struct Chunk {
 impl Problem {
     /// Input rows `[y0, y1)` that output rows `[oy0, oy1)` read.
     fn input_rows(&self, oy0: usize, oy1: usize) -> (usize, usize) {
-        let y0 = (oy0 * self.sh).saturating_sub(self.pad_top).min(self.h);
-        let y1 = ((oy1 - 1) * self.sh + self.ekh)
-            .saturating_sub(self.pad_top)
-            .min(self.h);
-        (y0, y1.max(y0))
+        if self.whole {
+            return (0, self.h);
+        }
+        rows_read(self.mode, self.h, self.pad_top, oy0 * self.sh, (oy1 - 1) * self.sh + self.ekh)
+    }
+
+    /// Input rows of the worst band of `rows` output rows.
+    fn band_rows(&self, rows: usize) -> usize {
+        if self.whole || self.mode != PaddingMode::Zeros {
+            self.h
+        } else {
+            ((rows - 1) * self.sh + self.ekh).min(self.h)
+        }
     }
 
     fn fits(&self, batch: usize, out_rows: usize, in_rows: usize, lim: &ChunkLimits) -> bool {
@@ -103,9 +117,7 @@ pub fn plan(p: &Problem, lim: &ChunkLimits) -> Result<Vec<Chunk>> {
     }
     // One image is too large: bands of output rows.
     let band_fits = |rows: usize| {
-        // The worst band is one whose input rows all lie inside the image.
-        let in_rows = ((rows - 1) * p.sh + p.ekh).min(p.h);
-        p.fits(1, rows, in_rows, lim)
+        p.fits(1, rows, p.band_rows(rows), lim)
     };
     let (mut lo, mut hi) = (0, p.oh);
     while lo < hi {
@@ -157,6 +169,8 @@ mod tests {
             pad_top: 1,
             units_per_group: 4,
             units_per_out_row: 8,
+            mode: PaddingMode::Zeros,
+            whole: false,
         }
     }
 

@@ -4,8 +4,9 @@
 use bytemuck::Pod;
 use ndarray::{Array4, ArrayView4};
 
+use crate::epilogue::Activation;
 use crate::error::{Error, Result};
-use crate::shape::{Conv2dGeometry, Pool2dGeometry, PoolMode};
+use crate::shape::{Conv2dGeometry, PaddingMode, Pool2dGeometry, PoolMode};
 
 use super::buffers::Buffers;
 use super::chunk::{plan, Chunk, ChunkLimits, Problem};
@@ -62,7 +63,19 @@ struct Step<P> {
     groups: (u32, u32, u32),
 }
 
-fn conv_problem(g: &Conv2dGeometry, tiling: ConvTiling) -> Problem {
+/// Which conv kernel a convolution takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConvKernel {
+    /// The implicit GEMM of `conv2d.wgsl`.
+    Tiled(ConvTiling),
+    /// `conv2d_direct.wgsl`, one invocation per pixel: few output channels.
+    Direct,
+    /// `conv2d_direct.wgsl`, one invocation per output value: groups of few
+    /// channels (depthwise), where a GEMM tile would be one column wide.
+    PerOutput,
+}
+
+fn conv_problem(g: &Conv2dGeometry, kernel: ConvKernel) -> Problem {
     Problem {
         m: g.m,
         h: g.h,
@@ -72,14 +85,18 @@ fn conv_problem(g: &Conv2dGeometry, tiling: ConvTiling) -> Problem {
         sh: g.sh,
         ekh: g.extent().0,
         pad_top: g.pads.top,
-        // Pixels per workgroup: one per invocation in the direct kernel,
-        // a tile in the tiled one.
-        units_per_group: if g.nc <= DIRECT_MAX_NC {
-            DIRECT_WG as usize
-        } else {
-            tiling.tile_m() as usize
+        // Work units per workgroup: one per invocation in the direct
+        // kernel, a tile of pixels in the tiled one.
+        units_per_group: match kernel {
+            ConvKernel::Tiled(t) => t.tile_m() as usize,
+            ConvKernel::Direct | ConvKernel::PerOutput => DIRECT_WG as usize,
         },
-        units_per_out_row: g.ow,
+        units_per_out_row: match kernel {
+            ConvKernel::PerOutput => g.ow * g.nc,
+            ConvKernel::Tiled(_) | ConvKernel::Direct => g.ow,
+        },
+        mode: g.padding_mode,
+        whole: false,
     }
 }
 
@@ -102,13 +119,15 @@ fn pool_problem(g: &Pool2dGeometry, tiled: Option<PoolTiling>) -> Problem {
         pad_top: g.pads.top,
         units_per_group: tiled.map_or(POOL_WG as usize, |_| 1),
         units_per_out_row: tiled.map_or(g.ow * g.c, |t| tiles_per_row(g, t)),
+        mode: PaddingMode::Zeros,
+        whole: g.adaptive,
     }
 }
 
 impl GpuContext {
     /// The chunks a convolution is split into on this device.
     pub fn plan_conv(&self, g: &Conv2dGeometry) -> Result<Vec<Chunk>> {
-        plan(&conv_problem(g, self.conv_tiling(g)), &self.limits())
+        plan(&conv_problem(g, self.conv_kernel(g)), &self.limits())
     }
 
     /// The chunks a pooling is split into on this device.
@@ -116,14 +135,21 @@ impl GpuContext {
         plan(&pool_problem(g, self.pool_tiling(g)), &self.limits())
     }
 
-    /// The tiled conv kernel's specialisation on this context.
-    fn conv_tiling(&self, g: &Conv2dGeometry) -> ConvTiling {
-        ConvTiling::for_conv(g, self.conv_register_block)
+    /// The conv kernel (and the tiled one's specialisation) on this context.
+    fn conv_kernel(&self, g: &Conv2dGeometry) -> ConvKernel {
+        if g.nc <= DIRECT_MAX_NC {
+            ConvKernel::Direct
+        } else if g.groups > 1 && g.group_c() <= DIRECT_MAX_NC {
+            ConvKernel::PerOutput
+        } else {
+            ConvKernel::Tiled(ConvTiling::for_conv(g, self.conv_register_block))
+        }
     }
 
-    /// The tile of the tiled pooling kernel where it is enabled and applies.
+    /// The tile of the tiled pooling kernel where it is enabled and applies
+    /// (fixed windows only).
     fn pool_tiling(&self, g: &Pool2dGeometry) -> Option<PoolTiling> {
-        self.tiled_pooling.then(|| PoolTiling::choose(g)).flatten()
+        (self.tiled_pooling && !g.adaptive).then(|| PoolTiling::choose(g)).flatten()
     }
 
     fn limits(&self) -> ChunkLimits {
@@ -156,12 +182,13 @@ impl GpuContext {
         &self,
         images: ArrayView4<f32>,
         kernels: ArrayView4<f32>,
+        bias: Option<&[f32]>,
         g: &Conv2dGeometry,
         profile: bool,
     ) -> Result<(Array4<f32>, Option<f64>)> {
         check_i32("conv2d rows", g.oh, g.sh, g.kh, g.dh, g.h + g.pads.top)?;
         check_i32("conv2d columns", g.ow, g.sw, g.kw, g.dw, g.w + g.pads.left)?;
-        let kernel_bytes = (g.kh * g.kw * g.c * g.nc * 4) as u64;
+        let kernel_bytes = (g.kh * g.kw * g.group_c() * g.nc * 4) as u64;
         if kernel_bytes > self.max_binding_bytes {
             return Err(Error::Gpu(format!(
                 "kernels {:?} take {kernel_bytes} bytes, more than one GPU binding holds ({} bytes)",
@@ -169,20 +196,23 @@ impl GpuContext {
                 self.max_binding_bytes
             )));
         }
-        let direct = g.nc <= DIRECT_MAX_NC;
-        let tiling = self.conv_tiling(g);
-        let tiles_n = if direct {
-            1
-        } else {
-            g.nc.div_ceil(tiling.tile_n() as usize)
+        let kernel = self.conv_kernel(g);
+        let tiles_n = match kernel {
+            ConvKernel::Tiled(t) => t.tiles_n(g),
+            ConvKernel::Direct | ConvKernel::PerOutput => 1,
         };
-        if tiles_n > self.max_groups_per_dim as usize {
+        let groups_z = match kernel {
+            ConvKernel::Tiled(_) => tiles_n.saturating_mul(g.groups),
+            ConvKernel::Direct | ConvKernel::PerOutput => 1,
+        };
+        if groups_z > self.max_groups_per_dim as usize {
             return Err(Error::Gpu(format!(
-                "{} output channels need more workgroups than the device allows",
-                g.nc
+                "{} output channels in {} groups need more workgroups than the device allows",
+                g.nc, g.groups
             )));
         }
-        let problem = conv_problem(g, tiling);
+        let problem = conv_problem(g, kernel);
+        let (act, act_a, act_b) = Activation::gpu_code(g.activation);
         let chunks = plan(&problem, &self.limits())?;
         let base = ConvParams {
             h: u32_of("height", g.h)?,
@@ -198,13 +228,23 @@ impl GpuContext {
             dw: u32_of("dilation", g.dw)?,
             pad_top: u32_of("padding", g.pads.top)?,
             pad_left: u32_of("padding", g.pads.left)?,
-            k_total: u32_of("kernel size", g.kh * g.kw * g.c)?,
+            k_total: u32_of("kernel size", g.kh * g.kw * g.group_c())?,
+            gc: u32_of("channels", g.group_c())?,
+            gnc: u32_of("kernel count", g.group_nc())?,
+            tiles_n: tiles_n as u32,
+            mode: g.padding_mode.code(),
+            act,
+            has_bias: u32::from(bias.is_some()),
+            act_a,
+            act_b,
             ..Default::default()
         };
         let max_dim = self.max_groups_per_dim;
         let group_pixels = problem.units_per_group;
+        let per_output = kernel == ConvKernel::PerOutput;
         let step = |ch: &Chunk| -> Result<Step<ConvParams>> {
-            let m_total = ch.batch * ch.out_rows * g.ow;
+            let pixels = ch.batch * ch.out_rows * g.ow;
+            let m_total = if per_output { pixels * g.nc } else { pixels };
             let tiles_m = m_total.div_ceil(group_pixels);
             let (x, y) = fold(tiles_m as u64, max_dim)?;
             Ok(Step {
@@ -214,26 +254,28 @@ impl GpuContext {
                     in_row0: ch.in_row0 as u32,
                     out_row0: ch.out_row0 as u32,
                     oh_chunk: ch.out_rows as u32,
-                    m_total: u32_of("chunk pixels", m_total)?,
+                    m_total: u32_of("chunk outputs", m_total)?,
                     tiles_m: tiles_m as u32,
                     row_pitch: x * DIRECT_WG,
                     ..base
                 },
-                groups: (x, y, tiles_n as u32),
+                groups: (x, y, groups_z as u32),
             })
         };
-        let pipeline = if direct {
-            self.pipelines.conv_direct(&self.device)
-        } else {
-            self.pipelines.conv(&self.device, tiling)
+        let pipeline = match kernel {
+            ConvKernel::Tiled(t) => self.pipelines.conv(&self.device, t),
+            ConvKernel::Direct => self.pipelines.conv_direct(&self.device, false),
+            ConvKernel::PerOutput => self.pipelines.conv_direct(&self.device, true),
         };
         let kernels = kernels.as_standard_layout();
         let kernels = kernels.as_slice().expect("standard layout");
+        // The layout always binds a bias; without one the shader reads none.
+        let bias = bias.unwrap_or(&[0.0]);
         self.execute(
             &pipeline,
             &self.pipelines.conv_layout,
             images,
-            Some(kernels),
+            Some((kernels, bias)),
             g.output_shape(),
             &problem,
             &chunks,
@@ -259,7 +301,44 @@ impl GpuContext {
             g.dw,
             g.w + g.pads.left + g.pads.right,
         )?;
-        let tiling = self.pool_tiling(g);
+        self.pool_any(images, g, false, profile)
+    }
+
+    /// The argmax of max pooling on the GPU, int64 `y * w + x` per output
+    /// cell (-1 where the window has no real cell).
+    pub fn max_pool2d_indices(&self, images: ArrayView4<f32>, g: &Pool2dGeometry) -> Result<Array4<i64>> {
+        if g.h.checked_mul(g.w).is_none_or(|cells| cells > i32::MAX as usize) {
+            return Err(Error::Overflow {
+                what: "pool2d indices",
+                detail: format!("images of {}x{} cells exceed the GPU's 32-bit indices", g.h, g.w),
+            });
+        }
+        let (words, _) = self.pool_any(images, g, true, false)?;
+        // The shader writes i32 words; they came back through the f32
+        // readback bit for bit.
+        Ok(words.mapv(|v| v.to_bits() as i32 as i64))
+    }
+
+    fn pool_any(
+        &self,
+        images: ArrayView4<f32>,
+        g: &Pool2dGeometry,
+        argmax: bool,
+        profile: bool,
+    ) -> Result<(Array4<f32>, Option<f64>)> {
+        if g.adaptive {
+            let fits = |len: usize, out: usize| len.checked_mul(out + 1).is_some_and(|v| v <= u32::MAX as usize);
+            if !fits(g.h, g.oh) || !fits(g.w, g.ow) {
+                return Err(Error::Overflow {
+                    what: "adaptive pooling",
+                    detail: format!(
+                        "output {}x{} of images {}x{} exceeds the GPU's 32-bit window arithmetic",
+                        g.oh, g.ow, g.h, g.w
+                    ),
+                });
+            }
+        }
+        let tiling = if argmax { None } else { self.pool_tiling(g) };
         let problem = pool_problem(g, tiling);
         let chunks = plan(&problem, &self.limits())?;
         let base = PoolParams {
@@ -282,11 +361,13 @@ impl GpuContext {
                 PoolMode::Avg => 1,
             },
             count_include_pad: g.count_include_pad as u32,
+            oh: u32_of("output height", g.oh)?,
+            adaptive: u32::from(g.adaptive),
             ..Default::default()
         };
         let max_dim = self.max_groups_per_dim;
         // Four channels per invocation where they make whole vec4s.
-        let lanes = pool_lanes(g.c);
+        let lanes = if argmax { 1 } else { pool_lanes(g.c) };
         let vec = lanes == 4;
         let step = |ch: &Chunk| -> Result<Step<PoolParams>> {
             let total = ch.batch * ch.out_rows * g.ow * g.c;
@@ -310,6 +391,7 @@ impl GpuContext {
             })
         };
         let pipeline = match tiling {
+            _ if argmax => self.pipelines.pool_argmax(&self.device),
             Some(t) => self.pipelines.pool_tiled(&self.device, t, vec),
             None => self.pipelines.pool(&self.device, vec),
         };
@@ -334,7 +416,7 @@ impl GpuContext {
         pipeline: &wgpu::ComputePipeline,
         layout: &wgpu::BindGroupLayout,
         images: ArrayView4<f32>,
-        kernels: Option<&[f32]>,
+        kernels: Option<(&[f32], &[f32])>,
         out_shape: [usize; 4],
         problem: &Problem,
         chunks: &[Chunk],
@@ -379,7 +461,7 @@ impl GpuContext {
         pipeline: &wgpu::ComputePipeline,
         layout: &wgpu::BindGroupLayout,
         images: &[f32],
-        kernels: Option<&[f32]>,
+        kernels: Option<(&[f32], &[f32])>,
         out: &mut [f32],
         problem: &Problem,
         chunks: &[Chunk],
@@ -394,12 +476,16 @@ impl GpuContext {
         let in_bytes = chunks.iter().map(|c| in_len(c) as u64 * 4).max().unwrap_or(0);
         let out_bytes = chunks.iter().map(|c| out_len(c) as u64 * 4).max().unwrap_or(0);
         let kernel_buf = match kernels {
-            Some(k) => {
+            Some((k, bias)) => {
                 let buf = b
                     .kernels
                     .ensure(dev, (k.len() * 4) as u64, cap, U::STORAGE | U::COPY_DST, "kernels");
                 self.queue.write_buffer(buf, 0, bytemuck::cast_slice(k));
-                Some(buf)
+                let bias_buf = b
+                    .bias
+                    .ensure(dev, (bias.len() * 4) as u64, cap, U::STORAGE | U::COPY_DST, "bias");
+                self.queue.write_buffer(bias_buf, 0, bytemuck::cast_slice(bias));
+                Some((buf, bias_buf))
             }
             None => None,
         };
@@ -426,7 +512,7 @@ impl GpuContext {
                     resource: input.as_entire_binding(),
                 },
             ];
-            if let Some(k) = kernel_buf {
+            if let Some((k, _)) = kernel_buf {
                 entries.push(wgpu::BindGroupEntry {
                     binding: 2,
                     resource: k.as_entire_binding(),
@@ -436,6 +522,12 @@ impl GpuContext {
                 binding: entries.len() as u32,
                 resource: output.as_entire_binding(),
             });
+            if let Some((_, bias)) = kernel_buf {
+                entries.push(wgpu::BindGroupEntry {
+                    binding: 4,
+                    resource: bias.as_entire_binding(),
+                });
+            }
             let bind_group = dev.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: None,
                 layout,

@@ -1,12 +1,13 @@
-//! Host mirrors of the WGSL params structs. Field order, types and size must
-//! match the shaders exactly; `tests/gpu_params.rs` checks them against the
-//! structs naga parses out of the WGSL sources.
+//! Host mirrors of the WGSL params structs (`shaders/common.wgsl`). Field
+//! order, types and size must match the shaders exactly;
+//! `tests/gpu_params.rs` checks them against the structs naga parses out of
+//! the WGSL source.
 
 use bytemuck::{Pod, Zeroable};
 
-/// Mirrors `ConvParams` in `shaders/conv2d.wgsl`.
+/// Mirrors `ConvParams` in `shaders/common.wgsl`.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Pod, Zeroable)]
 pub struct ConvParams {
     /// Images in this chunk.
     pub batch: u32,
@@ -44,19 +45,36 @@ pub struct ConvParams {
     pub pad_top: u32,
     /// Columns of padding left of the image.
     pub pad_left: u32,
-    /// `batch * oh_chunk * ow`.
+    /// Work units of the chunk: `batch * oh_chunk * ow` pixels (times `nc`
+    /// for the direct kernel's one-output invocations).
     pub m_total: u32,
-    /// `kh * kw * c`.
+    /// `kh * kw * gc`.
     pub k_total: u32,
     /// Output tiles along the pixel axis (tiled kernel).
     pub tiles_m: u32,
     /// Invocations per row of the folded 2-D dispatch (direct kernel).
     pub row_pitch: u32,
+    /// Input channels per group.
+    pub gc: u32,
+    /// Output channels per group.
+    pub gnc: u32,
+    /// Tiles across one group's output channels (tiled kernel).
+    pub tiles_n: u32,
+    /// Border mode, [`crate::PaddingMode::code`].
+    pub mode: u32,
+    /// Activation code, [`crate::Activation::gpu_code`].
+    pub act: u32,
+    /// 1 where a bias is added.
+    pub has_bias: u32,
+    /// The activation's first number.
+    pub act_a: f32,
+    /// The activation's second number.
+    pub act_b: f32,
     /// Padding to a multiple of 16 bytes.
     pub _pad: [u32; 2],
 }
 
-/// Mirrors `PoolParams` in `shaders/pool2d.wgsl`.
+/// Mirrors `PoolParams` in `shaders/common.wgsl`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct PoolParams {
@@ -106,6 +124,10 @@ pub struct PoolParams {
     pub total: u32,
     /// Invocations per row of the folded 2-D dispatch.
     pub row_pitch: u32,
+    /// Output height of the whole call (adaptive windows).
+    pub oh: u32,
+    /// 1 for adaptive pooling.
+    pub adaptive: u32,
     /// Padding to a multiple of 16 bytes.
-    pub _pad: [u32; 1],
+    pub _pad: [u32; 3],
 }

@@ -15,6 +15,25 @@ pub enum Family {
     Pool2d,
     /// `shaders/pool2d.wgsl`, entry point `tiled`.
     Pool2dTiled,
+    /// `shaders/pool2d_argmax.wgsl`.
+    Pool2dArgmax,
+}
+
+/// A shader as the device gets it: `shaders/common.wgsl` (params structs,
+/// border and activation rules) in front of the shader's own file.
+macro_rules! shader {
+    ($label:literal, $file:literal) => {
+        wgpu::ShaderModuleDescriptor {
+            label: Some($label),
+            source: wgpu::ShaderSource::Wgsl(
+                concat!(
+                    include_str!("../../shaders/common.wgsl"),
+                    include_str!(concat!("../../shaders/", $file))
+                )
+                .into(),
+            ),
+        }
+    };
 }
 
 /// The tiled conv kernel's specialisation: register block and workgroup
@@ -59,7 +78,7 @@ impl ConvTiling {
         // tiles leave most of a large GPU idle on a small layer, which gets
         // more, smaller tiles instead.
         let wide = Self::with_block(g, 8);
-        if g.nc >= 64 && wide.groups(g) >= Self::MIN_WIDE_GROUPS {
+        if g.group_nc() >= 64 && wide.groups(g) >= Self::MIN_WIDE_GROUPS {
             wide
         } else {
             Self::with_block(g, 4)
@@ -68,7 +87,7 @@ impl ConvTiling {
 
     /// The specialisation with register block `block`.
     fn with_block(g: &crate::shape::Conv2dGeometry, block: u32) -> Self {
-        let (wg_n, wg_m) = match (block, g.nc) {
+        let (wg_n, wg_m) = match (block, g.group_nc()) {
             (8, 0..=64) => (8, 16),
             (8, _) => (16, 16),
             (_, 0..=4) => (1, 64),
@@ -79,15 +98,20 @@ impl ConvTiling {
             block,
             wg_n,
             wg_m,
-            vec_a: g.c.is_multiple_of(4),
-            vec_b: g.nc.is_multiple_of(4),
-            pointwise: g.is_pointwise(),
+            vec_a: g.group_c().is_multiple_of(4),
+            vec_b: g.group_nc().is_multiple_of(4),
+            pointwise: g.is_pointwise() && g.groups == 1,
         }
     }
 
     /// Workgroups of the whole convolution (before chunking).
     fn groups(&self, g: &crate::shape::Conv2dGeometry) -> usize {
-        (g.m * g.oh * g.ow).div_ceil(self.tile_m() as usize) * g.nc.div_ceil(self.tile_n() as usize)
+        (g.m * g.oh * g.ow).div_ceil(self.tile_m() as usize) * self.tiles_n(g) * g.groups
+    }
+
+    /// Tiles across one group's output channels.
+    pub fn tiles_n(&self, g: &crate::shape::Conv2dGeometry) -> usize {
+        g.group_nc().div_ceil(self.tile_n() as usize)
     }
 
     /// Output pixels per workgroup.
@@ -208,6 +232,7 @@ pub struct Pipelines {
     conv_module: wgpu::ShaderModule,
     direct_module: wgpu::ShaderModule,
     pool_module: wgpu::ShaderModule,
+    argmax_module: wgpu::ShaderModule,
     pub(crate) conv_layout: wgpu::BindGroupLayout,
     pub(crate) pool_layout: wgpu::BindGroupLayout,
     conv_pipeline_layout: wgpu::PipelineLayout,
@@ -218,12 +243,19 @@ pub struct Pipelines {
 impl Pipelines {
     /// Compiles the shader modules and builds the layouts.
     pub fn new(device: &wgpu::Device) -> Self {
-        let conv_module = device.create_shader_module(wgpu::include_wgsl!("../../shaders/conv2d.wgsl"));
-        let direct_module = device.create_shader_module(wgpu::include_wgsl!("../../shaders/conv2d_direct.wgsl"));
-        let pool_module = device.create_shader_module(wgpu::include_wgsl!("../../shaders/pool2d.wgsl"));
+        let conv_module = device.create_shader_module(shader!("conv2d", "conv2d.wgsl"));
+        let direct_module = device.create_shader_module(shader!("conv2d_direct", "conv2d_direct.wgsl"));
+        let pool_module = device.create_shader_module(shader!("pool2d", "pool2d.wgsl"));
+        let argmax_module = device.create_shader_module(shader!("pool2d_argmax", "pool2d_argmax.wgsl"));
         let conv_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("conv2d"),
-            entries: &[uniform(0), storage(1, true), storage(2, true), storage(3, false)],
+            entries: &[
+                uniform(0),
+                storage(1, true),
+                storage(2, true),
+                storage(3, false),
+                storage(4, true),
+            ],
         });
         let pool_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("pool2d"),
@@ -242,6 +274,7 @@ impl Pipelines {
             conv_module,
             direct_module,
             pool_module,
+            argmax_module,
             conv_layout,
             pool_layout,
             cache: Mutex::new(HashMap::new()),
@@ -259,7 +292,8 @@ impl Pipelines {
                         &self.conv_pipeline_layout,
                         &["WG_N", "WG_M", "VEC_A", "VEC_B", "POINTWISE", "RB"],
                     ),
-                    Family::Conv2dDirect => (&self.direct_module, &self.conv_pipeline_layout, &["WG"]),
+                    Family::Conv2dDirect => (&self.direct_module, &self.conv_pipeline_layout, &["WG", "PER_OUTPUT"]),
+                    Family::Pool2dArgmax => (&self.argmax_module, &self.pool_pipeline_layout, &["WG"]),
                     Family::Pool2d => (&self.pool_module, &self.pool_pipeline_layout, &["WG", "VEC"]),
                     Family::Pool2dTiled => (
                         &self.pool_module,
@@ -274,6 +308,7 @@ impl Pipelines {
                         Family::Conv2dDirect => "conv2d_direct",
                         Family::Pool2d => "pool2d",
                         Family::Pool2dTiled => "pool2d_tiled",
+                        Family::Pool2dArgmax => "pool2d_argmax",
                     }),
                     layout: Some(layout),
                     module,
@@ -299,9 +334,15 @@ impl Pipelines {
         )
     }
 
-    /// The direct conv pipeline.
-    pub fn conv_direct(&self, device: &wgpu::Device) -> wgpu::ComputePipeline {
-        self.get(device, Family::Conv2dDirect, [DIRECT_WG, 0, 0, 0, 0, 0])
+    /// The direct conv pipeline; `per_output`: one invocation per output
+    /// value rather than per pixel.
+    pub fn conv_direct(&self, device: &wgpu::Device, per_output: bool) -> wgpu::ComputePipeline {
+        self.get(device, Family::Conv2dDirect, [DIRECT_WG, u32::from(per_output), 0, 0, 0, 0])
+    }
+
+    /// The argmax pipeline of max pooling.
+    pub fn pool_argmax(&self, device: &wgpu::Device) -> wgpu::ComputePipeline {
+        self.get(device, Family::Pool2dArgmax, [POOL_WG, 0, 0, 0, 0, 0])
     }
 
     /// The tiled pooling pipeline for a tile; `vec` as for [`Pipelines::pool`].

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use convpool::shape::{images_nhwc, kernels_hwio};
-use convpool::{Conv2dSpec, Device, Engine, EngineOptions, GpuOptions, Padding, Pool2dSpec, PoolMode, Window};
+use convpool::{Conv2dSpec, Device, Engine, EngineOptions, GpuOptions, Padding, Pool2dSpec, PoolMode};
 use ndarray::{Array4, ArrayD, Axis, Dimension, Ix4};
 use ndarray_npy::NpzReader;
 use serde_json::Value;
@@ -48,7 +48,9 @@ pub struct Case {
     pub exact: bool,
     pub images: ArrayD<f32>,
     pub kernels: Option<ArrayD<f32>>,
+    pub bias: Option<ndarray::Array1<f32>>,
     pub expected: ArrayD<f64>,
+    pub expected_indices: Option<ArrayD<i64>>,
 }
 
 /// One fast-CPU engine per instruction set this machine has (narrower ones
@@ -74,10 +76,10 @@ pub fn load_cases() -> Vec<Case> {
         .map(|c| {
             let mut npz = NpzReader::new(File::open(dir.join(c["file"].as_str().unwrap())).unwrap()).unwrap();
             let names = npz.names().unwrap();
-            let kernels = names
-                .iter()
-                .any(|n| n == "kernels")
-                .then(|| npz.by_name("kernels.npy").unwrap());
+            let has = |name: &str| names.iter().any(|n| n == name || n == &format!("{name}.npy"));
+            let kernels = has("kernels").then(|| npz.by_name("kernels.npy").unwrap());
+            let bias = has("bias").then(|| npz.by_name("bias.npy").unwrap());
+            let expected_indices = has("expected_indices").then(|| npz.by_name("expected_indices.npy").unwrap());
             Case {
                 name: c["name"].as_str().unwrap().to_string(),
                 op: c["op"].as_str().unwrap().to_string(),
@@ -85,7 +87,9 @@ pub fn load_cases() -> Vec<Case> {
                 exact: c["exact"].as_bool().unwrap(),
                 images: npz.by_name("images.npy").unwrap(),
                 kernels,
+                bias,
                 expected: npz.by_name("expected.npy").unwrap(),
+                expected_indices,
             }
         })
         .collect()
@@ -152,6 +156,69 @@ fn to4(a: &ArrayD<f32>, dims: [usize; 4]) -> Array4<f32> {
 
 /// Runs a case's operation on `engine` with the case's own API.
 pub fn run_case(engine: &Engine, case: &Case) -> convpool::Result<ArrayD<f32>> {
+    run_case_full(engine, case).map(|(out, _)| out)
+}
+
+/// The conv2d spec of a golden case, v2 options included.
+pub fn conv_spec(p: &Value) -> Conv2dSpec {
+    let (sh, sw) = pair(&p["stride"]);
+    let (dh, dw) = pair(&p["dilation"]);
+    let mut spec = Conv2dSpec::new(padding(&p["padding"]))
+        .with_stride(sh, sw)
+        .with_dilation(dh, dw);
+    if let Some(mode) = p["padding_mode"].as_str() {
+        spec = spec.with_padding_mode(mode.parse().unwrap());
+    }
+    if let Some(g) = p["groups"].as_u64() {
+        spec = spec.with_groups(g as usize);
+    }
+    if let Some(a) = p["activation"].as_str() {
+        spec = spec.with_activation(Some(a.parse().unwrap()));
+    }
+    spec
+}
+
+/// The pool2d / adaptive_pool2d spec of a golden case.
+pub fn pool_spec(op: &str, p: &Value) -> Pool2dSpec {
+    let mode: PoolMode = p["mode"].as_str().unwrap().parse().unwrap();
+    if op == "adaptive_pool2d" {
+        let (oh, ow) = pair(&p["output_size"]);
+        return Pool2dSpec::adaptive(mode, oh, ow);
+    }
+    let (dh, dw) = if p["dilation"].is_null() {
+        (1, 1)
+    } else {
+        pair(&p["dilation"])
+    };
+    if p["window"].is_null() {
+        return Pool2dSpec::global(mode);
+    }
+    let (kh, kw) = pair(&p["window"]);
+    let (sh, sw) = pair(&p["stride"]);
+    Pool2dSpec::new(mode, kh, kw)
+        .with_stride(sh, sw)
+        .with_dilation(dh, dw)
+        .with_padding(padding(&p["padding"]))
+        .with_ceil_mode(p["ceil_mode"].as_bool().unwrap())
+        .with_count_include_pad(p["count_include_pad"].as_bool().unwrap())
+}
+
+/// [`run_case`], with the argmax indices where the case asks for them.
+pub fn run_case_full(engine: &Engine, case: &Case) -> convpool::Result<(ArrayD<f32>, Option<ArrayD<i64>>)> {
+    let p = &case.params;
+    if matches!(case.op.as_str(), "pool2d" | "adaptive_pool2d") {
+        let spec = pool_spec(&case.op, p);
+        let images = to4(&case.images, images_nhwc(case.images.shape())?);
+        if p["return_indices"].as_bool() == Some(true) {
+            let (values, indices) = engine.max_pool2d_with_indices(&images, &spec)?;
+            return Ok((values.into_dyn(), Some(indices.into_dyn())));
+        }
+        return Ok((engine.pool2d(&images, &spec)?.into_dyn(), None));
+    }
+    Ok((run_seed_or_conv(engine, case)?, None))
+}
+
+fn run_seed_or_conv(engine: &Engine, case: &Case) -> convpool::Result<ArrayD<f32>> {
     let p = &case.params;
     let seed = engine.seed();
     let img = &case.images;
@@ -193,42 +260,18 @@ pub fn run_case(engine: &Engine, case: &Case) -> convpool::Result<ArrayD<f32>> {
                 .into_dyn()
         }
         "conv2d" => {
-            let (sh, sw) = pair(&p["stride"]);
-            let (dh, dw) = pair(&p["dilation"]);
-            let spec = Conv2dSpec::new(padding(&p["padding"]))
-                .with_stride(sh, sw)
-                .with_dilation(dh, dw);
+            let spec = conv_spec(p);
             let k = ker.unwrap();
-            let out = engine.conv2d(
-                &to4(img, images_nhwc(img.shape())?),
-                &to4(k, kernels_hwio(k.shape())?),
-                &spec,
-            )?;
+            let (x, k4) = (to4(img, images_nhwc(img.shape())?), to4(k, kernels_hwio(k.shape())?));
+            let out = match &case.bias {
+                Some(b) => engine.conv2d_bias(&x, &k4, b, &spec)?,
+                None => engine.conv2d(&x, &k4, &spec)?,
+            };
             if k.ndim() < 4 {
                 out.index_axis_move(Axis(3), 0).into_dyn()
             } else {
                 out.into_dyn()
             }
-        }
-        "pool2d" => {
-            let (kh, kw) = pair(&p["window"]);
-            let (sh, sw) = pair(&p["stride"]);
-            let (dh, dw) = if p["dilation"].is_null() {
-                (1, 1)
-            } else {
-                pair(&p["dilation"])
-            };
-            let mode: PoolMode = p["mode"].as_str().unwrap().parse().unwrap();
-            let mut spec = Pool2dSpec::new(mode, kh, kw)
-                .with_stride(sh, sw)
-                .with_dilation(dh, dw)
-                .with_padding(padding(&p["padding"]))
-                .with_ceil_mode(p["ceil_mode"].as_bool().unwrap())
-                .with_count_include_pad(p["count_include_pad"].as_bool().unwrap());
-            if p["window"].is_null() {
-                spec.window = Window::Global;
-            }
-            engine.pool2d(&to4(img, images_nhwc(img.shape())?), &spec)?.into_dyn()
         }
         other => panic!("unknown op {other}"),
     })
@@ -244,7 +287,10 @@ pub fn check_case(case: &Case, out: &ArrayD<f32>) -> Result<(), String> {
         .iter()
         .filter(|v| v.is_finite())
         .fold(0f64, |m, v| m.max(v.abs()));
-    let tol = 1e-4 * max_ref.max(1.0);
+    let transcendental = case.params["activation"]
+        .as_str()
+        .is_some_and(|a| a.starts_with("sigmoid") || a.starts_with("tanh"));
+    let tol = 1e-4 * max_ref.max(1.0) + if transcendental { 1e-6 } else { 0.0 };
     for ((idx, &got), &want) in out.indexed_iter().zip(case.expected.iter()) {
         let ok = if want.is_nan() {
             got.is_nan()
@@ -261,6 +307,22 @@ pub fn check_case(case: &Case, out: &ArrayD<f32>) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Checks argmax indices bit for bit against the case's.
+pub fn check_indices(case: &Case, got: Option<&ArrayD<i64>>) -> Result<(), String> {
+    match (&case.expected_indices, got) {
+        (None, None) => Ok(()),
+        (Some(want), Some(got)) if want.shape() != got.shape() => {
+            Err(format!("indices of shape {:?}, expected {:?}", got.shape(), want.shape()))
+        }
+        (Some(want), Some(got)) => match got.indexed_iter().zip(want.iter()).find(|((_, a), b)| a != b) {
+            None => Ok(()),
+            Some(((idx, a), b)) => Err(format!("index at {:?}: got {a}, expected {b}", idx.slice())),
+        },
+        (Some(_), None) => Err("no indices returned".into()),
+        (None, Some(_)) => Err("indices returned where none were asked for".into()),
+    }
 }
 
 /// Deterministic values in [-1, 1): shrinking then acts on shapes only.

@@ -18,12 +18,13 @@ use std::mem::MaybeUninit;
 use self::copies::{fill_planes, padded_rows_in_place};
 use self::kernel::{BlockWeights, ColumnMasks, Grid, Run, LANES};
 use self::layout::{in_place_reach, Planes};
-use super::pieces::{for_each_piece_uninit, piece_rows, Piece, SCRATCH, TILE_FLOATS};
+use super::pieces::{finish, for_each_piece_uninit, piece_rows, Piece, SCRATCH, TILE_FLOATS};
+use crate::epilogue::Epilogue;
 use super::simd::{dispatch, Avx2, Isa, Simd, WithSimd};
 use crate::shape::Conv2dGeometry;
 
 /// The planar kernel with the vectors of `isa`.
-pub(crate) fn conv(isa: Isa, x: &[f32], k: &[f32], o: &mut [MaybeUninit<f32>], g: &Conv2dGeometry) {
+pub(crate) fn conv(isa: Isa, x: &[f32], k: &[f32], o: &mut [MaybeUninit<f32>], g: &Conv2dGeometry, ep: &Epilogue) {
     let row_elems = g.ow * g.nc;
     let per_row = g.c * g.sh * (g.ow * g.sw + g.kw * g.dw);
     let rows = piece_rows(g.oh, per_row, g.m, TILE_FLOATS);
@@ -52,10 +53,12 @@ pub(crate) fn conv(isa: Isa, x: &[f32], k: &[f32], o: &mut [MaybeUninit<f32>], g
                 masks: masks.as_ref(),
                 p,
                 planes,
-                dst,
+                dst: &mut *dst,
             };
             dispatch(isa, piece);
-        })
+        });
+        // SAFETY: `Run::block` stores every output of the piece.
+        unsafe { finish(dst, ep, g.nc) };
     });
 }
 
