@@ -1,5 +1,7 @@
 //! The `#[repr(C)]` params structs must match the WGSL structs field for
-//! field: same names in the same order, same offsets, same size.
+//! field: same names in the same order, same offsets, same size. The
+//! structs live in `shaders/common.wgsl`, which every shader is compiled
+//! after; each shader is parsed that way here too.
 
 use std::mem::{offset_of, size_of};
 
@@ -7,13 +9,17 @@ use convpool::gpu::params::{ConvParams, PoolParams};
 use convpool::gpu::pipelines::ConvTiling;
 use convpool::Conv2dSpec;
 
+/// A shader as the device gets it: common.wgsl, then the file.
+fn parse(file: &str) -> naga::Module {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let common = std::fs::read_to_string(dir.join("common.wgsl")).unwrap();
+    let source = std::fs::read_to_string(dir.join(file)).unwrap();
+    naga::front::wgsl::parse_str(&format!("{common}{source}")).unwrap()
+}
+
 /// (name, offset, size) of each member of a WGSL struct, and its span.
 fn wgsl_layout(file: &str, name: &str) -> (Vec<(String, u32)>, u32) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("shaders")
-        .join(file);
-    let source = std::fs::read_to_string(path).unwrap();
-    let module = naga::front::wgsl::parse_str(&source).unwrap();
+    let module = parse(file);
     let ty = module
         .types
         .iter()
@@ -45,7 +51,7 @@ fn conv_params_match_the_shader() {
         ConvParams,
         [
             batch, h, w, c, band_h, in_row0, out_row0, oh_chunk, ow, nc, kh, kw, sh, sw, dh, dw, pad_top, pad_left,
-            m_total, k_total, tiles_m, row_pitch
+            m_total, k_total, tiles_m, row_pitch, gc, gnc, tiles_n, mode, act, has_bias, act_a, act_b
         ],
         _pad,
         2,
@@ -56,12 +62,21 @@ fn conv_params_match_the_shader() {
     assert_eq!(span % 16, 0, "uniform structs are used in 16-byte units");
 }
 
+/// The struct is written once: no shader declares its own.
 #[test]
-fn direct_conv_params_match_the_shader() {
-    let (tiled, span) = wgsl_layout("conv2d.wgsl", "ConvParams");
-    let (direct, direct_span) = wgsl_layout("conv2d_direct.wgsl", "ConvParams");
-    assert_eq!(tiled, direct);
-    assert_eq!(span, direct_span);
+fn params_structs_are_written_once() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap() == "common.wgsl" || path.extension().is_none_or(|e| e != "wgsl") {
+            continue;
+        }
+        let source = std::fs::read_to_string(&path).unwrap();
+        for name in ["struct ConvParams", "struct PoolParams"] {
+            assert!(!source.contains(name), "{} declares {name}", path.display());
+        }
+        parse(path.file_name().unwrap().to_str().unwrap());
+    }
 }
 
 #[test]
@@ -92,10 +107,12 @@ fn pool_params_match_the_shader() {
             mode,
             count_include_pad,
             total,
-            row_pitch
+            row_pitch,
+            oh,
+            adaptive
         ],
         _pad,
-        1,
+        3,
         0
     );
     assert_eq!(rust, wgsl);
@@ -104,10 +121,7 @@ fn pool_params_match_the_shader() {
 
 /// The value of a `const NAME: u32` of a shader.
 fn wgsl_const(file: &str, name: &str) -> u32 {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("shaders")
-        .join(file);
-    let module = naga::front::wgsl::parse_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let module = parse(file);
     let (_, c) = module
         .constants
         .iter()

@@ -407,7 +407,7 @@ mod tests {
             assert_eq!(Strategy::choose(&g, Isa::detected()), Strategy::Im2col);
             let (x, k) = (array([2, 5, 5, 1], 5), array([3, 3, 1, nc], 6));
             let want = crate::cpu::reference::conv2d(x.view(), k.view(), &g);
-            let got = conv2d(Isa::detected(), x.view(), k.view(), &g);
+            let got = conv2d_bias(Isa::detected(), x.view(), k.view(), None, &g);
             assert!(check::within(got.view(), want.view(), 1e-5));
         }
         let big = 1_000_000_000;
@@ -416,10 +416,11 @@ mod tests {
             let g = spec.resolve([1, 1, 1, 1], [1, 1, 1, nc]).unwrap();
             assert_eq!(Strategy::choose(&g, Isa::detected()), Strategy::Im2col);
             let k = array([1, 1, 1, nc], 4);
-            let y = conv2d(
+            let y = conv2d_bias(
                 Isa::detected(),
                 Array4::from_elem((1, 1, 1, 1), 2.0).view(),
                 k.view(),
+                None,
                 &g,
             );
             assert_eq!(y.shape(), &[1, 3, 3, nc]);
