@@ -529,7 +529,10 @@ impl Conv2dSpec {
         }
         let groups = self.groups;
         if groups == 0 {
-            return Err(Error::invalid("groups", "must be at least 1, got 0"));
+            return Err(Error::invalid(
+                "groups",
+                format!("must be at least 1, got 0 (images {}, kernels {kernels})", Shape::from(images_nhwc)),
+            ));
         }
         if groups > 1 && (c % groups != 0 || nc % groups != 0 || kc != c / groups) {
             return Err(Error::invalid(
