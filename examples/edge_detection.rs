@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use convpool::filter::{self, FilterKernel, Pipeline};
-use convpool::{Device, Engine, Padding};
+use convpool::{Device, Engine, Padding, PaddingMode};
 
 fn main() -> convpool::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -27,6 +27,7 @@ fn main() -> convpool::Result<()> {
         kernels: vec![FilterKernel::Sobel],
         pool: None,
         padding: Padding::Same,
+        border: PaddingMode::Reflect, // as OpenCV: no false edges at the border
         scale: None, // derivative kernel: absolute value, stretched to 0..255
     };
     let values = pipeline.run(&engine, filter::stack(&[&image])?)?;

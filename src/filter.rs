@@ -14,7 +14,7 @@ use ndarray::{s, Array2, Array3, Array4, ArrayD, Axis, Ix4};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::shape::{kernels_hwio, Conv2dSpec, Padding, Pool2dSpec, PoolMode};
+use crate::shape::{kernels_hwio, Conv2dSpec, Padding, PaddingMode, Pool2dSpec, PoolMode};
 
 /// A filter kernel by name.
 #[derive(Debug, Clone, PartialEq)]
@@ -289,6 +289,10 @@ pub struct Pipeline {
     pub pool: Option<Pool2dSpec>,
     /// Padding of every convolution (`same` keeps the size).
     pub padding: Padding,
+    /// What the padded cells hold. `convpool filter` defaults to `Reflect`
+    /// (OpenCV's BORDER_REFLECT_101), so a blur keeps the brightness of the
+    /// image's edges; `Zeros` darkens them.
+    pub border: PaddingMode,
     /// Output scaling; `None` picks it from the kernels.
     pub scale: Option<Scale>,
 }
@@ -308,7 +312,7 @@ impl Pipeline {
     /// Runs the kernels and the pooling on a batch `(m, h, w, c)`; returns
     /// the raw values (not yet scaled).
     pub fn run(&self, engine: &Engine, batch: Array4<f32>) -> Result<Array4<f32>> {
-        let spec = Conv2dSpec::new(self.padding);
+        let spec = Conv2dSpec::new(self.padding).with_padding_mode(self.border);
         let mut x = batch;
         for k in &self.kernels {
             x = match (k, k.weights()) {
@@ -352,26 +356,15 @@ impl Pipeline {
     }
 }
 
-/// Filters every channel on its own with `(kh, kw, 1, k)` kernels: the
-/// channels become images of the batch. Returns `(m, oh, ow, c * k)` with the
-/// `k` results of each channel adjacent.
+/// Filters every channel on its own with `(kh, kw, 1, k)` kernels, as one
+/// depthwise convolution (`groups = c`, channel multiplier `k`). Returns
+/// `(m, oh, ow, c * k)` with the `k` results of each channel adjacent.
 fn per_channel(engine: &Engine, x: &Array4<f32>, kernels: &Array4<f32>, spec: &Conv2dSpec) -> Result<Array4<f32>> {
-    let (m, h, w, c) = x.dim();
-    let planes = x
-        .view()
-        .permuted_axes([0, 3, 1, 2])
-        .as_standard_layout()
-        .into_owned()
-        .into_shape_with_order((m * c, h, w, 1))
-        .expect("same size");
-    let y = engine.conv2d(&planes, kernels, spec)?;
-    let (_, oh, ow, k) = y.dim();
-    let y = y.into_shape_with_order((m, c, oh, ow, k)).expect("same size");
-    Ok(y.permuted_axes([0, 2, 3, 1, 4])
-        .as_standard_layout()
-        .into_owned()
-        .into_shape_with_order((m, oh, ow, c * k))
-        .expect("same size"))
+    let c = x.dim().3;
+    let (kh, kw, _, k) = kernels.dim();
+    // Output channel `ch * k + t` filters channel `ch` with kernel `t`.
+    let tiled = Array4::from_shape_fn((kh, kw, 1, c * k), |(i, j, _, o)| kernels[[i, j, 0, o % k]]);
+    engine.conv2d(x, &tiled, &spec.with_groups(c))
 }
 
 /// Turns raw filtered values of one image into pixels in `0..=max`.

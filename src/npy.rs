@@ -200,6 +200,17 @@ pub fn write_f32_atomic(path: impl AsRef<Path>, array: ArrayViewD<f32>) -> Resul
     })
 }
 
+/// Writes `array` as a little-endian int64 `.npy` (argmax indices),
+/// atomically like [`write_f32_atomic`].
+pub fn write_i64_atomic(path: impl AsRef<Path>, array: ArrayViewD<i64>) -> Result<()> {
+    let path = path.as_ref();
+    crate::atomic::write_atomic(path, |w| {
+        array
+            .write_npy(w)
+            .map_err(|e| npy_error(path, format!("cannot write: {e}")))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::one_line;

@@ -296,6 +296,56 @@ fn bad_inputs_are_refused_with_one_line() {
     assert_refused(&run(&["conv", "--images", s(&x), "--out", s(&y)]), "--kernels", &y);
 }
 
+/// The v2 flags refuse bad values with one line and leave no file (the
+/// indices file included).
+#[test]
+fn bad_v2_flags_are_refused() {
+    let d = tmp();
+    let (x, k) = (p(d.path(), "x.npy"), p(d.path(), "k.npy"));
+    write_npy(&x, &images()).unwrap();
+    write_npy(&k, &kernels()).unwrap();
+    let b3 = p(d.path(), "b3.npy");
+    write_npy(&b3, &ndarray::arr1(&[1f32, 2.0, 3.0])).unwrap();
+    let out = p(d.path(), "y.npy");
+    let conv = |extra: &[&str]| {
+        let mut args = vec!["conv", "--images", s(&x), "--kernels", s(&k), "--out", s(&out)];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    assert_refused(&conv(&["--padding-mode", "mirror"]), "padding_mode", &out);
+    assert_refused(&conv(&["--groups", "2"]), "groups", &out);
+    assert_refused(&conv(&["--groups", "0"]), "groups", &out);
+    assert_refused(&conv(&["--bias", s(&b3)]), "bias", &out);
+    assert_refused(&conv(&["--activation", "gelu"]), "activation", &out);
+    assert_refused(&conv(&["--activation", "clip:1:0"]), "activation", &out);
+    assert_refused(
+        &conv(&["--padding", "same", "--padding-mode", "reflect", "--dilation", "9"]),
+        "padding_mode",
+        &out,
+    );
+    let idx = p(d.path(), "i.npy");
+    let pool = |extra: &[&str]| {
+        let mut args = vec!["pool", "--images", s(&x), "--out", s(&out)];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    assert_refused(&pool(&["--output-size", "0,2"]), "output_size", &out);
+    assert_refused(&pool(&["--output-size", "2,2", "--window", "2"]), "window", &out);
+    assert_refused(&pool(&["--output-size", "2,2", "--padding", "1,1"]), "padding", &out);
+    assert_refused(&pool(&["--window", "2", "--mode", "avg", "--indices", s(&idx)]), "indices", &out);
+    assert!(!idx.exists());
+    // Both files when it works: the indices point at the maxima.
+    let res = pool(&["--window", "3", "--stride", "2", "--indices", s(&idx)]);
+    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    let values: Array4<f32> = read_npy(&out).unwrap();
+    let indices: Array4<i64> = read_npy(&idx).unwrap();
+    let x4 = images();
+    for ((n, oy, ox, c), &i) in indices.indexed_iter() {
+        let (y, xx) = (i as usize / 8, i as usize % 8);
+        assert_eq!(x4[[n, y, xx, c]], values[[n, oy, ox, c]]);
+    }
+}
+
 #[test]
 fn unwritable_output_leaves_nothing() {
     let d = tmp();

@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 
 use convpool::cpu::reference;
 use convpool::filter::{self, FilterKernel, Scale};
-use convpool::{Conv2dSpec, Padding};
+use convpool::{Conv2dSpec, Padding, PaddingMode};
 use ndarray::{Array3, Array4, Axis};
 
 fn photo(name: &str) -> PathBuf {
@@ -52,8 +52,9 @@ fn sobel_edges_match_the_reference_on_the_decoded_pixels() {
     ]);
     assert!(res.status.success(), "{:?}", ours(&res));
 
-    // The reference: decoded pixels, Sobel x and y with `same` zero padding,
-    // gradient magnitude, then abs + min-max to 0..255.
+    // The reference: decoded pixels, Sobel x and y with `same` padding and
+    // the filter's default border (reflect), gradient magnitude, then abs +
+    // min-max to 0..255.
     let pixels = image::open(&input).unwrap().to_luma8();
     let (w, h) = pixels.dimensions();
     let x = Array4::from_shape_vec(
@@ -66,7 +67,7 @@ fn sobel_edges_match_the_reference_on_the_decoded_pixels() {
     let k = ndarray::stack(Axis(2), &[gx.view(), gy.view()])
         .unwrap()
         .insert_axis(Axis(2));
-    let spec = Conv2dSpec::new(Padding::Same);
+    let spec = Conv2dSpec::new(Padding::Same).with_padding_mode(PaddingMode::Reflect);
     let g = spec.resolve([1, h as usize, w as usize, 1], [3, 3, 1, 2]).unwrap();
     let grad = reference::conv2d(x.view(), k.view(), &g);
     let mag = grad
@@ -86,6 +87,47 @@ fn sobel_edges_match_the_reference_on_the_decoded_pixels() {
     // Real edges: plenty of bright pixels, most of the sky dark.
     let bright = got.iter().filter(|&&v| v > 128).count();
     assert!(bright > 500 && bright < (w * h / 4) as usize, "{bright} bright pixels");
+}
+
+/// A blur of a constant image is constant everywhere, edges included: the
+/// default border reflects the image into its padding (zeros would darken
+/// the edges, and still do when asked for).
+#[test]
+fn a_gaussian_blur_of_a_constant_image_is_constant_to_the_edges() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("flat.png");
+    image::ImageBuffer::from_fn(40, 30, |_, _| image::Rgb([180u8, 90, 30])).save(&src).unwrap();
+    for device in ["cpu", "gpu"] {
+        if device == "gpu" && convpool::gpu::list_adapters().is_empty() {
+            continue;
+        }
+        let out = d.path().join(format!("blur_{device}.png"));
+        let res = run(&[
+            "filter", "--input", src.to_str().unwrap(), "--kernel", "gaussian:15:5", "--device", device, "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(res.status.success(), "{:?}", ours(&res));
+        let img = image::open(&out).unwrap().to_rgb8();
+        assert_eq!(img.dimensions(), (40, 30));
+        assert!(img.pixels().all(|p| p.0 == [180, 90, 30]), "{device}: a pixel changed");
+    }
+    let out = d.path().join("zeros.png");
+    let res = run(&[
+        "filter", "--input", src.to_str().unwrap(), "--kernel", "gaussian:15:5", "--border", "zeros", "--device",
+        "cpu", "--out", out.to_str().unwrap(),
+    ]);
+    assert!(res.status.success(), "{:?}", ours(&res));
+    let img = image::open(&out).unwrap().to_rgb8();
+    assert!(img.get_pixel(0, 0)[0] < 120, "zeros padding darkens the corner");
+    assert_eq!(img.get_pixel(20, 15).0, [180, 90, 30]);
+    let bad = d.path().join("bad.png");
+    let res = run(&[
+        "filter", "--input", src.to_str().unwrap(), "--kernel", "box:3", "--border", "mirror", "--out",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(!res.status.success() && !bad.exists());
+    assert_eq!(ours(&res).len(), 1);
+    assert!(ours(&res)[0].contains("padding_mode"), "{:?}", ours(&res));
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use convpool::filter::{self, FilterKernel, Image, Pipeline, Scale};
-use convpool::{Device, Engine, Error, Padding};
+use convpool::{Device, Engine, Error, Padding, PaddingMode};
 
 use super::FilterArgs;
 
@@ -141,6 +141,7 @@ pub fn run(args: &FilterArgs) -> Result<i32, Error> {
         kernels,
         pool: args.pool.as_deref().map(filter::parse_pool).transpose()?,
         padding: args.padding.parse::<Padding>()?,
+        border: args.border.parse::<PaddingMode>()?,
         scale: args.scale.as_deref().map(str::parse::<Scale>).transpose()?,
     };
     let device: Device = args.device.parse()?;

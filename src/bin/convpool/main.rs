@@ -9,7 +9,10 @@ use clap::{Args, Parser, Subcommand};
 mod filter;
 use convpool::error::Shape;
 use convpool::shape::{images_nhwc, kernels_hwio};
-use convpool::{npy, Conv2dSpec, Device, Engine, EngineOptions, Error, Padding, Pool2dSpec, PoolMode, Window};
+use convpool::{
+    npy, Activation, Conv2dSpec, Device, Engine, EngineOptions, Error, Padding, PaddingMode, Pool2dSpec, PoolMode,
+    Window,
+};
 use ndarray::{Array4, ArrayD, Axis, Ix4};
 
 /// 2-D convolution and pooling over batches of images, on the GPU (wgpu) or the CPU.
@@ -53,6 +56,11 @@ struct FilterArgs {
     /// Padding of every kernel; `same` keeps the image size.
     #[arg(long, default_value = "same", allow_hyphen_values = true)]
     padding: String,
+    /// What the padding holds: zeros | reflect | symmetric | replicate |
+    /// circular. reflect (OpenCV's default) keeps a blur's edges as bright
+    /// as the image; zeros darkens them.
+    #[arg(long, default_value = "reflect")]
+    border: String,
     /// auto | cpu | gpu.
     #[arg(long, default_value = "auto")]
     device: String,
@@ -122,18 +130,40 @@ struct Common {
 
 #[derive(Args, Debug)]
 struct ConvArgs {
-    /// Kernels, .npy: (kh, kw), (kh, kw, c) or (kh, kw, c, nc).
+    /// Kernels, .npy: (kh, kw), (kh, kw, c) or (kh, kw, c, nc); with groups
+    /// G, (kh, kw, c / G, nc).
     #[arg(long, value_name = "K.npy")]
     kernels: PathBuf,
+    /// What the padded cells hold: zeros | reflect | symmetric | replicate | circular.
+    #[arg(long, default_value = "zeros")]
+    padding_mode: String,
+    /// Channel groups (G = c: depthwise); c and nc divisible by G.
+    #[arg(long, default_value_t = 1)]
+    groups: usize,
+    /// Bias, .npy of shape (nc,), added to every output channel.
+    #[arg(long, value_name = "B.npy")]
+    bias: Option<PathBuf>,
+    /// After the bias: relu | relu6 | leaky_relu[:ALPHA] | sigmoid | tanh | clip:LO:HI.
+    #[arg(long, allow_hyphen_values = true)]
+    activation: Option<String>,
     #[command(flatten)]
     common: Common,
 }
 
 #[derive(Args, Debug)]
+#[command(group = clap::ArgGroup::new("size").required(true).args(["window", "output_size"]))]
 struct PoolArgs {
     /// KH,KW (or one number for both), or `global`.
     #[arg(long, allow_hyphen_values = true)]
-    window: String,
+    window: Option<String>,
+    /// Adaptive pooling to OH,OW (PyTorch adaptive_*_pool2d); excludes
+    /// --window, --stride, --padding, --dilation and --ceil-mode.
+    #[arg(long, value_name = "OH,OW", conflicts_with_all = ["stride", "padding", "dilation", "ceil_mode"])]
+    output_size: Option<String>,
+    /// Also write the argmax of max pooling, int64 (m, oh, ow, c): y * w + x
+    /// of each winner, -1 where a window has no real cell.
+    #[arg(long, value_name = "IDX.npy")]
+    indices: Option<PathBuf>,
     /// max | avg.
     #[arg(long, default_value = "max")]
     mode: String,
@@ -193,20 +223,54 @@ fn conv(args: &ConvArgs) -> Result<String, Error> {
     let padding = parse_padding(&c.padding)?;
     let stride = pair("stride", c.stride.as_deref().unwrap_or("1,1"))?;
     let dilation = pair("dilation", &c.dilation)?;
+    let activation = args.activation.as_deref().map(str::parse::<Activation>).transpose()?;
     let spec = Conv2dSpec::new(padding)
         .with_stride(stride.0, stride.1)
-        .with_dilation(dilation.0, dilation.1);
+        .with_dilation(dilation.0, dilation.1)
+        .with_padding_mode(args.padding_mode.parse::<PaddingMode>()?)
+        .with_groups(args.groups)
+        .with_activation(activation);
     c.device.parse::<Device>()?;
     let images = npy::read_f32(&c.images)?;
     let kernels = npy::read_f32(&args.kernels)?;
+    let bias = match &args.bias {
+        Some(path) => {
+            let b = npy::read_f32(path)?;
+            if b.ndim() != 1 {
+                return Err(Error::invalid(
+                    "bias",
+                    format!("{}: expected shape (nc,), got {}", path.display(), shape_of(&b)),
+                ));
+            }
+            Some(b.into_dimensionality::<ndarray::Ix1>().expect("one dimension"))
+        }
+        None => None,
+    };
     let (images_shape, kernels_shape) = (shape_of(&images), shape_of(&kernels));
     let nhwc = images_nhwc(images.shape())?;
     let hwio = kernels_hwio(kernels.shape())?;
     // Validate everything before a device is opened.
-    spec.resolve(nhwc, hwio)?;
+    let g = spec.resolve(nhwc, hwio)?;
+    if let Some(b) = &bias {
+        if b.len() != g.nc {
+            return Err(Error::invalid(
+                "bias",
+                format!(
+                    "{}: expected shape ({},), one value per output channel of kernels {kernels_shape}, got ({},)",
+                    args.bias.as_ref().expect("a bias file").display(),
+                    g.nc,
+                    b.len()
+                ),
+            ));
+        }
+    }
     let engine = engine(c)?;
     let start = Instant::now();
-    let out = engine.conv2d(&to4(images, nhwc), &to4(kernels, hwio), &spec)?;
+    let (images, kernels) = (to4(images, nhwc), to4(kernels, hwio));
+    let out = match &bias {
+        Some(b) => engine.conv2d_bias(&images, &kernels, b, &spec)?,
+        None => engine.conv2d(&images, &kernels, &spec)?,
+    };
     let secs = start.elapsed().as_secs_f64();
     // The seed's shapes: a 2-D or 3-D kernel gives (m, oh, ow).
     let out = if kernels_shape.dims().len() < 4 {
@@ -224,13 +288,22 @@ fn conv(args: &ConvArgs) -> Result<String, Error> {
 
 fn pool(args: &PoolArgs) -> Result<String, Error> {
     let c = &args.common;
-    let window = if args.window.trim().eq_ignore_ascii_case("global") {
-        Window::Global
-    } else {
-        let (kh, kw) = pair("window", &args.window)?;
-        Window::Fixed(kh, kw)
+    let window = match (&args.window, &args.output_size) {
+        (_, Some(size)) => {
+            let (oh, ow) = pair("output-size", size)?;
+            Window::Adaptive(oh, ow)
+        }
+        (Some(w), None) if w.trim().eq_ignore_ascii_case("global") => Window::Global,
+        (Some(w), None) => {
+            let (kh, kw) = pair("window", w)?;
+            Window::Fixed(kh, kw)
+        }
+        (None, None) => return Err(Error::invalid("window", "give --window KH,KW or --output-size OH,OW")),
     };
     let mode: PoolMode = args.mode.parse()?;
+    if args.indices.is_some() && mode != PoolMode::Max {
+        return Err(Error::invalid("indices", format!("need --mode max, got --mode {mode}")));
+    }
     let mut spec = Pool2dSpec {
         window,
         ..Pool2dSpec::new(mode, 1, 1)
@@ -251,9 +324,25 @@ fn pool(args: &PoolArgs) -> Result<String, Error> {
     spec.resolve(nhwc)?;
     let engine = engine(c)?;
     let start = Instant::now();
-    let out = engine.pool2d(&to4(images, nhwc), &spec)?;
+    let images = to4(images, nhwc);
+    let (out, indices) = match &args.indices {
+        Some(_) => {
+            let (v, i) = engine.max_pool2d_with_indices(&images, &spec)?;
+            (v, Some(i))
+        }
+        None => (engine.pool2d(&images, &spec)?, None),
+    };
     let secs = start.elapsed().as_secs_f64();
-    npy::write_f32_atomic(&c.out, out.view().into_dyn())?;
+    if let (Some(path), Some(i)) = (&args.indices, &indices) {
+        npy::write_i64_atomic(path, i.view().into_dyn())?;
+    }
+    if let Err(e) = npy::write_f32_atomic(&c.out, out.view().into_dyn()) {
+        // Both files or neither.
+        if let Some(path) = &args.indices {
+            let _ = std::fs::remove_file(path);
+        }
+        return Err(e);
+    }
     Ok(format!(
         "pool {images_shape} -> {} on {} in {secs:.3} s",
         Shape::from(out.shape()),
