@@ -24,7 +24,11 @@ fn main() {
             continue;
         }
         let source = format!("{common}{}", fs::read_to_string(&path).expect("readable shader"));
-        let name = format!("{} (after common.wgsl, {} lines)", path.display(), common.lines().count());
+        let name = format!(
+            "{} (after common.wgsl, {} lines)",
+            path.display(),
+            common.lines().count()
+        );
         let module = match naga::front::wgsl::parse_str(&source) {
             Ok(m) => m,
             Err(e) => {

@@ -10,7 +10,14 @@ use convpool::{Device, Engine};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ndarray::Array4;
 
-const NAMES: [&str; 4] = ["seed_gray_valid", "seed_pool_max", "cnn_conv3x3", "cnn_conv1x1"];
+const NAMES: [&str; 6] = [
+    "seed_gray_valid",
+    "seed_pool_max",
+    "cnn_conv3x3",
+    "cnn_conv3x3_bias_relu",
+    "cnn_depthwise3x3",
+    "cnn_conv1x1",
+];
 
 fn inputs(w: &Workload) -> (Array4<f32>, Array4<f32>) {
     let images = random_array(w.input_shape(true), 1);
@@ -23,6 +30,10 @@ fn inputs(w: &Workload) -> (Array4<f32>, Array4<f32>) {
 
 fn run_once(engine: &Engine, w: &Workload, images: &Array4<f32>, kernels: &Array4<f32>) {
     let out = match w.op {
+        Op::Conv { spec, bias: true, .. } => {
+            let bias = ndarray::Array1::<f32>::linspace(-1.0, 1.0, kernels.dim().3);
+            engine.conv2d_bias(images, kernels, &bias, &spec)
+        }
         Op::Conv { spec, .. } => engine.conv2d(images, kernels, &spec),
         Op::Pool { spec } => engine.pool2d(images, &spec),
     };

@@ -28,7 +28,7 @@ fn main() -> convpool::Result<()> {
         pool: None,
         padding: Padding::Same,
         border: PaddingMode::Reflect, // as OpenCV: no false edges at the border
-        scale: None, // derivative kernel: absolute value, stretched to 0..255
+        scale: None,                  // derivative kernel: absolute value, stretched to 0..255
     };
     let values = pipeline.run(&engine, filter::stack(&[&image])?)?;
     let pixels = filter::to_pixels(

@@ -13,6 +13,7 @@ use crate::cpu::simd::{dispatch, Simd, WithSimd};
 use crate::cpu::Isa;
 
 use crate::engine::Engine;
+use crate::epilogue::Activation;
 use crate::error::Result;
 use crate::shape::{Conv2dSpec, Padding, Pool2dSpec, PoolMode};
 
@@ -32,10 +33,12 @@ pub enum Suite {
 pub enum Op {
     /// A convolution with kernels of this HWIO shape.
     Conv {
-        /// `(kh, kw, c, nc)`.
+        /// `(kh, kw, c / groups, nc)`.
         kernels: [usize; 4],
-        /// Stride and padding.
+        /// Stride, padding, groups, activation.
         spec: Conv2dSpec,
+        /// With a bias of `nc` values (the fused epilogue).
+        bias: bool,
     },
     /// A pooling.
     Pool {
@@ -74,7 +77,11 @@ fn conv(
         suite,
         images,
         quick_m,
-        op: Op::Conv { kernels, spec },
+        op: Op::Conv {
+            kernels,
+            spec,
+            bias: false,
+        },
     }
 }
 
@@ -128,6 +135,28 @@ pub fn workloads() -> Vec<Workload> {
         pool("seed_pool_max", Seed, [10000, 32, 32, 3], 1000, pool2(PoolMode::Max)),
         pool("seed_pool_avg", Seed, [10000, 32, 32, 3], 1000, pool2(PoolMode::Avg)),
         conv("cnn_conv3x3", Cnn, [8, 56, 56, 64], 2, [3, 3, 64, 64], Same, 1),
+        Workload {
+            name: "cnn_conv3x3_bias_relu",
+            suite: Cnn,
+            images: [8, 56, 56, 64],
+            quick_m: 2,
+            op: Op::Conv {
+                kernels: [3, 3, 64, 64],
+                spec: Conv2dSpec::new(Same).with_activation(Some(Activation::Relu)),
+                bias: true,
+            },
+        },
+        Workload {
+            name: "cnn_depthwise3x3",
+            suite: Cnn,
+            images: [8, 112, 112, 32],
+            quick_m: 2,
+            op: Op::Conv {
+                kernels: [3, 3, 1, 32],
+                spec: Conv2dSpec::new(Same).with_groups(32),
+                bias: false,
+            },
+        },
         conv("cnn_conv1x1", Cnn, [8, 28, 28, 256], 2, [1, 1, 256, 128], Valid, 1),
         conv("cnn_stem", Cnn, [4, 224, 224, 3], 1, [7, 7, 3, 64], Symmetric(3, 3), 2),
         pool("cnn_maxpool", Cnn, [8, 112, 112, 64], 2, maxpool3),
@@ -146,7 +175,7 @@ impl Workload {
     /// Output shape for an input shape.
     pub fn output_shape(&self, input: [usize; 4]) -> Result<[usize; 4]> {
         Ok(match self.op {
-            Op::Conv { kernels, spec } => spec.resolve(input, kernels)?.output_shape(),
+            Op::Conv { kernels, spec, .. } => spec.resolve(input, kernels)?.output_shape(),
             Op::Pool { spec } => spec.resolve(input)?.output_shape(),
         })
     }
@@ -155,7 +184,7 @@ impl Workload {
     /// convolution, one per window cell for pooling.
     pub fn flops(&self, input: [usize; 4]) -> Result<f64> {
         Ok(match self.op {
-            Op::Conv { kernels, spec } => spec.resolve(input, kernels)?.flops(),
+            Op::Conv { kernels, spec, .. } => spec.resolve(input, kernels)?.flops(),
             Op::Pool { spec } => {
                 let g = spec.resolve(input)?;
                 g.output_shape().iter().product::<usize>() as f64 * (g.kh * g.kw) as f64
@@ -163,11 +192,12 @@ impl Workload {
         })
     }
 
-    /// Bytes that must move at least once: input, kernels and output, f32.
+    /// Bytes that must move at least once: input, kernels, bias and
+    /// output, f32.
     pub fn min_bytes(&self, input: [usize; 4]) -> Result<f64> {
         let out: usize = self.output_shape(input)?.iter().product();
         let kernel: usize = match self.op {
-            Op::Conv { kernels, .. } => kernels.iter().product(),
+            Op::Conv { kernels, bias, .. } => kernels.iter().product::<usize>() + if bias { kernels[3] } else { 0 },
             Op::Pool { .. } => 0,
         };
         Ok(4.0 * (input.iter().product::<usize>() + kernel + out) as f64)
@@ -254,16 +284,25 @@ pub fn run(engine: &Engine, w: &Workload, quick: bool, repeats: usize) -> Result
         Op::Conv { kernels, .. } => random_array(kernels, 2),
         Op::Pool { .. } => Array4::zeros((0, 0, 0, 0)),
     };
+    let bias = match w.op {
+        Op::Conv {
+            kernels, bias: true, ..
+        } => Some(random_array([1, 1, 1, kernels[3]], 3).into_raw_vec_and_offset().0),
+        _ => None,
+    };
     let once = || -> Result<(f64, Option<f64>)> {
         let start = Instant::now();
         let kernel = match w.op {
-            Op::Conv { spec, .. } => engine.conv2d_timed(&images, &kernels, &spec)?.1,
+            Op::Conv { spec, .. } => match &bias {
+                Some(b) => engine.conv2d_bias_timed(&images, &kernels, b.as_slice(), &spec)?.1,
+                None => engine.conv2d_timed(&images, &kernels, &spec)?.1,
+            },
             Op::Pool { spec } => engine.pool2d_timed(&images, &spec)?.1,
         };
         Ok((start.elapsed().as_secs_f64(), kernel))
     };
     let isa = match w.op {
-        Op::Conv { kernels, spec } => engine.conv2d_isa(input, kernels, &spec)?,
+        Op::Conv { kernels, spec, .. } => engine.conv2d_isa(input, kernels, &spec)?,
         Op::Pool { spec } => engine.pool2d_isa(input, &spec)?,
     };
     once()?;

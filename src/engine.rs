@@ -359,7 +359,11 @@ impl Engine {
         if spec.mode != PoolMode::Max {
             return Err(Error::invalid(
                 "mode",
-                format!("indices need max pooling, got {} (images {})", spec.mode, Shape::from(dims(&images))),
+                format!(
+                    "indices need max pooling, got {} (images {})",
+                    spec.mode,
+                    Shape::from(dims(&images))
+                ),
             ));
         }
         let g = spec.resolve(dims(&images))?;
@@ -376,8 +380,11 @@ impl Engine {
         };
         if self.verify {
             let want = reference::max_pool2d_indices(images, &g);
-            if let Some((index, (&got, &reference))) =
-                indices.indexed_iter().zip(want.iter()).find(|((_, a), b)| a != b).map(|((i, a), b)| (i, (a, b)))
+            if let Some((index, (&got, &reference))) = indices
+                .indexed_iter()
+                .zip(want.iter())
+                .find(|((_, a), b)| a != b)
+                .map(|((i, a), b)| (i, (a, b)))
             {
                 return Err(Error::VerifyMismatch {
                     op: "max_pool2d indices",

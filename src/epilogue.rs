@@ -261,7 +261,16 @@ mod tests {
             assert_eq!(got, want, "{text}");
             assert_eq!(got.to_string().parse::<Activation>().unwrap(), want);
         }
-        for bad in ["", "gelu", "relu:1", "leaky_relu:x", "leaky_relu:inf", "clip:1", "clip:2:1", "clip:nan:1"] {
+        for bad in [
+            "",
+            "gelu",
+            "relu:1",
+            "leaky_relu:x",
+            "leaky_relu:inf",
+            "clip:1",
+            "clip:2:1",
+            "clip:nan:1",
+        ] {
             let err = bad.parse::<Activation>().unwrap_err().to_string();
             assert!(err.starts_with("activation: "), "{bad}: {err}");
         }

@@ -32,9 +32,7 @@ pub mod shape;
 
 pub use cpu::Isa;
 pub use engine::{Device, Engine, EngineOptions};
+pub use epilogue::Activation;
 pub use error::{Error, Result};
 pub use gpu::GpuOptions;
-pub use epilogue::Activation;
-pub use shape::{
-    Conv2dGeometry, Conv2dSpec, Padding, PaddingMode, Pads, Pool2dGeometry, Pool2dSpec, PoolMode, Window,
-};
+pub use shape::{Conv2dGeometry, Conv2dSpec, Padding, PaddingMode, Pads, Pool2dGeometry, Pool2dSpec, PoolMode, Window};

@@ -531,7 +531,10 @@ impl Conv2dSpec {
         if groups == 0 {
             return Err(Error::invalid(
                 "groups",
-                format!("must be at least 1, got 0 (images {}, kernels {kernels})", Shape::from(images_nhwc)),
+                format!(
+                    "must be at least 1, got 0 (images {}, kernels {kernels})",
+                    Shape::from(images_nhwc)
+                ),
             ));
         }
         if groups > 1 && (c % groups != 0 || nc % groups != 0 || kc != c / groups) {
@@ -1020,9 +1023,12 @@ impl Pool2dSpec {
             ));
         }
         checked_elems("output", &[m, oh, ow, c])?;
-        h.checked_mul(oh)
-            .and_then(|_| w.checked_mul(ow))
-            .ok_or_else(|| overflow("output_size", format!("({oh}, {ow}) for images {}", Shape::from(images_nhwc))))?;
+        h.checked_mul(oh).and_then(|_| w.checked_mul(ow)).ok_or_else(|| {
+            overflow(
+                "output_size",
+                format!("({oh}, {ow}) for images {}", Shape::from(images_nhwc)),
+            )
+        })?;
         // The largest window: how far one output row or column reaches.
         let widest = |len: usize, out: usize| (0..out).map(|i| adaptive_window(i, len, out)).map(|(a, b)| b - a).max();
         Ok(Pool2dGeometry {

@@ -332,7 +332,11 @@ fn bad_v2_flags_are_refused() {
     assert_refused(&pool(&["--output-size", "0,2"]), "output_size", &out);
     assert_refused(&pool(&["--output-size", "2,2", "--window", "2"]), "window", &out);
     assert_refused(&pool(&["--output-size", "2,2", "--padding", "1,1"]), "padding", &out);
-    assert_refused(&pool(&["--window", "2", "--mode", "avg", "--indices", s(&idx)]), "indices", &out);
+    assert_refused(
+        &pool(&["--window", "2", "--mode", "avg", "--indices", s(&idx)]),
+        "indices",
+        &out,
+    );
     assert!(!idx.exists());
     // Both files when it works: the indices point at the maxima.
     let res = pool(&["--window", "3", "--stride", "2", "--indices", s(&idx)]);

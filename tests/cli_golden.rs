@@ -104,7 +104,11 @@ fn run_all(device: &str) {
             .output()
             .unwrap();
         if !out.status.success() {
-            failures.push(format!("{}: {}", case.name, String::from_utf8_lossy(&out.stderr).trim()));
+            failures.push(format!(
+                "{}: {}",
+                case.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
             continue;
         }
         let got: ArrayD<f32> = read_npy(dir.path().join("y.npy")).unwrap();
@@ -117,7 +121,12 @@ fn run_all(device: &str) {
         }
         checked += 1;
     }
-    assert!(failures.is_empty(), "{} v2 cases failed on {device}:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} v2 cases failed on {device}:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert!(checked >= 65, "only {checked} v2 cases went through the CLI");
 }
 

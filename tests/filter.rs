@@ -96,14 +96,23 @@ fn sobel_edges_match_the_reference_on_the_decoded_pixels() {
 fn a_gaussian_blur_of_a_constant_image_is_constant_to_the_edges() {
     let d = tempfile::tempdir().unwrap();
     let src = d.path().join("flat.png");
-    image::ImageBuffer::from_fn(40, 30, |_, _| image::Rgb([180u8, 90, 30])).save(&src).unwrap();
+    image::ImageBuffer::from_fn(40, 30, |_, _| image::Rgb([180u8, 90, 30]))
+        .save(&src)
+        .unwrap();
     for device in ["cpu", "gpu"] {
         if device == "gpu" && convpool::gpu::list_adapters().is_empty() {
             continue;
         }
         let out = d.path().join(format!("blur_{device}.png"));
         let res = run(&[
-            "filter", "--input", src.to_str().unwrap(), "--kernel", "gaussian:15:5", "--device", device, "--out",
+            "filter",
+            "--input",
+            src.to_str().unwrap(),
+            "--kernel",
+            "gaussian:15:5",
+            "--device",
+            device,
+            "--out",
             out.to_str().unwrap(),
         ]);
         assert!(res.status.success(), "{:?}", ours(&res));
@@ -113,8 +122,17 @@ fn a_gaussian_blur_of_a_constant_image_is_constant_to_the_edges() {
     }
     let out = d.path().join("zeros.png");
     let res = run(&[
-        "filter", "--input", src.to_str().unwrap(), "--kernel", "gaussian:15:5", "--border", "zeros", "--device",
-        "cpu", "--out", out.to_str().unwrap(),
+        "filter",
+        "--input",
+        src.to_str().unwrap(),
+        "--kernel",
+        "gaussian:15:5",
+        "--border",
+        "zeros",
+        "--device",
+        "cpu",
+        "--out",
+        out.to_str().unwrap(),
     ]);
     assert!(res.status.success(), "{:?}", ours(&res));
     let img = image::open(&out).unwrap().to_rgb8();
@@ -122,7 +140,14 @@ fn a_gaussian_blur_of_a_constant_image_is_constant_to_the_edges() {
     assert_eq!(img.get_pixel(20, 15).0, [180, 90, 30]);
     let bad = d.path().join("bad.png");
     let res = run(&[
-        "filter", "--input", src.to_str().unwrap(), "--kernel", "box:3", "--border", "mirror", "--out",
+        "filter",
+        "--input",
+        src.to_str().unwrap(),
+        "--kernel",
+        "box:3",
+        "--border",
+        "mirror",
+        "--out",
         bad.to_str().unwrap(),
     ]);
     assert!(!res.status.success() && !bad.exists());

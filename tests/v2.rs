@@ -140,7 +140,9 @@ fn run(e: &Engine, x: &Array4<f32>, k: &Array4<f32>, bias: Option<&Array1<f32>>,
 
 fn close(a: &Array4<f32>, b: &Array4<f32>, tol: f32) -> bool {
     a.shape() == b.shape()
-        && a.iter().zip(b).all(|(x, y)| (x.is_nan() && y.is_nan()) || x == y || (x - y).abs() <= tol)
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| (x.is_nan() && y.is_nan()) || x == y || (x - y).abs() <= tol)
 }
 
 proptest! {
@@ -291,7 +293,11 @@ fn bias_and_activation_by_hand() {
             let spec = Conv2dSpec::default().with_activation(act);
             let got = e.conv2d_bias(&x, &k, &b, &spec).unwrap();
             for (g, w) in got.iter().zip(want) {
-                assert!((g.is_nan() && w.is_nan()) || (g - w).abs() < 1e-6, "{}: {act:?} {g} vs {w}", e.describe());
+                assert!(
+                    (g.is_nan() && w.is_nan()) || (g - w).abs() < 1e-6,
+                    "{}: {act:?} {g} vs {w}",
+                    e.describe()
+                );
             }
         }
     }
@@ -302,19 +308,37 @@ fn bias_and_activation_by_hand() {
 #[test]
 fn ceil_mode_with_a_window_larger_than_the_input() {
     let x = Array4::from_shape_vec((1, 2, 2, 1), vec![1.0, 2.0, 3.0, 4.0]).unwrap();
-    let spec = Pool2dSpec::new(PoolMode::Avg, 3, 3).with_stride(2, 2).with_ceil_mode(true);
+    let spec = Pool2dSpec::new(PoolMode::Avg, 3, 3)
+        .with_stride(2, 2)
+        .with_ceil_mode(true);
     for e in engines().iter().chain([&Engine::cpu_reference()]) {
         let out = e.pool2d(&x, &spec).unwrap();
         assert_eq!(out.shape(), &[1, 1, 1, 1]);
         assert_eq!(out[[0, 0, 0, 0]], 2.5, "{}", e.describe());
-        let max = e.pool2d(&x, &Pool2dSpec { mode: PoolMode::Max, ..spec }).unwrap();
+        let max = e
+            .pool2d(
+                &x,
+                &Pool2dSpec {
+                    mode: PoolMode::Max,
+                    ..spec
+                },
+            )
+            .unwrap();
         assert_eq!(max[[0, 0, 0, 0]], 4.0);
     }
     // Overhanging by a whole stride, or without ceil_mode: still an error.
-    let too_far = Pool2dSpec::new(PoolMode::Max, 4, 4).with_stride(2, 2).with_ceil_mode(true);
-    assert!(matches!(Engine::cpu().pool2d(&x, &too_far), Err(Error::KernelTooLarge { .. })));
+    let too_far = Pool2dSpec::new(PoolMode::Max, 4, 4)
+        .with_stride(2, 2)
+        .with_ceil_mode(true);
+    assert!(matches!(
+        Engine::cpu().pool2d(&x, &too_far),
+        Err(Error::KernelTooLarge { .. })
+    ));
     let floor = Pool2dSpec::new(PoolMode::Max, 3, 3).with_stride(2, 2);
-    assert!(matches!(Engine::cpu().pool2d(&x, &floor), Err(Error::KernelTooLarge { .. })));
+    assert!(matches!(
+        Engine::cpu().pool2d(&x, &floor),
+        Err(Error::KernelTooLarge { .. })
+    ));
 }
 
 /// A blur of a constant image is that constant everywhere with every
@@ -323,12 +347,21 @@ fn ceil_mode_with_a_window_larger_than_the_input() {
 fn a_constant_image_stays_constant_under_non_zero_border_modes() {
     let x = Array4::from_elem((1, 9, 11, 3), 0.75f32);
     let k = Array4::from_elem((5, 5, 1, 3), 1.0 / 25.0);
-    for mode in [PaddingMode::Reflect, PaddingMode::Symmetric, PaddingMode::Replicate, PaddingMode::Circular] {
+    for mode in [
+        PaddingMode::Reflect,
+        PaddingMode::Symmetric,
+        PaddingMode::Replicate,
+        PaddingMode::Circular,
+    ] {
         let spec = Conv2dSpec::new(Padding::Same).with_padding_mode(mode).with_groups(3);
         for e in engines().iter().chain([&Engine::cpu_reference()]) {
             let out = e.conv2d(&x, &k, &spec).unwrap();
             assert_eq!(out.shape(), x.shape());
-            assert!(out.iter().all(|v| (v - 0.75).abs() < 1e-6), "{mode} on {}", e.describe());
+            assert!(
+                out.iter().all(|v| (v - 0.75).abs() < 1e-6),
+                "{mode} on {}",
+                e.describe()
+            );
         }
     }
 }
@@ -343,10 +376,10 @@ fn bad_v2_arguments_are_typed_errors() {
     let k = Array4::<f32>::zeros((3, 3, 3, 4));
     let groups = |g| Conv2dSpec::default().with_groups(g);
     for (spec, kernels, starts) in [
-        (groups(4), &k, "groups"),                                      // 4 does not divide 6
-        (groups(2), &Array4::zeros((3, 3, 2, 4)), "groups"),            // third axis is not c / g
+        (groups(4), &k, "groups"),                           // 4 does not divide 6
+        (groups(2), &Array4::zeros((3, 3, 2, 4)), "groups"), // third axis is not c / g
         (groups(0), &k, "groups"),
-        (groups(3), &Array4::zeros((3, 3, 2, 4)), "groups"),            // 4 kernels, 3 groups
+        (groups(3), &Array4::zeros((3, 3, 2, 4)), "groups"), // 4 kernels, 3 groups
     ] {
         let msg = err(e.conv2d(&x, kernels, &spec));
         assert!(msg.starts_with(starts) && !msg.contains('\n'), "{msg}");
@@ -355,12 +388,20 @@ fn bad_v2_arguments_are_typed_errors() {
     let k6 = Array4::<f32>::zeros((3, 3, 6, 2));
     let reflect = Conv2dSpec::new(Padding::Symmetric(4, 0)).with_padding_mode(PaddingMode::Reflect);
     let msg = err(e.conv2d(&x, &k6, &reflect));
-    assert!(msg.starts_with("padding_mode: reflect") && msg.contains("pad 4"), "{msg}");
+    assert!(
+        msg.starts_with("padding_mode: reflect") && msg.contains("pad 4"),
+        "{msg}"
+    );
     let circular = Conv2dSpec::new(Padding::Symmetric(0, 6)).with_padding_mode(PaddingMode::Circular);
     assert!(err(e.conv2d(&x, &k6, &circular)).starts_with("padding_mode: circular"));
-    assert!(e.conv2d(&x, &k6, &circular.with_padding(Padding::Symmetric(4, 5))).is_ok());
+    assert!(e
+        .conv2d(&x, &k6, &circular.with_padding(Padding::Symmetric(4, 5)))
+        .is_ok());
     let msg = err(e.conv2d_bias(&x, &k6, &Array1::zeros(3), &Conv2dSpec::default()));
-    assert!(msg.starts_with("bias: expected shape (2,)") && msg.contains("got (3,)"), "{msg}");
+    assert!(
+        msg.starts_with("bias: expected shape (2,)") && msg.contains("got (3,)"),
+        "{msg}"
+    );
     let clip = Conv2dSpec::default().with_activation(Some(Activation::Clip(1.0, -1.0)));
     assert!(err(e.conv2d(&x, &k6, &clip)).starts_with("activation: "));
     let pool = |r: convpool::Result<Array4<f32>>| r.unwrap_err().to_string();
@@ -372,7 +413,11 @@ fn bad_v2_arguments_are_typed_errors() {
     assert!(msg.starts_with("mode: indices need max pooling"), "{msg}");
     // The same errors on the GPU, before it is touched.
     if let Some(gpu) = gpu_engine() {
-        assert!(gpu.conv2d(&x, &k, &groups(4)).unwrap_err().to_string().starts_with("groups"));
+        assert!(gpu
+            .conv2d(&x, &k, &groups(4))
+            .unwrap_err()
+            .to_string()
+            .starts_with("groups"));
     }
 }
 
@@ -386,8 +431,13 @@ fn empty_batches() {
         .with_padding_mode(PaddingMode::Reflect)
         .with_activation(Some(Activation::Relu));
     for e in engines() {
-        assert_eq!(e.conv2d_bias(&x, &k, &Array1::zeros(8), &spec).unwrap().shape(), &[0, 5, 6, 8]);
-        let (v, i) = e.max_pool2d_with_indices(&x, &Pool2dSpec::adaptive(PoolMode::Max, 2, 3)).unwrap();
+        assert_eq!(
+            e.conv2d_bias(&x, &k, &Array1::zeros(8), &spec).unwrap().shape(),
+            &[0, 5, 6, 8]
+        );
+        let (v, i) = e
+            .max_pool2d_with_indices(&x, &Pool2dSpec::adaptive(PoolMode::Max, 2, 3))
+            .unwrap();
         assert_eq!((v.shape(), i.shape()), (&[0, 2, 3, 4][..], &[0, 2, 3, 4][..]));
     }
     let _ = Axis(0);

@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 
-use crate::shape::{Conv2dGeometry, Pads, PaddingMode};
+use crate::shape::{Conv2dGeometry, PaddingMode, Pads};
 
 /// The images padded by hand with `g`'s border mode, and the geometry of
 /// the same convolution over them without padding.
@@ -17,26 +17,23 @@ pub(super) fn pad(x: &[f32], g: &Conv2dGeometry) -> (Vec<f32>, Conv2dGeometry) {
     let cols: Vec<Option<usize>> = (0..pw)
         .map(|u| g.padding_mode.source(u as i64 - g.pads.left as i64, g.w))
         .collect();
-    padded
-        .par_chunks_mut(pw * c)
-        .enumerate()
-        .for_each(|(row, dst)| {
-            let (n, r) = (row / ph, row % ph);
-            let Some(y) = g.padding_mode.source(r as i64 - g.pads.top as i64, g.h) else {
-                return;
-            };
-            let src = &x[n * image_len + y * g.w * c..][..g.w * c];
-            let (l, w) = (g.pads.left, g.w);
-            dst[l * c..(l + w) * c].copy_from_slice(src);
-            for (u, col) in cols.iter().enumerate() {
-                if (l..l + w).contains(&u) {
-                    continue;
-                }
-                if let Some(xx) = col {
-                    dst[u * c..(u + 1) * c].copy_from_slice(&src[xx * c..(xx + 1) * c]);
-                }
+    padded.par_chunks_mut(pw * c).enumerate().for_each(|(row, dst)| {
+        let (n, r) = (row / ph, row % ph);
+        let Some(y) = g.padding_mode.source(r as i64 - g.pads.top as i64, g.h) else {
+            return;
+        };
+        let src = &x[n * image_len + y * g.w * c..][..g.w * c];
+        let (l, w) = (g.pads.left, g.w);
+        dst[l * c..(l + w) * c].copy_from_slice(src);
+        for (u, col) in cols.iter().enumerate() {
+            if (l..l + w).contains(&u) {
+                continue;
             }
-        });
+            if let Some(xx) = col {
+                dst[u * c..(u + 1) * c].copy_from_slice(&src[xx * c..(xx + 1) * c]);
+            }
+        }
+    });
     let plain = Conv2dGeometry {
         h: ph,
         w: pw,

@@ -55,61 +55,206 @@ impl WithSimd for Band<'_> {
         let Band { x, k, g, p, dst } = self;
         let c = g.c;
         let image_len = g.h * g.w * c;
-        let vectors = c / S::LANES * S::LANES;
+        // Offsets of the taps from a window's first cell, in HWIO order.
+        let offs: Vec<usize> = (0..g.kh)
+            .flat_map(|i| (0..g.kw).map(move |j| (i * g.dh * g.w + j * g.dw) * c))
+            .collect();
+        // Output columns whose taps all lie inside the image.
+        let ekw = g.extent().1;
+        let ox_lo = g.pads.left.div_ceil(g.sw).min(g.ow);
+        let ox_hi = (g.w + g.pads.left)
+            .checked_sub(ekw)
+            .map_or(0, |last| last / g.sw + 1)
+            .clamp(ox_lo, g.ow);
         let mut ys: Vec<Option<usize>> = Vec::with_capacity(g.kh);
         let mut xs: Vec<Option<usize>> = Vec::with_capacity(g.kw);
-        let mut px = 0usize;
+        let row_elems = g.ow * c;
+        let mut r = 0usize;
         for n in p.n0..p.n1 {
             let image = &x[n * image_len..(n + 1) * image_len];
             for oy in p.oy0..p.oy1 {
+                let out_row = &mut dst[r * row_elems..(r + 1) * row_elems];
+                r += 1;
                 ys.clear();
                 ys.extend((0..g.kh).map(|i| (oy * g.sh + i * g.dh).checked_sub(g.pads.top).filter(|&y| y < g.h)));
-                for ox in 0..g.ow {
+                let inner = if ys.iter().all(Option::is_some) {
+                    ox_lo..ox_hi
+                } else {
+                    0..0
+                };
+                let mut ox = 0;
+                while ox < g.ow {
+                    if inner.contains(&ox) {
+                        let y0 = ys[0].expect("an inside row");
+                        let base = (y0 * g.w + ox * g.sw - g.pads.left) * c;
+                        // Four pixels at a time: eight independent chains of
+                        // multiply-adds (one alone would wait on each
+                        // one's latency), each weight loaded once for four.
+                        let px = if ox + 4 <= inner.end { 4 } else { 1 };
+                        let out = &mut out_row[ox * c..(ox + px) * c];
+                        if px == 4 {
+                            interior4(s, &image[base..], g.sw * c, k, &offs, out);
+                        } else {
+                            interior(s, &image[base..], k, &offs, out);
+                        }
+                        ox += px;
+                        continue;
+                    }
                     xs.clear();
-                    xs.extend(
-                        (0..g.kw).map(|j| (ox * g.sw + j * g.dw).checked_sub(g.pads.left).filter(|&v| v < g.w)),
-                    );
-                    let out = &mut dst[px * c..(px + 1) * c];
-                    px += 1;
-                    let mut cb = 0;
-                    while cb < vectors {
-                        let mut acc = s.zero();
-                        for (i, y) in ys.iter().enumerate() {
-                            for (j, xx) in xs.iter().enumerate() {
-                                let w = &k[(i * g.kw + j) * c + cb..][..S::LANES];
-                                // SAFETY: `w` holds LANES floats, and so does
-                                // the input slice taken below.
-                                let wv = unsafe { s.load(w.as_ptr()) };
-                                let v = match (y, xx) {
-                                    (Some(y), Some(xx)) => {
-                                        let src = &image[(y * g.w + xx) * c + cb..][..S::LANES];
-                                        unsafe { s.load(src.as_ptr()) }
-                                    }
-                                    _ => s.zero(),
-                                };
-                                acc = s.mul_add(v, wv, acc);
-                            }
-                        }
-                        let dst = &mut out[cb..cb + S::LANES];
-                        // SAFETY: `dst` holds LANES floats.
-                        unsafe { s.store(dst.as_mut_ptr().cast(), acc) };
-                        cb += S::LANES;
-                    }
-                    for ch in vectors..c {
-                        let mut acc = 0f32;
-                        for (i, y) in ys.iter().enumerate() {
-                            for (j, xx) in xs.iter().enumerate() {
-                                let v = match (y, xx) {
-                                    (Some(y), Some(xx)) => image[(y * g.w + xx) * c + ch],
-                                    _ => 0.0,
-                                };
-                                acc += v * k[(i * g.kw + j) * c + ch];
-                            }
-                        }
-                        out[ch] = MaybeUninit::new(acc);
-                    }
+                    xs.extend((0..g.kw).map(|j| (ox * g.sw + j * g.dw).checked_sub(g.pads.left).filter(|&v| v < g.w)));
+                    border(s, image, k, g, &ys, &xs, &mut out_row[ox * c..(ox + 1) * c]);
+                    ox += 1;
                 }
             }
         }
+    }
+}
+
+/// One output pixel whose taps all lie inside the image: `src` starts at
+/// its window's first cell, tap `t` is at `src[offs[t]..]`.
+#[inline(always)]
+fn interior<S: Simd>(s: S, src: &[f32], k: &[f32], offs: &[usize], out: &mut [MaybeUninit<f32>]) {
+    let c = out.len();
+    let vectors = c / S::LANES * S::LANES;
+    let last = offs[offs.len() - 1];
+    assert!(src.len() >= last + c && k.len() >= offs.len() * c);
+    let mut cb = 0;
+    while cb < vectors {
+        let mut acc = s.zero();
+        for (t, &off) in offs.iter().enumerate() {
+            // SAFETY: off + cb + LANES <= last + c <= src.len() and
+            // t * c + cb + LANES <= offs.len() * c <= k.len() (asserted).
+            unsafe {
+                let v = s.load(src.as_ptr().add(off + cb));
+                let w = s.load(k.as_ptr().add(t * c + cb));
+                acc = s.mul_add(v, w, acc);
+            }
+        }
+        // SAFETY: cb + LANES <= c = out.len().
+        unsafe { s.store(out.as_mut_ptr().add(cb).cast(), acc) };
+        cb += S::LANES;
+    }
+    for ch in vectors..c {
+        let acc = offs
+            .iter()
+            .enumerate()
+            .fold(0f32, |acc, (t, &off)| acc + src[off + ch] * k[t * c + ch]);
+        out[ch] = MaybeUninit::new(acc);
+    }
+}
+
+/// Four neighbouring output pixels whose taps all lie inside the image,
+/// each `step` floats after the one before in `src`; `out` holds all four.
+#[inline(always)]
+fn interior4<S: Simd>(s: S, src: &[f32], step: usize, k: &[f32], offs: &[usize], out: &mut [MaybeUninit<f32>]) {
+    let c = out.len() / 4;
+    let last = offs[offs.len() - 1];
+    assert!(src.len() >= last + 3 * step + c && k.len() >= offs.len() * c);
+    let (x, w, o) = (src.as_ptr(), k.as_ptr(), out.as_mut_ptr().cast::<f32>());
+    let mut cb = 0;
+    // Two vectors of channels per pixel.
+    while cb + 2 * S::LANES <= c {
+        let mut acc = [s.zero(); 8];
+        for (t, &off) in offs.iter().enumerate() {
+            // SAFETY: every load ends by last + 3 * step + c <= src.len()
+            // or by offs.len() * c <= k.len() (asserted above).
+            unsafe {
+                let w0 = s.load(w.add(t * c + cb));
+                let w1 = s.load(w.add(t * c + cb + S::LANES));
+                for p in 0..4 {
+                    let at = off + p * step + cb;
+                    acc[2 * p] = s.mul_add(s.load(x.add(at)), w0, acc[2 * p]);
+                    acc[2 * p + 1] = s.mul_add(s.load(x.add(at + S::LANES)), w1, acc[2 * p + 1]);
+                }
+            }
+        }
+        for p in 0..4 {
+            // SAFETY: p * c + cb + 2 * LANES <= 4 * c = out.len().
+            unsafe {
+                s.store(o.add(p * c + cb), acc[2 * p]);
+                s.store(o.add(p * c + cb + S::LANES), acc[2 * p + 1]);
+            }
+        }
+        cb += 2 * S::LANES;
+    }
+    // One vector of channels per pixel.
+    while cb + S::LANES <= c {
+        let mut acc = [s.zero(); 4];
+        for (t, &off) in offs.iter().enumerate() {
+            // SAFETY: as above.
+            unsafe {
+                let w0 = s.load(w.add(t * c + cb));
+                for (p, a) in acc.iter_mut().enumerate() {
+                    *a = s.mul_add(s.load(x.add(off + p * step + cb)), w0, *a);
+                }
+            }
+        }
+        for (p, a) in acc.into_iter().enumerate() {
+            // SAFETY: p * c + cb + LANES <= out.len().
+            unsafe { s.store(o.add(p * c + cb), a) };
+        }
+        cb += S::LANES;
+    }
+    for ch in cb..c {
+        for p in 0..4 {
+            let acc = offs
+                .iter()
+                .enumerate()
+                .fold(0f32, |acc, (t, &off)| acc + src[off + p * step + ch] * k[t * c + ch]);
+            out[p * c + ch] = MaybeUninit::new(acc);
+        }
+    }
+}
+
+/// One output pixel with taps in the padding (`None` rows or columns):
+/// those taps multiply zeros.
+#[inline(always)]
+fn border<S: Simd>(
+    s: S,
+    image: &[f32],
+    k: &[f32],
+    g: &Conv2dGeometry,
+    ys: &[Option<usize>],
+    xs: &[Option<usize>],
+    out: &mut [MaybeUninit<f32>],
+) {
+    let c = g.c;
+    let vectors = c / S::LANES * S::LANES;
+    let mut cb = 0;
+    while cb < vectors {
+        let mut acc = s.zero();
+        for (i, y) in ys.iter().enumerate() {
+            for (j, xx) in xs.iter().enumerate() {
+                let w = &k[(i * g.kw + j) * c + cb..][..S::LANES];
+                // SAFETY: `w` holds LANES floats, and so does the input
+                // slice taken below.
+                let wv = unsafe { s.load(w.as_ptr()) };
+                let v = match (y, xx) {
+                    (Some(y), Some(xx)) => {
+                        let src = &image[(y * g.w + xx) * c + cb..][..S::LANES];
+                        unsafe { s.load(src.as_ptr()) }
+                    }
+                    _ => s.zero(),
+                };
+                acc = s.mul_add(v, wv, acc);
+            }
+        }
+        let dst = &mut out[cb..cb + S::LANES];
+        // SAFETY: `dst` holds LANES floats.
+        unsafe { s.store(dst.as_mut_ptr().cast(), acc) };
+        cb += S::LANES;
+    }
+    for ch in vectors..c {
+        let mut acc = 0f32;
+        for (i, y) in ys.iter().enumerate() {
+            for (j, xx) in xs.iter().enumerate() {
+                let v = match (y, xx) {
+                    (Some(y), Some(xx)) => image[(y * g.w + xx) * c + ch],
+                    _ => 0.0,
+                };
+                acc += v * k[(i * g.kw + j) * c + ch];
+            }
+        }
+        out[ch] = MaybeUninit::new(acc);
     }
 }

@@ -31,7 +31,7 @@ use rayon::prelude::*;
 use super::simd::Isa;
 use super::{border, depthwise, gemm, nhwc, planar, pool_nhwc, pool_rows, pool_windows, winograd};
 use crate::epilogue::Epilogue;
-use crate::shape::{Conv2dGeometry, Pads, PaddingMode, Pool2dGeometry};
+use crate::shape::{Conv2dGeometry, PaddingMode, Pads, Pool2dGeometry};
 
 /// How a convolution is computed. Measured side by side (benches/RESULTS.md):
 /// with one output channel the planar kernel is several times faster than
@@ -195,7 +195,15 @@ fn grouped(isa: Isa, x: &[f32], k: &[f32], o: &mut [MaybeUninit<f32>], g: &Conv2
     for q in 0..g.groups {
         let xq = border::channels(x, g.c, q * gc, gc);
         let kq = border::channels(k, g.nc, q * gnc, gnc);
-        run(strategy, isa, &xq, &kq, &mut part, &sub, &ep.channels(q * gnc, (q + 1) * gnc));
+        run(
+            strategy,
+            isa,
+            &xq,
+            &kq,
+            &mut part,
+            &sub,
+            &ep.channels(q * gnc, (q + 1) * gnc),
+        );
         o.par_chunks_mut(g.nc * 1024)
             .zip(part.par_chunks(gnc * 1024))
             .for_each(|(dst, src)| {
@@ -531,7 +539,14 @@ mod tests {
         let xs = x.as_slice().expect("standard layout");
         let mut out = crate::cpu::output_uninit(g.output_shape(), xs.as_ptr());
         let o = out.as_slice_mut().expect("fresh array is contiguous");
-        planar::conv(isa, xs, k.as_slice().expect("standard layout"), o, g, &Epilogue::default());
+        planar::conv(
+            isa,
+            xs,
+            k.as_slice().expect("standard layout"),
+            o,
+            g,
+            &Epilogue::default(),
+        );
         // SAFETY: the planar kernel stores every output.
         unsafe { out.assume_init() }
     }

@@ -7,8 +7,8 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::pieces::{finish, for_each_piece_uninit, piece_rows, SCRATCH, TILE_FLOATS};
-use crate::epilogue::Epilogue;
 use super::simd::Isa;
+use crate::epilogue::Epilogue;
 use crate::shape::Conv2dGeometry;
 
 /// The instruction set the `gemm` crate runs on this CPU (its own run-time

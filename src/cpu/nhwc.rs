@@ -28,8 +28,8 @@
 use std::mem::MaybeUninit;
 
 use super::pieces::{finish, for_each_piece_uninit, piece_rows, prefetch_lines, LINE, SCRATCH, TILE_FLOATS};
-use crate::epilogue::Epilogue;
 use super::simd::{dispatch, Isa, Simd, WithSimd};
+use crate::epilogue::Epilogue;
 use crate::shape::Conv2dGeometry;
 
 /// A register block: `pix` output pixels x `nv` vectors of output channels.

@@ -23,8 +23,8 @@ use std::ops::Range;
 
 use super::nhwc::{block_run, store, Blocking};
 use super::pieces::{finish, for_each_piece_uninit, piece_rows, TILE_FLOATS};
-use crate::epilogue::Epilogue;
 use super::simd::{dispatch, Isa, Simd, WithSimd};
+use crate::epilogue::Epilogue;
 use crate::shape::Conv2dGeometry;
 
 thread_local! {

@@ -68,7 +68,13 @@ impl Problem {
         if self.whole {
             return (0, self.h);
         }
-        rows_read(self.mode, self.h, self.pad_top, oy0 * self.sh, (oy1 - 1) * self.sh + self.ekh)
+        rows_read(
+            self.mode,
+            self.h,
+            self.pad_top,
+            oy0 * self.sh,
+            (oy1 - 1) * self.sh + self.ekh,
+        )
     }
 
     /// Input rows of the worst band of `rows` output rows.
@@ -116,9 +122,7 @@ pub fn plan(p: &Problem, lim: &ChunkLimits) -> Result<Vec<Chunk>> {
         return Ok((0..p.m).step_by(lo).map(|n0| whole(n0, lo.min(p.m - n0))).collect());
     }
     // One image is too large: bands of output rows.
-    let band_fits = |rows: usize| {
-        p.fits(1, rows, p.band_rows(rows), lim)
-    };
+    let band_fits = |rows: usize| p.fits(1, rows, p.band_rows(rows), lim);
     let (mut lo, mut hi) = (0, p.oh);
     while lo < hi {
         let mid = (lo + hi).div_ceil(2);

@@ -149,7 +149,9 @@ impl GpuContext {
     /// The tile of the tiled pooling kernel where it is enabled and applies
     /// (fixed windows only).
     fn pool_tiling(&self, g: &Pool2dGeometry) -> Option<PoolTiling> {
-        (self.tiled_pooling && !g.adaptive).then(|| PoolTiling::choose(g)).flatten()
+        (self.tiled_pooling && !g.adaptive)
+            .then(|| PoolTiling::choose(g))
+            .flatten()
     }
 
     fn limits(&self) -> ChunkLimits {

@@ -337,7 +337,11 @@ impl Pipelines {
     /// The direct conv pipeline; `per_output`: one invocation per output
     /// value rather than per pixel.
     pub fn conv_direct(&self, device: &wgpu::Device, per_output: bool) -> wgpu::ComputePipeline {
-        self.get(device, Family::Conv2dDirect, [DIRECT_WG, u32::from(per_output), 0, 0, 0, 0])
+        self.get(
+            device,
+            Family::Conv2dDirect,
+            [DIRECT_WG, u32::from(per_output), 0, 0, 0, 0],
+        )
     }
 
     /// The argmax pipeline of max pooling.

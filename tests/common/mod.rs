@@ -313,9 +313,11 @@ pub fn check_case(case: &Case, out: &ArrayD<f32>) -> Result<(), String> {
 pub fn check_indices(case: &Case, got: Option<&ArrayD<i64>>) -> Result<(), String> {
     match (&case.expected_indices, got) {
         (None, None) => Ok(()),
-        (Some(want), Some(got)) if want.shape() != got.shape() => {
-            Err(format!("indices of shape {:?}, expected {:?}", got.shape(), want.shape()))
-        }
+        (Some(want), Some(got)) if want.shape() != got.shape() => Err(format!(
+            "indices of shape {:?}, expected {:?}",
+            got.shape(),
+            want.shape()
+        )),
         (Some(want), Some(got)) => match got.indexed_iter().zip(want.iter()).find(|((_, a), b)| a != b) {
             None => Ok(()),
             Some(((idx, a), b)) => Err(format!("index at {:?}: got {a}, expected {b}", idx.slice())),

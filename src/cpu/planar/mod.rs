@@ -19,8 +19,8 @@ use self::copies::{fill_planes, padded_rows_in_place};
 use self::kernel::{BlockWeights, ColumnMasks, Grid, Run, LANES};
 use self::layout::{in_place_reach, Planes};
 use super::pieces::{finish, for_each_piece_uninit, piece_rows, Piece, SCRATCH, TILE_FLOATS};
-use crate::epilogue::Epilogue;
 use super::simd::{dispatch, Avx2, Isa, Simd, WithSimd};
+use crate::epilogue::Epilogue;
 use crate::shape::Conv2dGeometry;
 
 /// The planar kernel with the vectors of `isa`.
