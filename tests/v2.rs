@@ -442,3 +442,65 @@ fn empty_batches() {
     }
     let _ = Axis(0);
 }
+
+/// The GPU's tiled kernel with groups (more than four channels per group,
+/// vec4 loads and scalar loads), every border mode and the epilogue.
+#[test]
+fn gpu_tiled_groups_with_borders_and_epilogue() {
+    let Some(gpu) = gpu_engine() else { return };
+    for (c, nc, groups) in [(16, 24, 2), (10, 12, 2), (15, 18, 3), (8, 64, 1)] {
+        let x = array([2, 9, 11, c], c as u64);
+        let k = array([3, 3, c / groups, nc], nc as u64);
+        let bias = bias_of(nc, 5);
+        for mode in PaddingMode::ALL {
+            let spec = Conv2dSpec::new(Padding::Same)
+                .with_groups(groups)
+                .with_padding_mode(mode)
+                .with_activation(Some(Activation::LeakyRelu(0.1)));
+            let want = run(&Engine::cpu_reference(), &x, &k, Some(&bias), &spec);
+            let got = run(gpu, &x, &k, Some(&bias), &spec);
+            assert!(close(&got, &want, 1e-4), "c {c}, nc {nc}, groups {groups}, {mode}");
+        }
+    }
+}
+
+/// Border modes and adaptive windows across GPU chunks: row bands of one
+/// image (their rows mapped through the border) and runs of whole images
+/// agree with the unchunked call bit for bit.
+#[test]
+fn gpu_chunks_with_border_modes_and_adaptive_windows() {
+    let Some(big) = gpu_engine() else { return };
+    let Some(small) = common::gpu_engine_with(convpool::GpuOptions {
+        max_binding_bytes: Some(4096),
+        ..Default::default()
+    }) else {
+        return;
+    };
+    let x = array([2, 24, 20, 2], 3);
+    let k = array([3, 3, 1, 6], 4);
+    for mode in PaddingMode::ALL {
+        let spec = Conv2dSpec::new(Padding::Symmetric(2, 1))
+            .with_dilation(2, 1)
+            .with_groups(2)
+            .with_padding_mode(mode);
+        let g = spec.resolve([2, 24, 20, 2], [3, 3, 1, 6]).unwrap();
+        let chunks = small.gpu().unwrap().plan_conv(&g).unwrap();
+        assert!(chunks.len() > 2, "{mode}: {} chunks", chunks.len());
+        let a = run(big, &x, &k, None, &spec);
+        let b = run(&small, &x, &k, None, &spec);
+        assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()), "{mode}");
+        assert!(close(&a, &run(&Engine::cpu_reference(), &x, &k, None, &spec), 1e-4), "{mode}");
+    }
+    let x = array([6, 12, 10, 2], 9);
+    for mode in [PoolMode::Max, PoolMode::Avg] {
+        let spec = Pool2dSpec::adaptive(mode, 5, 3);
+        assert!(small.gpu().unwrap().plan_pool(&spec.resolve([6, 12, 10, 2]).unwrap()).unwrap().len() > 1);
+        let (a, b) = (big.pool2d(&x, &spec).unwrap(), small.pool2d(&x, &spec).unwrap());
+        assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()), "{mode}");
+    }
+    let spec = Pool2dSpec::new(PoolMode::Max, 3, 3).with_stride(2, 2);
+    assert_eq!(
+        big.max_pool2d_with_indices(&x, &spec).unwrap().1,
+        small.max_pool2d_with_indices(&x, &spec).unwrap().1
+    );
+}
