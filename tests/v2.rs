@@ -489,12 +489,23 @@ fn gpu_chunks_with_border_modes_and_adaptive_windows() {
         let a = run(big, &x, &k, None, &spec);
         let b = run(&small, &x, &k, None, &spec);
         assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()), "{mode}");
-        assert!(close(&a, &run(&Engine::cpu_reference(), &x, &k, None, &spec), 1e-4), "{mode}");
+        assert!(
+            close(&a, &run(&Engine::cpu_reference(), &x, &k, None, &spec), 1e-4),
+            "{mode}"
+        );
     }
     let x = array([6, 12, 10, 2], 9);
     for mode in [PoolMode::Max, PoolMode::Avg] {
         let spec = Pool2dSpec::adaptive(mode, 5, 3);
-        assert!(small.gpu().unwrap().plan_pool(&spec.resolve([6, 12, 10, 2]).unwrap()).unwrap().len() > 1);
+        assert!(
+            small
+                .gpu()
+                .unwrap()
+                .plan_pool(&spec.resolve([6, 12, 10, 2]).unwrap())
+                .unwrap()
+                .len()
+                > 1
+        );
         let (a, b) = (big.pool2d(&x, &spec).unwrap(), small.pool2d(&x, &spec).unwrap());
         assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()), "{mode}");
     }
