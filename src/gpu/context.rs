@@ -1,7 +1,9 @@
 //! Instance, adapter choice and device: the part of the GPU path that talks
 //! to the driver once, when an engine is built.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 
@@ -34,6 +36,36 @@ pub struct GpuOptions {
     /// reads of workgroup memory; 4 otherwise). For comparing the two on a
     /// device. `None` reads the environment variable `CONVPOOL_CONV_BLOCK`.
     pub conv_register_block: Option<u32>,
+    /// How long a call waits for the GPU to finish a chunk before it gives
+    /// up with an error (the device may be hung or lost). `None` reads
+    /// `CONVPOOL_GPU_TIMEOUT` (seconds, fractions allowed), else
+    /// [`DEFAULT_GPU_TIMEOUT`].
+    pub timeout: Option<Duration>,
+}
+
+/// How long a call waits for one chunk on the GPU by default: far past any
+/// chunk's time (a chunk is at most one binding of work), short enough
+/// that a hung device is reported rather than waited on forever.
+pub const DEFAULT_GPU_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The timeout asked for in `options` or `CONVPOOL_GPU_TIMEOUT`.
+fn timeout(options: &GpuOptions) -> Result<Duration> {
+    if let Some(t) = options.timeout {
+        if t.is_zero() {
+            return Err(Error::invalid("timeout", "must be longer than zero"));
+        }
+        return Ok(t);
+    }
+    match std::env::var("CONVPOOL_GPU_TIMEOUT") {
+        Ok(text) if !text.trim().is_empty() => match text.trim().parse::<f64>() {
+            Ok(secs) if secs > 0.0 && secs.is_finite() && secs < 1e9 => Ok(Duration::from_secs_f64(secs)),
+            _ => Err(Error::invalid(
+                "CONVPOOL_GPU_TIMEOUT",
+                format!("expected seconds above zero, got {text:?}"),
+            )),
+        },
+        _ => Ok(DEFAULT_GPU_TIMEOUT),
+    }
 }
 
 /// What `convpool devices` prints about an adapter.
@@ -140,6 +172,11 @@ pub struct GpuContext {
     /// Idle buffer sets; a call takes one (or makes one) and gives it back,
     /// so concurrent calls never share buffers and never wait on each other.
     pub(crate) idle: Mutex<Vec<Buffers>>,
+    /// How long a call waits for a chunk.
+    pub(crate) timeout: Duration,
+    /// Set by the driver's device-lost callback: every later call is
+    /// refused with an error rather than sent to a dead device.
+    pub(crate) lost: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -158,6 +195,7 @@ impl GpuContext {
     /// with the adapter's own limits.
     pub fn new(options: &GpuOptions) -> Result<Arc<Self>> {
         let conv_register_block = register_block(options)?;
+        let timeout = timeout(options)?;
         let (instance, backends) = instance();
         let filter = options
             .adapter
@@ -200,6 +238,9 @@ impl GpuContext {
         // Errors are collected with error scopes around each call; anything
         // that escapes them must not abort the process.
         device.on_uncaptured_error(Arc::new(|e| eprintln!("convpool: uncaptured GPU error: {e}")));
+        let lost = Arc::new(AtomicBool::new(false));
+        let flag = lost.clone();
+        device.set_device_lost_callback(move |_, _| flag.store(true, Ordering::SeqCst));
         // Indices in the shaders are u32 element offsets; 1 GiB keeps every
         // one of them far from overflow.
         let device_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
@@ -228,7 +269,37 @@ impl GpuContext {
             }),
             conv_register_block,
             idle: Mutex::new(Vec::new()),
+            timeout,
+            lost,
         }))
+    }
+
+    /// Whether the device was lost (destroyed, reset or removed): calls on
+    /// this context then fail; build a new engine.
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    /// Refuses a call on a lost device.
+    pub(crate) fn check_alive(&self) -> Result<()> {
+        if self.is_lost() {
+            return Err(Error::Gpu(format!(
+                "the device {} was lost; this engine cannot run on it again (build a new one)",
+                self.summary.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Destroys the device, as a driver reset or a removed GPU would:
+    /// for fault-injection tests of the paths that must then report an
+    /// error instead of hanging or panicking.
+    #[doc(hidden)]
+    pub fn destroy_device_for_tests(&self) {
+        // The driver's lost callback runs only on a later poll; the
+        // destruction is known here already.
+        self.lost.store(true, Ordering::SeqCst);
+        self.device.destroy();
     }
 
     /// The adapter this context runs on.

@@ -427,6 +427,7 @@ impl GpuContext {
     ) -> Result<(Array4<f32>, Option<f64>)> {
         // Every step is planned (and so validated) before anything is uploaded.
         let steps = chunks.iter().map(&step).collect::<Result<Vec<_>>>()?;
+        self.check_alive()?;
         let images = images.as_standard_layout();
         let images = images.as_slice().expect("standard layout");
         let mut out = Array4::<f32>::zeros(out_shape);
@@ -450,10 +451,21 @@ impl GpuContext {
         let scoped = pollster::block_on(validation.pop()).or_else(|| pollster::block_on(oom.pop()));
         if let Some(e) = scoped {
             // The buffers may be in any state after an error: drop them.
+            self.check_alive()?;
             return Err(Error::Gpu(e.to_string()));
         }
-        self.give_buffers(buffers);
-        result.map(|kernel_seconds| (out, kernel_seconds))
+        match result {
+            Ok(kernel_seconds) => {
+                self.give_buffers(buffers);
+                Ok((out, kernel_seconds))
+            }
+            // A chunk that timed out may still be running or mapping: its
+            // buffers are dropped, not handed to the next call.
+            Err(e) => {
+                self.check_alive()?;
+                Err(e)
+            }
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -604,10 +616,10 @@ impl GpuContext {
             let (_, _, _, staging, _, timing) = &slots[i % in_flight];
             let out_start = (chunk.n0 * problem.oh + chunk.out_row0) * problem.out_row_elems;
             let dst = &mut out[out_start..out_start + out_len(chunk)];
-            read_back(dev, staging, &current, dst)?;
+            read_back(dev, staging, &current, dst, self.timeout)?;
             if let Some((_, _, read)) = timing {
                 let mut stamps = [0f32; 4];
-                read_back(dev, read, &current, &mut stamps)?;
+                read_back(dev, read, &current, &mut stamps, self.timeout)?;
                 let [begin, end]: [u64; 2] = bytemuck::cast(stamps);
                 kernel_ns += end.saturating_sub(begin) as f64 * self.queue.get_timestamp_period() as f64;
             }
@@ -616,13 +628,15 @@ impl GpuContext {
     }
 }
 
-/// Waits for submission `until`, maps the start of `staging` that `dst`
-/// fills, copies it out and unmaps. Later submissions keep running.
+/// Waits for submission `until` (at most `timeout`), maps the start of
+/// `staging` that `dst` fills, copies it out and unmaps. Later submissions
+/// keep running.
 fn read_back(
     device: &wgpu::Device,
     staging: &wgpu::Buffer,
     until: &wgpu::SubmissionIndex,
     dst: &mut [f32],
+    timeout: std::time::Duration,
 ) -> Result<()> {
     let bytes = std::mem::size_of_val(dst) as u64;
     let slice = staging.slice(0..bytes);
@@ -633,11 +647,20 @@ fn read_back(
     device
         .poll(wgpu::PollType::Wait {
             submission_index: Some(until.clone()),
-            timeout: None,
+            timeout: Some(timeout),
         })
-        .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
-    rx.recv()
-        .map_err(|_| Error::Gpu("the GPU dropped a readback".into()))?
+        .map_err(|e| match e {
+            wgpu::PollError::Timeout => Error::Gpu(format!(
+                "the GPU did not finish a chunk within {:.3} s (timeout: GpuOptions::timeout or \
+                 CONVPOOL_GPU_TIMEOUT); the device may be hung or lost",
+                timeout.as_secs_f64()
+            )),
+            e => Error::Gpu(format!("waiting for the GPU: {e}")),
+        })?;
+    // The map callback has run once the submission is done; a device that
+    // was lost meanwhile never runs it, which is an error, not a wait.
+    rx.recv_timeout(timeout)
+        .map_err(|_| Error::Gpu("the GPU dropped a readback (the device may be lost)".into()))?
         .map_err(|e| Error::Gpu(format!("mapping the output: {e}")))?;
     {
         let view = slice
