@@ -112,7 +112,9 @@ fn requests_past_the_device_limits_are_refused_and_the_engine_goes_on() {
     assert!(err.to_string().contains("one output row needs more"), "{err}");
     // The same engine still runs what fits, and agrees with the reference.
     let fits = array([2, 6, 5, 2], 8);
-    small.conv2d(&fits, &array([3, 3, 2, 2], 9), &Conv2dSpec::default()).unwrap();
+    small
+        .conv2d(&fits, &array([3, 3, 2, 2], 9), &Conv2dSpec::default())
+        .unwrap();
     // Geometry past the shaders' 32-bit coordinates.
     let big = 1usize << 31;
     let one = Array4::<f32>::ones((1, 1, 1, 1));

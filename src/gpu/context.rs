@@ -274,6 +274,12 @@ impl GpuContext {
         }))
     }
 
+    /// Buffer sets kept for reuse: at most the number of calls that ran at
+    /// once (each call takes one and gives it back).
+    pub fn pooled_buffer_sets(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// Whether the device was lost (destroyed, reset or removed): calls on
     /// this context then fail; build a new engine.
     pub fn is_lost(&self) -> bool {
