@@ -17,7 +17,7 @@
 
 #![warn(missing_docs)]
 
-pub mod atomic;
+pub(crate) mod atomic;
 pub mod bench;
 pub mod check;
 pub mod compat;

@@ -7,12 +7,20 @@
 //! - `params`: `#[repr(C)]` mirrors of the WGSL params structs.
 //! - `ops`: conv2d and pool2d: upload, dispatch, readback.
 
-pub mod buffers;
-pub mod chunk;
-pub mod context;
-pub mod ops;
-pub mod params;
-pub mod pipelines;
+//!
+//! Only the context, its options and the adapter list are public; the rest
+//! is the crate's own (a caller cannot hand a kernel parameters that the
+//! shape module never resolved).
+
+pub(crate) mod buffers;
+pub(crate) mod chunk;
+pub(crate) mod context;
+pub(crate) mod ops;
+pub(crate) mod params;
+pub(crate) mod pipelines;
 
 pub use chunk::Chunk;
-pub use context::{list_adapters, AdapterSummary, GpuContext, GpuOptions};
+pub use context::{list_adapters, AdapterSummary, GpuContext, GpuOptions, DEFAULT_GPU_TIMEOUT};
+
+#[cfg(test)]
+mod layout_tests;

@@ -59,6 +59,7 @@ pub struct ConvTiling {
 impl ConvTiling {
     /// Largest tile height and width, as in the shader (its workgroup
     /// memory is sized for them).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub const MAX_TILE: (u32, u32) = (256, 128);
 
     /// Workgroups of 8x8-block tiles a convolution needs before it takes

@@ -5,9 +5,9 @@
 
 use std::mem::{offset_of, size_of};
 
-use convpool::gpu::params::{ConvParams, PoolParams};
-use convpool::gpu::pipelines::ConvTiling;
-use convpool::Conv2dSpec;
+use super::params::{ConvParams, PoolParams};
+use super::pipelines::ConvTiling;
+use crate::Conv2dSpec;
 
 /// A shader as the device gets it: common.wgsl, then the file.
 fn parse(file: &str) -> naga::Module {
