@@ -364,6 +364,25 @@ pub(crate) fn rows_read(mode: PaddingMode, n: usize, pad: usize, p0: usize, p1: 
     }
 }
 
+/// Parses `A,B`, or `A` for both (strides, dilations, windows, output
+/// sizes on the command line). Zero passes here: the specs refuse it with
+/// the message every caller gets.
+pub fn parse_pair(arg: &'static str, text: &str) -> Result<(usize, usize)> {
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    let num = |p: &str| {
+        p.parse::<usize>()
+            .map_err(|_| Error::invalid(arg, format!("expected whole numbers like 2,2 or 2, got {text:?}")))
+    };
+    match parts[..] {
+        [a] => {
+            let v = num(a)?;
+            Ok((v, v))
+        }
+        [a, b] => Ok((num(a)?, num(b)?)),
+        _ => Err(Error::invalid(arg, format!("expected two numbers A,B, got {text:?}"))),
+    }
+}
+
 /// Turns an image shape `(m, h, w)` or `(m, h, w, c)` into NHWC.
 pub fn images_nhwc(shape: &[usize]) -> Result<[usize; 4]> {
     let nhwc = match *shape {

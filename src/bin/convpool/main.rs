@@ -177,22 +177,9 @@ struct PoolArgs {
     common: Common,
 }
 
-/// `A,B`, or `A` for both. Zero passes here: the shape module refuses it
-/// with the message every caller gets.
+/// `A,B`, or `A` for both ([`convpool::shape::parse_pair`]).
 fn pair(arg: &'static str, text: &str) -> Result<(usize, usize), Error> {
-    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
-    let num = |p: &str| {
-        p.parse::<usize>()
-            .map_err(|_| Error::invalid(arg, format!("expected whole numbers like 2,2 or 2, got {text:?}")))
-    };
-    match parts[..] {
-        [a] => {
-            let v = num(a)?;
-            Ok((v, v))
-        }
-        [a, b] => Ok((num(a)?, num(b)?)),
-        _ => Err(Error::invalid(arg, format!("expected two numbers A,B, got {text:?}"))),
-    }
+    convpool::shape::parse_pair(arg, text)
 }
 
 fn parse_padding(text: &str) -> Result<Padding, Error> {

@@ -1,0 +1,4 @@
+#![no_main]
+//! `cargo +nightly fuzz run engine`: see fuzz/src/lib.rs.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| convpool_fuzz::engine(data));
