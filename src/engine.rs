@@ -86,6 +86,9 @@ pub struct Engine {
     backend: Backend,
     reason: String,
     verify: bool,
+    /// Where a GPU call fails, run it on the fast CPU path with this
+    /// instruction set instead (and say so on stderr): what `Auto` asks for.
+    fallback: Option<Isa>,
 }
 
 impl Engine {
@@ -137,10 +140,12 @@ impl Engine {
                 Err(e) => (Backend::Cpu(isa), format!("CPU, {isa} ({e})")),
             },
         };
+        let fallback = (options.device == Device::Auto && matches!(backend, Backend::Gpu(_))).then_some(isa);
         Ok(Engine {
             backend,
             reason,
             verify: options.verify,
+            fallback,
         })
     }
 
@@ -163,6 +168,7 @@ impl Engine {
             backend: Backend::Cpu(isa),
             reason: format!("CPU, {isa} (asked for)"),
             verify: false,
+            fallback: None,
         }
     }
 
@@ -181,6 +187,33 @@ impl Engine {
             backend: Backend::Reference,
             reason: "CPU reference (asked for)".into(),
             verify: false,
+            fallback: None,
+        }
+    }
+
+    /// The same engine with the CPU fallback switched on or off: where a
+    /// GPU call fails (a lost device, a timeout, memory), the call runs on
+    /// the fast CPU path instead and a line on stderr says so. On by
+    /// default for `Device::Auto` (which chose the GPU), off for
+    /// `Device::Gpu`, where a failure is returned. Validation errors are
+    /// returned either way.
+    pub fn with_cpu_fallback(mut self, on: bool) -> Self {
+        self.fallback = match (on, self.fallback) {
+            (false, _) => None,
+            (true, Some(isa)) => Some(isa),
+            (true, None) => Some(Isa::default_for_engine().unwrap_or_else(|_| Isa::detected())),
+        };
+        self
+    }
+
+    /// Runs `gpu`, or on a GPU failure with the fallback on, `cpu`.
+    fn on_gpu<T>(&self, op: &str, gpu: impl FnOnce() -> Result<T>, cpu: impl FnOnce(Isa) -> T) -> Result<T> {
+        match (gpu(), self.fallback) {
+            (Err(Error::Gpu(message)), Some(isa)) => {
+                eprintln!("convpool: the GPU failed ({message}); this {op} ran on the CPU ({isa})");
+                Ok(cpu(isa))
+            }
+            (result, _) => result,
         }
     }
 
@@ -324,7 +357,11 @@ impl Engine {
         let (out, kernel_seconds) = match &self.backend {
             Backend::Reference => return Ok((reference::conv2d_bias(images, kernels, bias, &g), None)),
             Backend::Cpu(isa) => (fast::conv2d_bias(*isa, images, kernels, bias, &g), None),
-            Backend::Gpu(ctx) => ctx.conv2d(images, kernels, bias, &g, true)?,
+            Backend::Gpu(ctx) => self.on_gpu(
+                "conv2d",
+                || ctx.conv2d(images, kernels, bias, &g, true),
+                |isa| (fast::conv2d_bias(isa, images, kernels, bias, &g), None),
+            )?,
         };
         if self.verify {
             let want = reference::conv2d_bias(images, kernels, bias, &g);
@@ -376,7 +413,11 @@ impl Engine {
         let indices = match &self.backend {
             Backend::Reference => return Ok((values, reference::max_pool2d_indices(images, &g))),
             Backend::Cpu(_) => fast::max_pool2d_indices(images, &g),
-            Backend::Gpu(ctx) => ctx.max_pool2d_indices(images, &g)?,
+            Backend::Gpu(ctx) => self.on_gpu(
+                "max_pool2d_with_indices",
+                || ctx.max_pool2d_indices(images, &g),
+                |_| fast::max_pool2d_indices(images, &g),
+            )?,
         };
         if self.verify {
             let want = reference::max_pool2d_indices(images, &g);
@@ -420,7 +461,11 @@ impl Engine {
         let (out, kernel_seconds) = match &self.backend {
             Backend::Reference => return Ok((reference::pool2d(images, &g), None)),
             Backend::Cpu(isa) => (fast::pool2d(*isa, images, &g), None),
-            Backend::Gpu(ctx) => ctx.pool2d(images, &g, true)?,
+            Backend::Gpu(ctx) => self.on_gpu(
+                "pool2d",
+                || ctx.pool2d(images, &g, true),
+                |isa| (fast::pool2d(isa, images, &g), None),
+            )?,
         };
         if self.verify {
             let want = reference::pool2d(images, &g);

@@ -155,3 +155,28 @@ fn the_cli_leaves_no_file_when_the_gpu_fails() {
     let text = String::from_utf8_lossy(&bad.stdout).to_string() + &String::from_utf8_lossy(&bad.stderr);
     assert!(text.contains("CONVPOOL_GPU_TIMEOUT"), "{text}");
 }
+
+/// With the CPU fallback (what `Device::Auto` has), a failing GPU call is
+/// run on the CPU instead, with the same result as the CPU engine gives.
+#[test]
+fn the_cpu_fallback_runs_a_failed_gpu_call_on_the_cpu() {
+    let Some(hasty) = gpu_engine_with(GpuOptions {
+        timeout: Some(Duration::from_nanos(1)),
+        ..Default::default()
+    }) else {
+        return;
+    };
+    let (x, k, spec) = work();
+    let hasty = hasty.with_cpu_fallback(true);
+    let cpu = convpool::Engine::cpu();
+    assert_eq!(hasty.conv2d(&x, &k, &spec).unwrap(), cpu.conv2d(&x, &k, &spec).unwrap());
+    let pool = Pool2dSpec::new(PoolMode::Max, 3, 3);
+    assert_eq!(
+        hasty.max_pool2d_with_indices(&x, &pool).unwrap(),
+        cpu.max_pool2d_with_indices(&x, &pool).unwrap()
+    );
+    // Validation errors are not GPU failures: still returned.
+    assert!(hasty.conv2d(&x, &array([3, 3, 5, 2], 1), &spec).is_err());
+    // Without it the failure is returned.
+    assert!(hasty.with_cpu_fallback(false).conv2d(&x, &k, &spec).is_err());
+}

@@ -155,7 +155,7 @@ fn eight_threads_by_a_thousand_mixed_calls() {
         }
     });
     for engine in common::cpu_engines() {
-        hold(&engine, &engine.describe().to_string());
+        hold(&engine, engine.describe());
     }
     if let Some(gpu) = gpu_engine_with(GpuOptions::default()) {
         // Without verify mode, so the GPU alone is under load.

@@ -6,9 +6,7 @@
 
 use std::path::PathBuf;
 
-use convpool::{
-    Activation, Conv2dSpec, Engine, Padding, PaddingMode, Pool2dSpec, PoolMode, Window,
-};
+use convpool::{Activation, Conv2dSpec, Engine, Padding, PaddingMode, Pool2dSpec, PoolMode, Window};
 use ndarray::{Array1, Array4};
 
 fn one_line(e: &convpool::Error) {
@@ -119,7 +117,12 @@ pub fn engine(data: &[u8]) {
         .with_padding_mode(mode)
         .with_groups(if b.byte() % 16 == 0 { b.size(5) } else { groups })
         .with_activation(activation);
-    let limit = |shape: &[usize]| shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).is_some_and(|n| n <= 4096);
+    let limit = |shape: &[usize]| {
+        shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .is_some_and(|n| n <= 4096)
+    };
     let engine = Engine::cpu().with_verify(true);
     let fill = |v: u8| match v % 16 {
         0 => f32::NAN,
@@ -137,10 +140,16 @@ pub fn engine(data: &[u8]) {
         } else {
             engine.conv2d(&x, &k, &spec)
         };
-        let finite = x.iter().chain(&k).chain(if with_bias { bias.as_slice().unwrap() } else { &[] }).all(|v| v.is_finite());
+        let finite = x
+            .iter()
+            .chain(&k)
+            .chain(if with_bias { bias.as_slice().unwrap() } else { &[] })
+            .all(|v| v.is_finite());
         match result {
             Ok(out) => {
-                let g = spec.resolve([m, h, w, c], [kh, kw, gc, nc]).expect("a call that ran resolves");
+                let g = spec
+                    .resolve([m, h, w, c], [kh, kw, gc, nc])
+                    .expect("a call that ran resolves");
                 assert_eq!(out.shape(), g.output_shape());
             }
             // The fast path must agree with the reference on finite inputs
@@ -154,11 +163,19 @@ pub fn engine(data: &[u8]) {
             1 => Window::Adaptive(b.size(6), b.size(6)),
             _ => Window::Fixed(b.size(5), b.size(5)),
         };
-        let mut pool = Pool2dSpec::new(if b.byte() % 2 == 0 { PoolMode::Max } else { PoolMode::Avg }, 1, 1)
-            .with_padding(padding)
-            .with_dilation(b.size(3), b.size(3))
-            .with_ceil_mode(b.byte() % 2 == 0)
-            .with_count_include_pad(b.byte() % 2 == 0);
+        let mut pool = Pool2dSpec::new(
+            if b.byte() % 2 == 0 {
+                PoolMode::Max
+            } else {
+                PoolMode::Avg
+            },
+            1,
+            1,
+        )
+        .with_padding(padding)
+        .with_dilation(b.size(3), b.size(3))
+        .with_ceil_mode(b.byte() % 2 == 0)
+        .with_count_include_pad(b.byte() % 2 == 0);
         pool.window = window;
         if b.byte() % 2 == 0 {
             pool = pool.with_stride(b.size(4), b.size(4));
