@@ -8,7 +8,6 @@
 
 use convpool::bench::random_array;
 use convpool::check::{conv_tolerance, largest_difference, max_abs_finite};
-use convpool::cpu::reference;
 use convpool::{Conv2dSpec, Device, Engine, EngineOptions, Padding, Pool2dSpec, PoolMode};
 
 fn main() -> convpool::Result<()> {
@@ -31,7 +30,8 @@ fn main() -> convpool::Result<()> {
     // Verify mode already failed the call if it were out of tolerance.
     let gpu = engine.conv2d(&images, &kernels, &spec)?;
     let g = spec.resolve([4, 40, 36, 5], [3, 3, 5, 24])?;
-    let cpu = reference::conv2d(images.view(), kernels.view(), &g);
+    let reference = Engine::cpu_reference();
+    let cpu = reference.conv2d(&images, &kernels, &spec)?;
     let d = largest_difference(gpu.view(), cpu.view(), false);
     let tol = conv_tolerance(g.reduction_len(), max_abs_finite(cpu.view()));
     println!(
@@ -50,7 +50,7 @@ fn main() -> convpool::Result<()> {
             .with_padding(Padding::Symmetric(1, 1))
             .with_ceil_mode(true);
         let gpu = engine.pool2d(&images, &spec)?;
-        let cpu = reference::pool2d(images.view(), &spec.resolve([4, 40, 36, 5])?);
+        let cpu = reference.pool2d(&images, &spec)?;
         let d = largest_difference(gpu.view(), cpu.view(), mode == PoolMode::Max);
         println!(
             "pool2d {mode} {:?}: largest difference {:.3e}",

@@ -22,7 +22,7 @@ mod planar;
 mod pool_nhwc;
 mod pool_rows;
 mod pool_windows;
-pub mod reference;
+pub(crate) mod reference;
 pub(crate) mod simd;
 mod winograd;
 

@@ -8,6 +8,7 @@ use rayon::prelude::*;
 use crate::shape::{Conv2dGeometry, Pool2dGeometry, PoolMode};
 
 /// Cross-correlation over NHWC images and HWIO kernels, without bias.
+#[cfg(test)]
 pub fn conv2d(images: ArrayView4<f32>, kernels: ArrayView4<f32>, g: &Conv2dGeometry) -> Array4<f32> {
     conv2d_bias(images, kernels, None, g)
 }

@@ -180,7 +180,7 @@ impl GpuContext {
     /// Convolution on the GPU. `g` must come from [`crate::Conv2dSpec::resolve`].
     /// With `profile`, also returns the summed kernel time in seconds when
     /// the device records timestamps.
-    pub fn conv2d(
+    pub(crate) fn conv2d(
         &self,
         images: ArrayView4<f32>,
         kernels: ArrayView4<f32>,
@@ -288,7 +288,7 @@ impl GpuContext {
 
     /// Pooling on the GPU. `g` must come from [`crate::Pool2dSpec::resolve`].
     /// `profile` as for [`GpuContext::conv2d`].
-    pub fn pool2d(
+    pub(crate) fn pool2d(
         &self,
         images: ArrayView4<f32>,
         g: &Pool2dGeometry,
@@ -308,7 +308,7 @@ impl GpuContext {
 
     /// The argmax of max pooling on the GPU, int64 `y * w + x` per output
     /// cell (-1 where the window has no real cell).
-    pub fn max_pool2d_indices(&self, images: ArrayView4<f32>, g: &Pool2dGeometry) -> Result<Array4<i64>> {
+    pub(crate) fn max_pool2d_indices(&self, images: ArrayView4<f32>, g: &Pool2dGeometry) -> Result<Array4<i64>> {
         if g.h.checked_mul(g.w).is_none_or(|cells| cells > i32::MAX as usize) {
             return Err(Error::Overflow {
                 what: "pool2d indices",
