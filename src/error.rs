@@ -150,7 +150,7 @@ pub enum Error {
     },
 
     /// Any other argument that is out of its domain.
-    #[error("{arg}: {message}")]
+    #[error("{arg}: {}", line(message))]
     InvalidArgument {
         /// Which argument.
         arg: &'static str,
@@ -159,7 +159,7 @@ pub enum Error {
     },
 
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{}: {}", line(path), line(&source.to_string()))]
     Io {
         /// The file.
         path: String,
@@ -168,7 +168,7 @@ pub enum Error {
     },
 
     /// A `.npy` file is malformed, truncated or of an unsupported dtype.
-    #[error("{path}: {message}")]
+    #[error("{}: {}", line(path), line(message))]
     Npy {
         /// The file.
         path: String,
@@ -177,7 +177,7 @@ pub enum Error {
     },
 
     /// An image file could not be decoded (corrupt, truncated, unsupported).
-    #[error("{path}: cannot decode: {message}")]
+    #[error("{}: cannot decode: {}", line(path), line(message))]
     Decode {
         /// The file.
         path: String,
@@ -186,11 +186,11 @@ pub enum Error {
     },
 
     /// `Device::Gpu` was asked for but no usable adapter exists.
-    #[error("no GPU adapter found: {0}")]
+    #[error("no GPU adapter found: {}", line(.0))]
     NoAdapter(String),
 
     /// The GPU reported an error (device lost, out of memory, validation).
-    #[error("GPU error: {0}")]
+    #[error("GPU error: {}", line(.0))]
     Gpu(String),
 
     /// Verify mode found a result outside the tolerance of SPEC.md.
@@ -213,6 +213,30 @@ pub enum Error {
     },
 }
 
+/// Text from outside (a file name, a decoder's or driver's message) as part
+/// of a one-line message: line breaks become "; ", other control
+/// characters are escaped, trailing blanks dropped.
+fn line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for part in text
+        .split(['\n', '\r'])
+        .map(str::trim_end)
+        .filter(|p| !p.trim().is_empty())
+    {
+        if !out.is_empty() {
+            out.push_str("; ");
+        }
+        for ch in part.chars() {
+            if ch.is_control() {
+                out.extend(ch.escape_default());
+            } else {
+                out.push(ch);
+            }
+        }
+    }
+    out
+}
+
 impl Error {
     /// Helper for [`Error::InvalidArgument`].
     pub fn invalid(arg: &'static str, message: impl Into<String>) -> Self {
@@ -220,5 +244,34 @@ impl Error {
             arg,
             message: message.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Text from outside never breaks an error over lines (found by the
+    /// `parsers` and `image` fuzz targets: a file name with a newline and
+    /// NULs, a JPEG decoder's message ending in a newline).
+    #[test]
+    fn outside_text_stays_on_one_line() {
+        let e = Error::Io {
+            path: "k\n\0\0\0".into(),
+            source: std::io::Error::other("file name contained an unexpected NUL byte"),
+        };
+        assert_eq!(
+            e.to_string(),
+            "k; \\u{0}\\u{0}\\u{0}: file name contained an unexpected NUL byte"
+        );
+        let e = Error::Decode {
+            path: "x.img".into(),
+            message: "Format error decoding Jpeg: I/O errors Not enough bytes\n".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "x.img: cannot decode: Format error decoding Jpeg: I/O errors Not enough bytes"
+        );
+        assert_eq!(Error::Gpu("a\r\nb".into()).to_string(), "GPU error: a; b");
     }
 }

@@ -711,46 +711,132 @@ fn resolve_window(
 }
 
 /// A convolution with every number resolved: the contract between the
-/// shape module and the compute paths.
+/// shape module and the compute paths. Only [`Conv2dSpec::resolve`] makes
+/// one (its fields are read through the methods of the same names).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Conv2dGeometry {
     /// Batch size (may be 0).
-    pub m: usize,
+    pub(crate) m: usize,
     /// Image height.
-    pub h: usize,
+    pub(crate) h: usize,
     /// Image width.
-    pub w: usize,
+    pub(crate) w: usize,
     /// Channels of images and kernels.
-    pub c: usize,
+    pub(crate) c: usize,
     /// Kernel height.
-    pub kh: usize,
+    pub(crate) kh: usize,
     /// Kernel width.
-    pub kw: usize,
+    pub(crate) kw: usize,
     /// Number of kernels (output channels).
-    pub nc: usize,
+    pub(crate) nc: usize,
     /// Channel groups (1: a plain convolution).
-    pub groups: usize,
+    pub(crate) groups: usize,
     /// What the padded cells hold.
-    pub padding_mode: PaddingMode,
+    pub(crate) padding_mode: PaddingMode,
     /// The epilogue's activation.
-    pub activation: Option<Activation>,
+    pub(crate) activation: Option<Activation>,
     /// Vertical stride.
-    pub sh: usize,
+    pub(crate) sh: usize,
     /// Horizontal stride.
-    pub sw: usize,
+    pub(crate) sw: usize,
     /// Vertical dilation.
-    pub dh: usize,
+    pub(crate) dh: usize,
     /// Horizontal dilation.
-    pub dw: usize,
+    pub(crate) dw: usize,
     /// Resolved pads.
-    pub pads: Pads,
+    pub(crate) pads: Pads,
     /// Output height.
-    pub oh: usize,
+    pub(crate) oh: usize,
     /// Output width.
-    pub ow: usize,
+    pub(crate) ow: usize,
 }
 
 impl Conv2dGeometry {
+    /// Batch size (may be 0).
+    pub fn m(&self) -> usize {
+        self.m
+    }
+
+    /// Image height.
+    pub fn h(&self) -> usize {
+        self.h
+    }
+
+    /// Image width.
+    pub fn w(&self) -> usize {
+        self.w
+    }
+
+    /// Channels of images and kernels.
+    pub fn c(&self) -> usize {
+        self.c
+    }
+
+    /// Kernel height.
+    pub fn kh(&self) -> usize {
+        self.kh
+    }
+
+    /// Kernel width.
+    pub fn kw(&self) -> usize {
+        self.kw
+    }
+
+    /// Number of kernels (output channels).
+    pub fn nc(&self) -> usize {
+        self.nc
+    }
+
+    /// Channel groups (1: a plain convolution).
+    pub fn groups(&self) -> usize {
+        self.groups
+    }
+
+    /// What the padded cells hold.
+    pub fn padding_mode(&self) -> PaddingMode {
+        self.padding_mode
+    }
+
+    /// The epilogue's activation.
+    pub fn activation(&self) -> Option<Activation> {
+        self.activation
+    }
+
+    /// Vertical stride.
+    pub fn sh(&self) -> usize {
+        self.sh
+    }
+
+    /// Horizontal stride.
+    pub fn sw(&self) -> usize {
+        self.sw
+    }
+
+    /// Vertical dilation.
+    pub fn dh(&self) -> usize {
+        self.dh
+    }
+
+    /// Horizontal dilation.
+    pub fn dw(&self) -> usize {
+        self.dw
+    }
+
+    /// Resolved pads.
+    pub fn pads(&self) -> Pads {
+        self.pads
+    }
+
+    /// Output height.
+    pub fn oh(&self) -> usize {
+        self.oh
+    }
+
+    /// Output width.
+    pub fn ow(&self) -> usize {
+        self.ow
+    }
+
     /// NHWC output shape `(m, oh, ow, nc)`.
     pub fn output_shape(&self) -> [usize; 4] {
         [self.m, self.oh, self.ow, self.nc]
@@ -1079,45 +1165,127 @@ pub fn adaptive_window(i: usize, len: usize, out: usize) -> (usize, usize) {
     (start, end)
 }
 
-/// A pooling with every number resolved.
+/// A pooling with every number resolved; only [`Pool2dSpec::resolve`]
+/// makes one (its fields are read through the methods of the same names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pool2dGeometry {
     /// Batch size (may be 0).
-    pub m: usize,
+    pub(crate) m: usize,
     /// Image height.
-    pub h: usize,
+    pub(crate) h: usize,
     /// Image width.
-    pub w: usize,
+    pub(crate) w: usize,
     /// Channels (pooled independently).
-    pub c: usize,
+    pub(crate) c: usize,
     /// Window height.
-    pub kh: usize,
+    pub(crate) kh: usize,
     /// Window width.
-    pub kw: usize,
+    pub(crate) kw: usize,
     /// Vertical stride.
-    pub sh: usize,
+    pub(crate) sh: usize,
     /// Horizontal stride.
-    pub sw: usize,
+    pub(crate) sw: usize,
     /// Vertical dilation.
-    pub dh: usize,
+    pub(crate) dh: usize,
     /// Horizontal dilation.
-    pub dw: usize,
+    pub(crate) dw: usize,
     /// Resolved pads.
-    pub pads: Pads,
+    pub(crate) pads: Pads,
     /// Output height.
-    pub oh: usize,
+    pub(crate) oh: usize,
     /// Output width.
-    pub ow: usize,
+    pub(crate) ow: usize,
     /// Max or average.
-    pub mode: PoolMode,
+    pub(crate) mode: PoolMode,
     /// Whether the average divides by the padded-input cells of the window.
-    pub count_include_pad: bool,
+    pub(crate) count_include_pad: bool,
     /// Adaptive pooling: each output's window is [`adaptive_window`] of
     /// its row and column (`kh`, `kw` are then the largest window).
-    pub adaptive: bool,
+    pub(crate) adaptive: bool,
 }
 
 impl Pool2dGeometry {
+    /// Batch size (may be 0).
+    pub fn m(&self) -> usize {
+        self.m
+    }
+
+    /// Image height.
+    pub fn h(&self) -> usize {
+        self.h
+    }
+
+    /// Image width.
+    pub fn w(&self) -> usize {
+        self.w
+    }
+
+    /// Channels (pooled independently).
+    pub fn c(&self) -> usize {
+        self.c
+    }
+
+    /// Window height.
+    pub fn kh(&self) -> usize {
+        self.kh
+    }
+
+    /// Window width.
+    pub fn kw(&self) -> usize {
+        self.kw
+    }
+
+    /// Vertical stride.
+    pub fn sh(&self) -> usize {
+        self.sh
+    }
+
+    /// Horizontal stride.
+    pub fn sw(&self) -> usize {
+        self.sw
+    }
+
+    /// Vertical dilation.
+    pub fn dh(&self) -> usize {
+        self.dh
+    }
+
+    /// Horizontal dilation.
+    pub fn dw(&self) -> usize {
+        self.dw
+    }
+
+    /// Resolved pads.
+    pub fn pads(&self) -> Pads {
+        self.pads
+    }
+
+    /// Output height.
+    pub fn oh(&self) -> usize {
+        self.oh
+    }
+
+    /// Output width.
+    pub fn ow(&self) -> usize {
+        self.ow
+    }
+
+    /// Max or average.
+    pub fn mode(&self) -> PoolMode {
+        self.mode
+    }
+
+    /// Whether the average divides by the padded-input cells of the window.
+    pub fn count_include_pad(&self) -> bool {
+        self.count_include_pad
+    }
+
+    /// Adaptive pooling: each output's window is [`adaptive_window`] of
+    /// its row and column (`kh`, `kw` are then the largest window).
+    pub fn adaptive(&self) -> bool {
+        self.adaptive
+    }
+
     /// NHWC output shape `(m, oh, ow, c)`.
     pub fn output_shape(&self) -> [usize; 4] {
         [self.m, self.oh, self.ow, self.c]

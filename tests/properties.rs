@@ -53,13 +53,13 @@ proptest! {
             return Ok(());
         };
         let [m, h, w, _] = case.images;
-        let p = g.pads;
-        prop_assert_eq!(g.oh, expected_len(h, (p.top, p.bottom), g.kh, g.dh, g.sh));
-        prop_assert_eq!(g.ow, expected_len(w, (p.left, p.right), g.kw, g.dw, g.sw));
+        let p = g.pads();
+        prop_assert_eq!(g.oh(), expected_len(h, (p.top, p.bottom), g.kh(), g.dh(), g.sh()));
+        prop_assert_eq!(g.ow(), expected_len(w, (p.left, p.right), g.kw(), g.dw(), g.sw()));
         let out = Engine::cpu()
             .conv2d(&array(case.images, case.seed), &array(case.kernels, !case.seed), &case.spec)
             .unwrap();
-        prop_assert_eq!(out.shape(), &[m, g.oh, g.ow, case.kernels[3]]);
+        prop_assert_eq!(out.shape(), &[m, g.oh(), g.ow(), case.kernels[3]]);
     }
 
     #[test]
@@ -67,8 +67,8 @@ proptest! {
         for padding in [Padding::Same, Padding::SameLower] {
             let spec = case.spec.with_padding(padding);
             let g = spec.resolve(case.images, case.kernels).unwrap();
-            prop_assert_eq!(g.oh, case.images[1].div_ceil(spec.stride.0));
-            prop_assert_eq!(g.ow, case.images[2].div_ceil(spec.stride.1));
+            prop_assert_eq!(g.oh(), case.images[1].div_ceil(spec.stride.0));
+            prop_assert_eq!(g.ow(), case.images[2].div_ceil(spec.stride.1));
         }
     }
 

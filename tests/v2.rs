@@ -155,7 +155,7 @@ proptest! {
         let Ok(g) = c.spec.resolve(c.images, c.kernels) else { return Ok(()) };
         let x = array(c.images, c.seed);
         let k = array(c.kernels, !c.seed);
-        let bias = c.bias.then(|| bias_of(g.nc, c.seed ^ 7));
+        let bias = c.bias.then(|| bias_of(g.nc(), c.seed ^ 7));
         let want = run(&Engine::cpu_reference(), &x, &k, bias.as_ref(), &c.spec);
         for e in engines() {
             let got = run(&e, &x, &k, bias.as_ref(), &c.spec);
@@ -171,8 +171,8 @@ proptest! {
         let Ok(g) = spec.resolve(c.images, kernels) else { return Ok(()) };
         let x = array(c.images, c.seed);
         let k = array(kernels, !c.seed);
-        let padded = pad_by_hand(&x, spec.padding_mode, g.pads.tblr());
-        let plain = Conv2dSpec::new(Padding::Valid).with_stride(g.sh, g.sw).with_dilation(g.dh, g.dw);
+        let padded = pad_by_hand(&x, spec.padding_mode, g.pads().tblr());
+        let plain = Conv2dSpec::new(Padding::Valid).with_stride(g.sh(), g.sw()).with_dilation(g.dh(), g.dw());
         let want = run(&Engine::cpu_reference(), &padded, &k, None, &plain);
         for e in engines().iter().chain([&Engine::cpu_reference()]) {
             let got = run(e, &x, &k, None, &spec);

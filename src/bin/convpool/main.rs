@@ -239,13 +239,13 @@ fn conv(args: &ConvArgs) -> Result<String, Error> {
     // Validate everything before a device is opened.
     let g = spec.resolve(nhwc, hwio)?;
     if let Some(b) = &bias {
-        if b.len() != g.nc {
+        if b.len() != g.nc() {
             return Err(Error::invalid(
                 "bias",
                 format!(
                     "{}: expected shape ({},), one value per output channel of kernels {kernels_shape}, got ({},)",
                     args.bias.as_ref().expect("a bias file").display(),
-                    g.nc,
+                    g.nc(),
                     b.len()
                 ),
             ));
