@@ -1081,6 +1081,15 @@ impl Pool2dSpec {
             Some(self.ceil_mode),
         )?;
         checked_elems("output", &[m, win.oh, win.ow, c])?;
+        // A window larger than the padded input (ceil_mode allows one) has
+        // taps past it that never count: they are dropped, so no path loops
+        // over them (a window of 2^31 rows over a 3-row image is one window
+        // of 3 rows).
+        let taps = |k: usize, d: usize, padded: usize| k.min(padded.div_ceil(d).max(1));
+        let (kh, kw) = (
+            taps(kh, dilation.0, h + win.pads.top + win.pads.bottom),
+            taps(kw, dilation.1, w + win.pads.left + win.pads.right),
+        );
         Ok(Pool2dGeometry {
             m,
             h,
@@ -1155,6 +1164,25 @@ impl Pool2dSpec {
             adaptive: true,
         })
     }
+}
+
+/// The taps `i0..i1` of `0..k` whose cells `start + i * d` lie in
+/// `[lo, hi)`.
+fn tap_range(start: i64, k: usize, d: usize, lo: i64, hi: i64) -> (usize, usize) {
+    let d = d as i128;
+    let (start, lo, hi) = (start as i128, lo as i128, hi as i128);
+    // First i with start + i * d >= lo; first i with start + i * d >= hi.
+    let first_at_least = |bound: i128| {
+        if start >= bound {
+            0
+        } else {
+            (bound - start + d - 1) / d
+        }
+    };
+    let k = k as i128;
+    let i0 = first_at_least(lo).min(k);
+    let i1 = first_at_least(hi).clamp(i0, k);
+    (i0 as usize, i1 as usize)
 }
 
 /// Adaptive pooling's window `[start, end)` for output `i` of `out` over
@@ -1361,13 +1389,12 @@ impl Pool2dGeometry {
             let (a, b) = adaptive_window(o, len, out);
             (a..b, 0..0)
         } else {
-            (0..0, 0..k)
+            // Only the taps that hit the image, found without visiting the
+            // others (a huge window over a small image has few).
+            let (i0, i1) = tap_range((o * s) as i64 - pad as i64, k, d, 0, len as i64);
+            (0..0, i0..i1)
         };
-        adaptive.chain(
-            fixed
-                .filter_map(move |i| (o * s + i * d).checked_sub(pad))
-                .filter(move |&y| y < len),
-        )
+        adaptive.chain(fixed.map(move |i| o * s + i * d - pad))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1378,10 +1405,8 @@ impl Pool2dGeometry {
         } else {
             (0, len as i64)
         };
-        (0..k)
-            .map(|i| start + (i * d) as i64)
-            .filter(|&y| y >= lo && y < hi)
-            .count()
+        let (i0, i1) = tap_range(start, k, d, lo, hi);
+        i1 - i0
     }
 }
 

@@ -120,3 +120,30 @@ fn divisor_counts_real_or_padded_cells() {
     };
     assert_eq!(g.divisor(0, 0), 4.0);
 }
+
+/// Tap ranges are found arithmetically and agree with visiting every tap;
+/// a window larger than the padded input keeps only the taps within it
+/// (found by the `engine` fuzz target: a 2^31-row window took seconds).
+#[test]
+fn window_taps_without_visiting_every_tap() {
+    for (k, d, len, pad, s) in [(3, 1, 5, 1, 1), (4, 2, 7, 3, 2), (5, 3, 4, 6, 1), (2, 1, 1, 1, 3)] {
+        for o in 0..6 {
+            let got = super::tap_range((o * s) as i64 - pad as i64, k, d, 0, len as i64);
+            let want: Vec<usize> = (0..k)
+                .filter(|&i| (o * s + i * d).checked_sub(pad).is_some_and(|y| y < len))
+                .collect();
+            assert_eq!(got.1 - got.0, want.len(), "k {k} d {d} len {len} pad {pad} o {o}");
+            if let Some(&first) = want.first() {
+                assert_eq!(got.0, first);
+            }
+        }
+    }
+    let spec = Pool2dSpec::new(PoolMode::Max, 1 << 31, 1)
+        .with_ceil_mode(true)
+        .with_dilation(1, 2);
+    let g = spec.resolve([1, 3, 1, 2]).unwrap();
+    assert_eq!(
+        (g.oh(), g.kh(), g.window_rows(0).collect::<Vec<_>>()),
+        (1, 3, vec![0, 1, 2])
+    );
+}
