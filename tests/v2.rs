@@ -515,3 +515,36 @@ fn gpu_chunks_with_border_modes_and_adaptive_windows() {
         small.max_pool2d_with_indices(&x, &spec).unwrap().1
     );
 }
+
+/// A window far larger than the image (huge pads, or ceil_mode past the
+/// padded input) costs its real taps only, on the CPU paths.
+#[test]
+fn huge_pooling_windows_cost_their_real_taps() {
+    let x = Array4::from_shape_vec((1, 3, 1, 2), vec![1.0, -1.0, 5.0, -2.0, 3.0, -3.0]).unwrap();
+    let huge = 1usize << 30;
+    for spec in [
+        Pool2dSpec::new(PoolMode::Max, huge, 1)
+            .with_stride(1, 1)
+            .with_padding(Padding::Symmetric(huge / 2, 0)),
+        Pool2dSpec::new(PoolMode::Avg, huge, 1).with_ceil_mode(true),
+    ] {
+        let start = std::time::Instant::now();
+        let want = Engine::cpu_reference().pool2d(&x, &spec).unwrap();
+        for e in cpu_engines() {
+            assert_eq!(e.pool2d(&x, &spec).unwrap(), want);
+        }
+        assert!(start.elapsed().as_secs() < 20, "{spec:?}");
+        let (v, i) = Engine::cpu()
+            .max_pool2d_with_indices(
+                &x,
+                &Pool2dSpec {
+                    mode: PoolMode::Max,
+                    ..spec
+                },
+            )
+            .unwrap();
+        assert!(v.iter().zip(&i).all(|(v, &i)| i < 0
+            || x.as_slice().unwrap()[i as usize * 2] == *v
+            || x.as_slice().unwrap()[i as usize * 2 + 1] == *v));
+    }
+}

@@ -93,7 +93,7 @@ pub(crate) fn conv2d_isa(isa: Isa, g: &Conv2dGeometry) -> Isa {
 /// The instruction set a pooling with the kernels of `isa` runs with (the
 /// reference's plain loops where [`pool2d`] leaves the work to it).
 pub(crate) fn pool2d_isa(isa: Isa, g: &Pool2dGeometry) -> Isa {
-    if g.adaptive {
+    if g.adaptive || g.kh > 2 * g.h + 2 || g.kw > 2 * g.w + 2 {
         return Isa::Portable;
     }
     match PoolPath::choose(g, isa) {
@@ -273,7 +273,9 @@ pub fn max_pool2d_indices(images: ArrayView4<f32>, g: &Pool2dGeometry) -> Array4
 
 /// Pooling with the kernels of `isa` (which this CPU must have).
 pub fn pool2d(isa: Isa, images: ArrayView4<f32>, g: &Pool2dGeometry) -> Array4<f32> {
-    if g.adaptive {
+    // Adaptive windows, and windows far larger than the image (huge pads):
+    // by explicit windows, whose tap ranges skip the taps that miss.
+    if g.adaptive || g.kh > 2 * g.h + 2 || g.kw > 2 * g.w + 2 {
         let images = images.as_standard_layout();
         let x = images.as_slice().expect("standard layout");
         let mut out = super::output_uninit(g.output_shape(), x.as_ptr());
