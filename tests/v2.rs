@@ -548,3 +548,21 @@ fn huge_pooling_windows_cost_their_real_taps() {
             || x.as_slice().unwrap()[i as usize * 2 + 1] == *v));
     }
 }
+
+/// Replicate padding takes any pad: pads of 2^31 around a small image with
+/// a stride as large give a small result without a hand-padded copy the
+/// machine cannot hold (an `engine` fuzz finding).
+#[test]
+fn huge_replicate_pads_do_not_pad_by_hand() {
+    let x = array([1, 3, 2, 1], 1);
+    let k = array([2, 2, 1, 1], 2);
+    let big = 1usize << 31;
+    let spec = Conv2dSpec::new(Padding::Symmetric(big, big))
+        .with_stride(big, big)
+        .with_padding_mode(PaddingMode::Replicate);
+    let want = Engine::cpu_reference().conv2d(&x, &k, &spec).unwrap();
+    for e in cpu_engines() {
+        assert_eq!(e.conv2d(&x, &k, &spec).unwrap(), want);
+    }
+    assert_eq!(want.shape(), &[1, 3, 3, 1]);
+}

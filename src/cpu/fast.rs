@@ -145,6 +145,23 @@ pub fn conv2d_bias(
     let x = images.as_slice().expect("standard layout");
     let k = kernels.as_slice().expect("standard layout");
     if g.padding_mode != PaddingMode::Zeros && g.pads != Pads::default() {
+        // A hand-padded copy only where it stays near the size of the
+        // input and output: replicate padding takes any pad, and a pad of
+        // 2^31 around a tiny image (with a stride as large) would be a copy
+        // the machine cannot hold (found by the `engine` fuzz target). The
+        // reference maps each tap instead and touches only the output.
+        let padded_elems = [
+            g.m,
+            g.h + g.pads.top + g.pads.bottom,
+            g.w + g.pads.left + g.pads.right,
+            g.c,
+        ]
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d));
+        let budget = 4 * (x.len() + g.output_shape().iter().product::<usize>()) + (1 << 20);
+        if padded_elems.is_none_or(|n| n > budget) {
+            return super::reference::conv2d_bias(images.view(), kernels.view(), bias, g);
+        }
         let (padded, pg) = border::pad(x, g);
         let view = ArrayView4::from_shape(pg.input_shape(), &padded).expect("padded images");
         return conv2d_bias(isa, view, kernels.view(), bias, &pg);
