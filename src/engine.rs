@@ -335,7 +335,8 @@ impl Engine {
         spec: &Conv2dSpec,
     ) -> Result<(Array4<f32>, Option<f64>)> {
         let g = spec.resolve(dims(&images), dims(&kernels))?;
-        let bias = bias.map(|b| b.to_vec());
+        // A contiguous bias is read in place; a strided view is copied.
+        let bias = bias.as_ref().map(|b| b.as_standard_layout());
         if let Some(b) = &bias {
             if b.len() != g.nc {
                 return Err(Error::invalid(
@@ -349,7 +350,7 @@ impl Engine {
                 ));
             }
         }
-        let bias = bias.as_deref();
+        let bias = bias.as_ref().map(|b| b.as_slice().expect("standard layout"));
         crate::cpu::check_output_fits(g.output_shape())?;
         if g.m == 0 {
             return Ok((Array4::zeros(g.output_shape()), None));

@@ -93,11 +93,8 @@ pub(crate) fn conv2d_isa(isa: Isa, g: &Conv2dGeometry) -> Isa {
 /// The instruction set a pooling with the kernels of `isa` runs with (the
 /// reference's plain loops where [`pool2d`] leaves the work to it).
 pub(crate) fn pool2d_isa(isa: Isa, g: &Pool2dGeometry) -> Isa {
-    if g.adaptive || g.kh > 2 * g.h + 2 || g.kw > 2 * g.w + 2 {
-        return Isa::Portable;
-    }
     match PoolPath::choose(g, isa) {
-        PoolPath::Reference => Isa::Portable,
+        PoolPath::Reference | PoolPath::Windows => Isa::Portable,
         PoolPath::ByPixel | PoolPath::Rows => isa,
     }
 }
@@ -114,11 +111,17 @@ enum PoolPath {
     /// ...unless the span is mostly padding: then the reference computes
     /// the few taps directly.
     Reference,
+    /// Adaptive windows, and windows far larger than the image (huge pads,
+    /// ceil_mode): by explicit windows, whose tap ranges skip the taps that
+    /// miss (`pool_windows`).
+    Windows,
 }
 
 impl PoolPath {
     fn choose(g: &Pool2dGeometry, isa: Isa) -> Self {
-        if isa >= Isa::Avx2 && g.c >= isa.lanes() {
+        if g.adaptive || g.kh > 2 * g.h + 2 || g.kw > 2 * g.w + 2 {
+            PoolPath::Windows
+        } else if isa >= Isa::Avx2 && g.c >= isa.lanes() {
             PoolPath::ByPixel
         } else if super::span_is_compact(g.h, g.w, g.kh, g.kw, g.extent().0, g.span_cols()) {
             PoolPath::Rows
@@ -290,9 +293,8 @@ pub fn max_pool2d_indices(images: ArrayView4<f32>, g: &Pool2dGeometry) -> Array4
 
 /// Pooling with the kernels of `isa` (which this CPU must have).
 pub fn pool2d(isa: Isa, images: ArrayView4<f32>, g: &Pool2dGeometry) -> Array4<f32> {
-    // Adaptive windows, and windows far larger than the image (huge pads):
-    // by explicit windows, whose tap ranges skip the taps that miss.
-    if g.adaptive || g.kh > 2 * g.h + 2 || g.kw > 2 * g.w + 2 {
+    let path = PoolPath::choose(g, isa);
+    if path == PoolPath::Windows {
         let images = images.as_standard_layout();
         let x = images.as_slice().expect("standard layout");
         let mut out = super::output_uninit(g.output_shape(), x.as_ptr());
@@ -300,7 +302,6 @@ pub fn pool2d(isa: Isa, images: ArrayView4<f32>, g: &Pool2dGeometry) -> Array4<f
         // SAFETY: `pool_windows::pool` writes every channel of every pixel.
         return unsafe { out.assume_init() };
     }
-    let path = PoolPath::choose(g, isa);
     if path == PoolPath::Reference {
         return super::reference::pool2d(images, g);
     }
