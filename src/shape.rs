@@ -1143,8 +1143,19 @@ impl Pool2dSpec {
                 format!("({oh}, {ow}) for images {}", Shape::from(images_nhwc)),
             )
         })?;
-        // The largest window: how far one output row or column reaches.
-        let widest = |len: usize, out: usize| (0..out).map(|i| adaptive_window(i, len, out)).map(|(a, b)| b - a).max();
+        // The largest window, in closed form (an output size of 2^31 must
+        // not mean 2^31 steps here): window i spans
+        // ceil((r + len) / out) cells, r = i * len mod out, and r reaches
+        // every multiple of gcd(len, out) below out, so its largest value is
+        // out - gcd.
+        let widest = |len: usize, out: usize| {
+            let (mut a, mut b) = (len, out);
+            while b != 0 {
+                (a, b) = (b, a % b);
+            }
+            let (len, out, gcd) = (len as u128, out as u128, a as u128);
+            Some((out - gcd + len).div_ceil(out) as usize)
+        };
         Ok(Pool2dGeometry {
             m,
             h,

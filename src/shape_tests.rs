@@ -147,3 +147,25 @@ fn window_taps_without_visiting_every_tap() {
         (1, 3, vec![0, 1, 2])
     );
 }
+
+/// The widest adaptive window is found in closed form and equals visiting
+/// every output (found by the `engine` fuzz target: an empty batch pooled to
+/// 2^31 rows took seconds to resolve).
+#[test]
+fn adaptive_widest_window_in_closed_form() {
+    for len in 1..40 {
+        for out in 1..50 {
+            let want = (0..out)
+                .map(|i| adaptive_window(i, len, out))
+                .map(|(a, b)| b - a)
+                .max()
+                .unwrap();
+            let g = Pool2dSpec::adaptive(PoolMode::Avg, out, 1).resolve([1, len, 1, 1]).unwrap();
+            assert_eq!(g.kh(), want, "len {len} out {out}");
+        }
+    }
+    let g = Pool2dSpec::adaptive(PoolMode::Max, 1 << 31, 1 << 31)
+        .resolve([0, 5, 7, 1])
+        .unwrap();
+    assert_eq!((g.oh(), g.kh(), g.kw()), (1 << 31, 2, 2));
+}
