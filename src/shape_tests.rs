@@ -160,7 +160,9 @@ fn adaptive_widest_window_in_closed_form() {
                 .map(|(a, b)| b - a)
                 .max()
                 .unwrap();
-            let g = Pool2dSpec::adaptive(PoolMode::Avg, out, 1).resolve([1, len, 1, 1]).unwrap();
+            let g = Pool2dSpec::adaptive(PoolMode::Avg, out, 1)
+                .resolve([1, len, 1, 1])
+                .unwrap();
             assert_eq!(g.kh(), want, "len {len} out {out}");
         }
     }

@@ -1,0 +1,915 @@
+//! `convpool._convpool`: the Python extension module behind the `convpool`
+//! package (python/convpool/__init__.py re-exports it).
+//!
+//! Arrays come in as any real numpy dtype (converted to float32 once, here;
+//! a float32 array is read in place, strided or not) and go out as float32
+//! (int64 for argmax indices) without a copy. Every call releases the GIL
+//! while it computes, and no Rust panic crosses into Python: each entry point
+//! runs under `catch_unwind`.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use convpool::compat::SeedPadding;
+use convpool::shape::{images_nhwc, kernels_hwio};
+use convpool::{
+    Activation, Conv2dSpec, Device, Engine, EngineOptions, Error, Padding, PaddingMode, Pool2dSpec, PoolMode, Window,
+};
+use ndarray::{Array4, ArrayView4, ArrayViewD, Axis, Ix1, Ix2, Ix3, Ix4};
+use numpy::{IntoPyArray, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyList, PyString, PyTuple};
+
+/// A Rust error as the Python exception a caller expects: bad arguments are
+/// `ValueError`, a missing or failing GPU (and a verify mismatch) is
+/// `RuntimeError`, a file problem `OSError`; the message is convpool's own
+/// one line.
+fn py_err(e: Error) -> PyErr {
+    let text = e.to_string();
+    match e {
+        Error::NoAdapter(_) | Error::Gpu(_) | Error::VerifyMismatch { .. } => PyRuntimeError::new_err(text),
+        Error::Io { .. } => PyOSError::new_err(text),
+        _ => PyValueError::new_err(text),
+    }
+}
+
+/// Runs `work` without the GIL, turning a Rust error into its Python
+/// exception and a panic (a bug: none is known to be reachable) into a
+/// `RuntimeError` rather than letting it unwind into the interpreter.
+fn compute<T: Send>(py: Python<'_>, work: impl FnOnce() -> convpool::Result<T> + Send) -> PyResult<T> {
+    let result = py.detach(|| catch_unwind(AssertUnwindSafe(work)));
+    match result {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(py_err(e)),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(PyRuntimeError::new_err(format!(
+                "convpool internal error (please report it): {}",
+                what.lines().next().unwrap_or("")
+            )))
+        }
+    }
+}
+
+/// `arg` as a float32 numpy array: the object itself when it already is one
+/// (no copy), else `numpy.asarray(arg).astype(float32)` for every real
+/// dtype (SPEC.md "Numbers"); booleans, complex numbers, strings, objects
+/// and dates are a `TypeError` naming the argument and the dtype.
+fn as_f32<'py>(name: &str, obj: &Bound<'py, PyAny>) -> PyResult<PyReadonlyArrayDyn<'py, f32>> {
+    let py = obj.py();
+    let array = match obj.cast::<PyArrayDyn<f32>>() {
+        Ok(a) => a.clone(),
+        Err(_) => {
+            let numpy = py.import("numpy")?;
+            let any = numpy
+                .call_method1("asarray", (obj,))
+                .map_err(|e| PyTypeError::new_err(format!("{name}: not an array: {e}")))?;
+            let dtype = any.getattr("dtype")?;
+            let kind: String = dtype.getattr("kind")?.extract()?;
+            if !matches!(kind.as_str(), "f" | "i" | "u") {
+                let dtype_name: String = dtype.str()?.extract()?;
+                return Err(PyTypeError::new_err(format!(
+                    "{name}: dtype {dtype_name} is not a real number type (expected float or integer values)"
+                )));
+            }
+            any.call_method1("astype", (numpy.getattr("float32")?,))?
+                .cast_into::<PyArrayDyn<f32>>()
+                .map_err(|e| PyTypeError::new_err(format!("{name}: {e}")))?
+        }
+    };
+    array
+        .try_readonly()
+        .map_err(|e| PyValueError::new_err(format!("{name}: {e}")))
+}
+
+fn shape_text(shape: &[usize]) -> String {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    }
+}
+
+/// An NHWC view of `(m, h, w)` or `(m, h, w, c)` images, without a copy.
+fn images4<'a>(view: ArrayViewD<'a, f32>) -> convpool::Result<ArrayView4<'a, f32>> {
+    images_nhwc(view.shape())?;
+    Ok(match view.ndim() {
+        3 => view.into_dimensionality::<Ix3>().expect("rank 3").insert_axis(Axis(3)),
+        _ => view.into_dimensionality::<Ix4>().expect("rank 4"),
+    })
+}
+
+/// An HWIO view of `(kh, kw)`, `(kh, kw, c)` or `(kh, kw, c, nc)` kernels.
+fn kernels4<'a>(view: ArrayViewD<'a, f32>) -> convpool::Result<ArrayView4<'a, f32>> {
+    kernels_hwio(view.shape())?;
+    Ok(match view.ndim() {
+        2 => view
+            .into_dimensionality::<Ix2>()
+            .expect("rank 2")
+            .insert_axis(Axis(2))
+            .insert_axis(Axis(3)),
+        3 => view.into_dimensionality::<Ix3>().expect("rank 3").insert_axis(Axis(3)),
+        _ => view.into_dimensionality::<Ix4>().expect("rank 4"),
+    })
+}
+
+/// A whole number `>= 0` (numpy integers too); `bool` is refused, since
+/// `stride=True` is a mistake rather than a stride of 1.
+fn whole(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<usize> {
+    if obj.is_instance_of::<PyBool>() {
+        return Err(PyTypeError::new_err(format!(
+            "{name}: expected a whole number, got a bool"
+        )));
+    }
+    let value: i64 = obj.extract().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "{name}: expected a whole number, got {}",
+            obj.repr().map(|r| r.to_string()).unwrap_or_default()
+        ))
+    })?;
+    usize::try_from(value).map_err(|_| PyValueError::new_err(format!("{name}: must not be negative, got {value}")))
+}
+
+/// The numbers of a tuple or list (of whole numbers).
+fn numbers(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<Option<Vec<usize>>> {
+    if let Ok(t) = obj.cast::<PyTuple>() {
+        return t
+            .iter()
+            .map(|v| whole(name, &v))
+            .collect::<PyResult<Vec<_>>>()
+            .map(Some);
+    }
+    if let Ok(l) = obj.cast::<PyList>() {
+        return l
+            .iter()
+            .map(|v| whole(name, &v))
+            .collect::<PyResult<Vec<_>>>()
+            .map(Some);
+    }
+    Ok(None)
+}
+
+/// `n` (both axes) or `(a, b)`.
+fn pair(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<(usize, usize)> {
+    match numbers(name, obj)? {
+        Some(v) if v.len() == 2 => Ok((v[0], v[1])),
+        Some(v) => Err(PyValueError::new_err(format!(
+            "{name}: expected two numbers (a, b), got {}",
+            v.len()
+        ))),
+        None => {
+            let n = whole(name, obj)?;
+            Ok((n, n))
+        }
+    }
+}
+
+/// `'valid'`, `'same'`, `'same_lower'`, `'seed_same'`, `p`, `(ph, pw)` or
+/// `(top, bottom, left, right)` (SPEC.md's order).
+fn padding(obj: &Bound<'_, PyAny>) -> PyResult<Padding> {
+    if let Ok(s) = obj.cast::<PyString>() {
+        return s.to_cow()?.parse::<Padding>().map_err(py_err);
+    }
+    match numbers("padding", obj)? {
+        Some(v) => match v[..] {
+            [ph, pw] => Ok(Padding::Symmetric(ph, pw)),
+            [top, bottom, left, right] => Ok(Padding::Explicit {
+                top,
+                bottom,
+                left,
+                right,
+            }),
+            _ => Err(PyValueError::new_err(format!(
+                "padding: expected (ph, pw) or (top, bottom, left, right), got {} numbers",
+                v.len()
+            ))),
+        },
+        None => {
+            let p = whole("padding", obj)?;
+            Ok(Padding::Symmetric(p, p))
+        }
+    }
+}
+
+/// The exercise's padding: `'same'`, `'valid'` or `(ph, pw)`.
+fn seed_padding(obj: &Bound<'_, PyAny>) -> PyResult<SeedPadding> {
+    if let Ok(s) = obj.cast::<PyString>() {
+        return s.to_cow()?.parse::<SeedPadding>().map_err(py_err);
+    }
+    match numbers("padding", obj)? {
+        Some(v) if v.len() == 2 => Ok(SeedPadding::Explicit(v[0], v[1])),
+        _ => Err(PyValueError::new_err(format!(
+            "padding: expected 'same', 'valid' or a tuple (ph, pw), got {}",
+            obj.repr().map(|r| r.to_string()).unwrap_or_default()
+        ))),
+    }
+}
+
+fn parsed<T: std::str::FromStr<Err = Error>>(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<T> {
+    let text = obj
+        .cast::<PyString>()
+        .map_err(|_| PyTypeError::new_err(format!("{name}: expected a string")))?;
+    text.to_cow()?.parse::<T>().map_err(py_err)
+}
+
+/// The keyword arguments of a convolution, as a spec.
+struct ConvArgs<'py> {
+    padding: Bound<'py, PyAny>,
+    stride: Bound<'py, PyAny>,
+    dilation: Bound<'py, PyAny>,
+    padding_mode: Bound<'py, PyAny>,
+    groups: Bound<'py, PyAny>,
+    activation: Option<Bound<'py, PyAny>>,
+}
+
+impl ConvArgs<'_> {
+    fn spec(&self) -> PyResult<Conv2dSpec> {
+        let (sh, sw) = pair("stride", &self.stride)?;
+        let (dh, dw) = pair("dilation", &self.dilation)?;
+        let activation = match &self.activation {
+            Some(a) if !a.is_none() => Some(parsed::<Activation>(a, "activation")?),
+            _ => None,
+        };
+        Ok(Conv2dSpec::new(padding(&self.padding)?)
+            .with_stride(sh, sw)
+            .with_dilation(dh, dw)
+            .with_padding_mode(parsed::<PaddingMode>(&self.padding_mode, "padding_mode")?)
+            .with_groups(whole("groups", &self.groups)?)
+            .with_activation(activation))
+    }
+}
+
+/// The keyword arguments of a pooling, as a spec.
+struct PoolArgs<'py> {
+    window: Option<Bound<'py, PyAny>>,
+    output_size: Option<Bound<'py, PyAny>>,
+    stride: Option<Bound<'py, PyAny>>,
+    padding: Bound<'py, PyAny>,
+    mode: Bound<'py, PyAny>,
+    ceil_mode: bool,
+    count_include_pad: bool,
+    dilation: Bound<'py, PyAny>,
+}
+
+impl PoolArgs<'_> {
+    fn spec(&self) -> PyResult<Pool2dSpec> {
+        let mode = parsed::<PoolMode>(&self.mode, "mode")?;
+        let given = |o: &Option<Bound<'_, PyAny>>| o.as_ref().is_some_and(|v| !v.is_none());
+        let padding = padding(&self.padding)?;
+        let dilation = pair("dilation", &self.dilation)?;
+        let stride = if given(&self.stride) {
+            Some(pair("stride", self.stride.as_ref().expect("given"))?)
+        } else {
+            None
+        };
+        let window = match (given(&self.window), given(&self.output_size)) {
+            (true, true) => {
+                return Err(PyValueError::new_err(
+                    "output_size: adaptive pooling takes no window (give window or output_size, not both)",
+                ))
+            }
+            (false, false) => {
+                return Err(PyValueError::new_err(
+                    "window: give window=(kh, kw) or output_size=(oh, ow)",
+                ))
+            }
+            (false, true) => {
+                let (oh, ow) = pair("output_size", self.output_size.as_ref().expect("given"))?;
+                Window::Adaptive(oh, ow)
+            }
+            (true, false) => {
+                let w = self.window.as_ref().expect("given");
+                match w.cast::<PyString>() {
+                    Ok(s) if s.to_cow()?.trim().eq_ignore_ascii_case("global") => Window::Global,
+                    Ok(s) => {
+                        return Err(PyValueError::new_err(format!(
+                            "window: expected (kh, kw), a number or 'global', got {:?}",
+                            s.to_cow()?
+                        )))
+                    }
+                    Err(_) => {
+                        let (kh, kw) = pair("window", w)?;
+                        Window::Fixed(kh, kw)
+                    }
+                }
+            }
+        };
+        if !matches!(window, Window::Fixed(..)) {
+            // The global and adaptive windows fix their own placement: a
+            // placement option given with them would be ignored, so it is
+            // refused instead.
+            let what = if window == Window::Global {
+                "window='global'"
+            } else {
+                "output_size"
+            };
+            let refuse = |arg: &str| PyValueError::new_err(format!("{arg}: not used with {what}"));
+            if stride.is_some() {
+                return Err(refuse("stride"));
+            }
+            if padding != Padding::Valid {
+                return Err(refuse("padding"));
+            }
+            if dilation != (1, 1) {
+                return Err(refuse("dilation"));
+            }
+            if self.ceil_mode {
+                return Err(refuse("ceil_mode"));
+            }
+        }
+        let mut spec = Pool2dSpec {
+            window,
+            ..Pool2dSpec::new(mode, 1, 1)
+        }
+        .with_padding(padding)
+        .with_dilation(dilation.0, dilation.1)
+        .with_ceil_mode(self.ceil_mode)
+        .with_count_include_pad(self.count_include_pad);
+        if let Some((sh, sw)) = stride {
+            spec = spec.with_stride(sh, sw);
+        }
+        Ok(spec)
+    }
+}
+
+/// The output of a convolution with the seed's shapes: a 2-D or 3-D kernel
+/// gives `(m, oh, ow)`, a 4-D one `(m, oh, ow, nc)` (SPEC.md "Layouts").
+fn conv_output(py: Python<'_>, out: Array4<f32>, kernel_rank: usize) -> Py<PyAny> {
+    if kernel_rank < 4 {
+        out.index_axis_move(Axis(3), 0).into_pyarray(py).into_any().unbind()
+    } else {
+        out.into_pyarray(py).into_any().unbind()
+    }
+}
+
+/// The seed's ranks: `images` must have exactly this many dimensions.
+fn need_rank(name: &str, shape: &[usize], rank: usize, layout: &str) -> PyResult<()> {
+    if shape.len() == rank {
+        Ok(())
+    } else {
+        Err(PyValueError::new_err(format!(
+            "{name}: expected {layout}, got an array of shape {} ({} dimensions)",
+            shape_text(shape),
+            shape.len()
+        )))
+    }
+}
+
+/// Runs 2-D convolutions and poolings on one device (see the package
+/// docstring). Safe to share between Python threads.
+#[pyclass(name = "Engine", module = "convpool", frozen)]
+struct PyEngine {
+    engine: Engine,
+}
+
+impl PyEngine {
+    fn run_conv(
+        &self,
+        py: Python<'_>,
+        images: &Bound<'_, PyAny>,
+        kernels: &Bound<'_, PyAny>,
+        bias: Option<&Bound<'_, PyAny>>,
+        spec: &Conv2dSpec,
+    ) -> PyResult<(Array4<f32>, usize)> {
+        let x = as_f32("images", images)?;
+        let k = as_f32("kernels", kernels)?;
+        let b = match bias {
+            Some(b) if !b.is_none() => Some(as_f32("bias", b)?),
+            _ => None,
+        };
+        let (xv, kv) = (x.as_array(), k.as_array());
+        let rank = kv.ndim();
+        let bv = match &b {
+            Some(b) => {
+                let v = b.as_array();
+                let shape = v.shape().to_vec();
+                Some(v.into_dimensionality::<Ix1>().map_err(|_| {
+                    PyValueError::new_err(format!("bias: expected shape (nc,), got {}", shape_text(&shape)))
+                })?)
+            }
+            None => None,
+        };
+        let engine = &self.engine;
+        let out = compute(py, || {
+            let (x4, k4) = (images4(xv)?, kernels4(kv)?);
+            match &bv {
+                Some(b) => engine.conv2d_bias(x4, k4, b, spec),
+                None => engine.conv2d(x4, k4, spec),
+            }
+        })?;
+        Ok((out, rank))
+    }
+
+    fn run_pool(
+        &self,
+        py: Python<'_>,
+        images: &Bound<'_, PyAny>,
+        spec: &Pool2dSpec,
+        return_indices: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let x = as_f32("images", images)?;
+        let xv = x.as_array();
+        let engine = &self.engine;
+        if return_indices {
+            if spec.mode != PoolMode::Max {
+                return Err(PyValueError::new_err(format!(
+                    "return_indices: needs mode='max', got mode='{}'",
+                    spec.mode
+                )));
+            }
+            let (values, indices) = compute(py, || engine.max_pool2d_with_indices(images4(xv)?, spec))?;
+            let pair = PyTuple::new(
+                py,
+                [values.into_pyarray(py).into_any(), indices.into_pyarray(py).into_any()],
+            )?;
+            Ok(pair.into_any().unbind())
+        } else {
+            let out = compute(py, || engine.pool2d(images4(xv)?, spec))?;
+            Ok(out.into_pyarray(py).into_any().unbind())
+        }
+    }
+}
+
+#[pymethods]
+impl PyEngine {
+    /// `Engine(device='auto', verify=False)`: `'auto'` takes a hardware GPU
+    /// when one works and otherwise the CPU; `'gpu'` insists on a GPU
+    /// (software adapters included); `'cpu'` the fast CPU path. `verify`
+    /// checks every GPU result against the float64 CPU reference.
+    #[new]
+    #[pyo3(signature = (device = "auto", verify = false))]
+    fn new(py: Python<'_>, device: &str, verify: bool) -> PyResult<Self> {
+        let device: Device = device.parse().map_err(py_err)?;
+        let engine = compute(py, || {
+            Engine::with_options(EngineOptions {
+                device,
+                verify,
+                ..Default::default()
+            })
+        })?;
+        Ok(PyEngine { engine })
+    }
+
+    /// Which device runs the calls, and why it was chosen.
+    fn describe(&self) -> String {
+        self.engine.describe().to_string()
+    }
+
+    /// `'gpu'` or `'cpu'`: where this engine's calls run.
+    #[getter]
+    fn device(&self) -> &'static str {
+        if self.engine.is_gpu() {
+            "gpu"
+        } else {
+            "cpu"
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        format!("convpool.Engine({:?})", self.engine.describe())
+    }
+
+    /// 2-D convolution (cross-correlation) of NHWC images with HWIO kernels;
+    /// see `convpool.conv2d`.
+    #[pyo3(signature = (images, kernels, *, padding = None, stride = None, dilation = None,
+                        padding_mode = None, groups = None, bias = None, activation = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d<'py>(
+        &self,
+        py: Python<'py>,
+        images: &Bound<'py, PyAny>,
+        kernels: &Bound<'py, PyAny>,
+        padding: Option<Bound<'py, PyAny>>,
+        stride: Option<Bound<'py, PyAny>>,
+        dilation: Option<Bound<'py, PyAny>>,
+        padding_mode: Option<Bound<'py, PyAny>>,
+        groups: Option<Bound<'py, PyAny>>,
+        bias: Option<Bound<'py, PyAny>>,
+        activation: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let spec = conv_args(py, padding, stride, dilation, padding_mode, groups, activation).spec()?;
+        let (out, rank) = self.run_conv(py, images, kernels, bias.as_ref(), &spec)?;
+        Ok(conv_output(py, out, rank))
+    }
+
+    /// 2-D max or average pooling of NHWC images; see `convpool.pool2d`.
+    #[pyo3(signature = (images, *, window = None, stride = None, padding = None, mode = None,
+                        ceil_mode = false, count_include_pad = false, dilation = None,
+                        output_size = None, return_indices = false))]
+    #[allow(clippy::too_many_arguments)]
+    fn pool2d<'py>(
+        &self,
+        py: Python<'py>,
+        images: &Bound<'py, PyAny>,
+        window: Option<Bound<'py, PyAny>>,
+        stride: Option<Bound<'py, PyAny>>,
+        padding: Option<Bound<'py, PyAny>>,
+        mode: Option<Bound<'py, PyAny>>,
+        ceil_mode: bool,
+        count_include_pad: bool,
+        dilation: Option<Bound<'py, PyAny>>,
+        output_size: Option<Bound<'py, PyAny>>,
+        return_indices: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let args = pool_args(
+            py,
+            window,
+            output_size,
+            stride,
+            padding,
+            mode,
+            ceil_mode,
+            count_include_pad,
+            dilation,
+        );
+        self.run_pool(py, images, &args.spec()?, return_indices)
+    }
+
+    /// Task 0: valid convolution of grayscale images `(m, h, w)` with a
+    /// kernel `(kh, kw)`.
+    fn convolve_grayscale_valid<'py>(
+        &self,
+        py: Python<'py>,
+        images: &Bound<'py, PyAny>,
+        kernel: &Bound<'py, PyAny>,
+    ) -> PyResult<Py<PyAny>> {
+        self.grayscale(py, images, kernel, Conv2dSpec::new(Padding::Valid))
+    }
+
+    /// Task 1: same convolution of grayscale images; output `(m, h, w)`.
+    fn convolve_grayscale_same<'py>(
+        &self,
+        py: Python<'py>,
+        images: &Bound<'py, PyAny>,
+        kernel: &Bound<'py, PyAny>,
+    ) -> PyResult<Py<PyAny>> {
+        // The exercise's centring: what Seed::convolve_grayscale_same uses.
+        self.grayscale(py, images, kernel, Conv2dSpec::new(Padding::SameLower))
+    }
+
+    /// Task 2: grayscale convolution with `padding = (ph, pw)` zeros.
+    fn convolve_grayscale_padding<'py>(
+        &self,
+        py: Python<'py>,
+        images: &Bound<'py, PyAny>,
+        kernel: &Bound<'py, PyAny>,
+        padding: &Bound<'py, PyAny>,
+    ) -> PyResult<Py<PyAny>> {
+        let (ph, pw) = match numbers("padding", padding)? {
+            Some(v) if v.len() == 2 => (v[0], v[1]),
+            _ => {
+                return Err(PyValueError::new_err(format!(
+                    "padding: expected a tuple (ph, pw), got {}",
+                    padding.repr()?
+                )))
+            }
+        };
+        self.grayscale(py, images, kernel, Conv2dSpec::new(Padding::Symmetric(ph, pw)))
+    }
+
+    /// Task 3: grayscale convolution with `padding` ('same', 'valid' or
+    /// `(ph, pw)`) and `stride`.
+    #[pyo3(signature = (images, kernel, padding = None, stride = None))]
+    fn convolve_grayscale<'py>(
+        &self,
+        py: Python<'py>,
+        images: &Bound<'py, PyAny>,
+        kernel: &Bound<'py, PyAny>,
+        padding: Option<Bound<'py, PyAny>>,
+        stride: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let spec = seed_spec(py, padding, stride)?;
+        self.grayscale(py, images, kernel, spec)
+    }
+
+    /// Task 4: images `(m, h, w, c)` with one kernel `(kh, kw, c)`; output
+    /// `(m, oh, ow)`.
+    #[pyo3(signature = (images, kernel, padding = None, stride = None))]
+    fn convolve_channels<'py>(
+        &self,
+        py: Python<'py>,
+        images: &Bound<'py, PyAny>,
+        kernel: &Bound<'py, PyAny>,
+        padding: Option<Bound<'py, PyAny>>,
+        stride: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let spec = seed_spec(py, padding, stride)?;
+        self.seed_conv(py, images, kernel, (4, "(m, h, w, c)"), (3, "(kh, kw, c)"), spec)
+    }
+
+    /// Task 5: images `(m, h, w, c)` with kernels `(kh, kw, c, nc)`; output
+    /// `(m, oh, ow, nc)`.
+    #[pyo3(signature = (images, kernels, padding = None, stride = None))]
+    fn convolve<'py>(
+        &self,
+        py: Python<'py>,
+        images: &Bound<'py, PyAny>,
+        kernels: &Bound<'py, PyAny>,
+        padding: Option<Bound<'py, PyAny>>,
+        stride: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let spec = seed_spec(py, padding, stride)?;
+        self.seed_conv(py, images, kernels, (4, "(m, h, w, c)"), (4, "(kh, kw, c, nc)"), spec)
+    }
+
+    /// Task 6: pooling of `(m, h, w, c)` with window `kernel_shape` and
+    /// `stride`, no padding; `mode` 'max' or 'avg'.
+    #[pyo3(signature = (images, kernel_shape, stride, mode = None))]
+    fn pool<'py>(
+        &self,
+        py: Python<'py>,
+        images: &Bound<'py, PyAny>,
+        kernel_shape: &Bound<'py, PyAny>,
+        stride: &Bound<'py, PyAny>,
+        mode: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let mode = match mode {
+            Some(m) => parsed::<PoolMode>(&m, "mode")?,
+            None => PoolMode::Max,
+        };
+        let (kh, kw) = pair("kernel_shape", kernel_shape)?;
+        let (sh, sw) = pair("stride", stride)?;
+        let x = as_f32("images", images)?;
+        need_rank("images", x.shape(), 4, "(m, h, w, c)")?;
+        let spec = Pool2dSpec::new(mode, kh, kw).with_stride(sh, sw);
+        self.run_pool(py, x.as_any(), &spec, false)
+    }
+
+    /// Times the Rust call alone (inputs already float32, no Python in the
+    /// loop): `repeats` wall-clock seconds of `conv2d`, for the benchmark
+    /// that measures what the Python layer adds.
+    #[pyo3(signature = (images, kernels, repeats, *, padding = None, stride = None))]
+    fn _time_conv2d<'py>(
+        &self,
+        py: Python<'py>,
+        images: &Bound<'py, PyAny>,
+        kernels: &Bound<'py, PyAny>,
+        repeats: usize,
+        padding: Option<Bound<'py, PyAny>>,
+        stride: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Vec<f64>> {
+        let spec = conv_args(py, padding, stride, None, None, None, None).spec()?;
+        let x = as_f32("images", images)?;
+        let k = as_f32("kernels", kernels)?;
+        let (xv, kv) = (x.as_array(), k.as_array());
+        let engine = &self.engine;
+        compute(py, || {
+            let (x4, k4) = (images4(xv)?, kernels4(kv)?);
+            (0..repeats)
+                .map(|_| {
+                    let start = std::time::Instant::now();
+                    engine.conv2d(x4, k4, &spec)?;
+                    Ok(start.elapsed().as_secs_f64())
+                })
+                .collect()
+        })
+    }
+
+    /// Times the Rust call alone: `repeats` wall-clock seconds of the seed
+    /// pooling (window, stride, mode), as `_time_conv2d`.
+    #[pyo3(signature = (images, kernel_shape, stride, mode, repeats))]
+    fn _time_pool<'py>(
+        &self,
+        py: Python<'py>,
+        images: &Bound<'py, PyAny>,
+        kernel_shape: &Bound<'py, PyAny>,
+        stride: &Bound<'py, PyAny>,
+        mode: &Bound<'py, PyAny>,
+        repeats: usize,
+    ) -> PyResult<Vec<f64>> {
+        let (kh, kw) = pair("kernel_shape", kernel_shape)?;
+        let (sh, sw) = pair("stride", stride)?;
+        let spec = Pool2dSpec::new(parsed::<PoolMode>(mode, "mode")?, kh, kw).with_stride(sh, sw);
+        let x = as_f32("images", images)?;
+        let xv = x.as_array();
+        let engine = &self.engine;
+        compute(py, || {
+            let x4 = images4(xv)?;
+            (0..repeats)
+                .map(|_| {
+                    let start = std::time::Instant::now();
+                    engine.pool2d(x4, &spec)?;
+                    Ok(start.elapsed().as_secs_f64())
+                })
+                .collect()
+        })
+    }
+}
+
+impl PyEngine {
+    fn grayscale(
+        &self,
+        py: Python<'_>,
+        images: &Bound<'_, PyAny>,
+        kernel: &Bound<'_, PyAny>,
+        spec: Conv2dSpec,
+    ) -> PyResult<Py<PyAny>> {
+        self.seed_conv(py, images, kernel, (3, "(m, h, w)"), (2, "(kh, kw)"), spec)
+    }
+
+    /// A seed convolution: the exercise's fixed ranks, then the general call.
+    fn seed_conv(
+        &self,
+        py: Python<'_>,
+        images: &Bound<'_, PyAny>,
+        kernels: &Bound<'_, PyAny>,
+        images_rank: (usize, &str),
+        kernels_rank: (usize, &str),
+        spec: Conv2dSpec,
+    ) -> PyResult<Py<PyAny>> {
+        let x = as_f32("images", images)?;
+        let k = as_f32("kernel", kernels)?;
+        need_rank("images", x.shape(), images_rank.0, images_rank.1)?;
+        need_rank(
+            if kernels_rank.0 == 4 { "kernels" } else { "kernel" },
+            k.shape(),
+            kernels_rank.0,
+            kernels_rank.1,
+        )?;
+        let (out, rank) = self.run_conv(py, x.as_any(), k.as_any(), None, &spec)?;
+        Ok(conv_output(py, out, rank))
+    }
+}
+
+/// The exercise's `padding='same', stride=(1, 1)` defaults.
+fn seed_spec(
+    py: Python<'_>,
+    padding: Option<Bound<'_, PyAny>>,
+    stride: Option<Bound<'_, PyAny>>,
+) -> PyResult<Conv2dSpec> {
+    let padding = match padding {
+        Some(p) => seed_padding(&p)?,
+        None => SeedPadding::Same,
+    };
+    let (sh, sw) = match stride {
+        Some(s) => pair("stride", &s)?,
+        None => (1, 1),
+    };
+    let _ = py;
+    Ok(Conv2dSpec::new(padding.into()).with_stride(sh, sw))
+}
+
+/// `v`, or the text `default` when the keyword was not given.
+fn or_text<'py>(py: Python<'py>, v: Option<Bound<'py, PyAny>>, default: &str) -> Bound<'py, PyAny> {
+    v.unwrap_or_else(|| PyString::new(py, default).into_any())
+}
+
+/// `v`, or the number 1 when the keyword was not given.
+fn or_one<'py>(py: Python<'py>, v: Option<Bound<'py, PyAny>>) -> Bound<'py, PyAny> {
+    v.unwrap_or_else(|| 1usize.into_pyobject(py).expect("an int").into_any())
+}
+
+fn conv_args<'py>(
+    py: Python<'py>,
+    padding: Option<Bound<'py, PyAny>>,
+    stride: Option<Bound<'py, PyAny>>,
+    dilation: Option<Bound<'py, PyAny>>,
+    padding_mode: Option<Bound<'py, PyAny>>,
+    groups: Option<Bound<'py, PyAny>>,
+    activation: Option<Bound<'py, PyAny>>,
+) -> ConvArgs<'py> {
+    ConvArgs {
+        padding: or_text(py, padding, "valid"),
+        stride: or_one(py, stride),
+        dilation: or_one(py, dilation),
+        padding_mode: or_text(py, padding_mode, "zeros"),
+        groups: or_one(py, groups),
+        activation,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn pool_args<'py>(
+    py: Python<'py>,
+    window: Option<Bound<'py, PyAny>>,
+    output_size: Option<Bound<'py, PyAny>>,
+    stride: Option<Bound<'py, PyAny>>,
+    padding: Option<Bound<'py, PyAny>>,
+    mode: Option<Bound<'py, PyAny>>,
+    ceil_mode: bool,
+    count_include_pad: bool,
+    dilation: Option<Bound<'py, PyAny>>,
+) -> PoolArgs<'py> {
+    PoolArgs {
+        window,
+        output_size,
+        stride,
+        padding: or_text(py, padding, "valid"),
+        mode: or_text(py, mode, "max"),
+        ceil_mode,
+        count_include_pad,
+        dilation: or_one(py, dilation),
+    }
+}
+
+/// The pads and output shape a convolution would have, from the one
+/// geometry every path uses: `{'pads': (top, bottom, left, right),
+/// 'output_shape': (m, oh, ow, nc), 'extent': (ekh, ekw), 'stride': (sh,
+/// sw)}`. What `convpool.dask` plans its chunks and halos from.
+#[pyfunction]
+#[pyo3(signature = (images_shape, kernels_shape, *, padding = None, stride = None, dilation = None,
+                    padding_mode = None, groups = None, activation = None))]
+#[allow(clippy::too_many_arguments)]
+fn _conv_plan<'py>(
+    py: Python<'py>,
+    images_shape: Vec<usize>,
+    kernels_shape: Vec<usize>,
+    padding: Option<Bound<'py, PyAny>>,
+    stride: Option<Bound<'py, PyAny>>,
+    dilation: Option<Bound<'py, PyAny>>,
+    padding_mode: Option<Bound<'py, PyAny>>,
+    groups: Option<Bound<'py, PyAny>>,
+    activation: Option<Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let spec = conv_args(py, padding, stride, dilation, padding_mode, groups, activation).spec()?;
+    let nhwc = images_nhwc(&images_shape).map_err(py_err)?;
+    let hwio = kernels_hwio(&kernels_shape).map_err(py_err)?;
+    let g = spec.resolve(nhwc, hwio).map_err(py_err)?;
+    let plan = PyDict::new(py);
+    plan.set_item("pads", g.pads().tblr())?;
+    plan.set_item("output_shape", g.output_shape())?;
+    plan.set_item("extent", g.extent())?;
+    plan.set_item("stride", (g.sh(), g.sw()))?;
+    Ok(plan)
+}
+
+/// The pads, output shape, window extent and stride of a pooling (see
+/// `_conv_plan`), with `'adaptive'` telling whether windows follow
+/// `output_size` instead.
+#[pyfunction]
+#[pyo3(signature = (images_shape, *, window = None, stride = None, padding = None, mode = None,
+                    ceil_mode = false, count_include_pad = false, dilation = None, output_size = None))]
+#[allow(clippy::too_many_arguments)]
+fn _pool_plan<'py>(
+    py: Python<'py>,
+    images_shape: Vec<usize>,
+    window: Option<Bound<'py, PyAny>>,
+    stride: Option<Bound<'py, PyAny>>,
+    padding: Option<Bound<'py, PyAny>>,
+    mode: Option<Bound<'py, PyAny>>,
+    ceil_mode: bool,
+    count_include_pad: bool,
+    dilation: Option<Bound<'py, PyAny>>,
+    output_size: Option<Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let spec = pool_args(
+        py,
+        window,
+        output_size,
+        stride,
+        padding,
+        mode,
+        ceil_mode,
+        count_include_pad,
+        dilation,
+    )
+    .spec()?;
+    let nhwc = images_nhwc(&images_shape).map_err(py_err)?;
+    let g = spec.resolve(nhwc).map_err(py_err)?;
+    let plan = PyDict::new(py);
+    plan.set_item("pads", g.pads().tblr())?;
+    plan.set_item("output_shape", g.output_shape())?;
+    plan.set_item("extent", g.extent())?;
+    plan.set_item("stride", (g.sh(), g.sw()))?;
+    plan.set_item("adaptive", g.adaptive())?;
+    Ok(plan)
+}
+
+/// The GPU adapters wgpu finds, one dict each (name, backend, device_type,
+/// driver, software, and the limits that decide chunking).
+#[pyfunction]
+fn devices(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
+    let adapters = compute(py, || Ok(convpool::gpu::list_adapters()))?;
+    let list = PyList::empty(py);
+    for a in adapters {
+        let d = PyDict::new(py);
+        d.set_item("name", a.name)?;
+        d.set_item("backend", a.backend)?;
+        d.set_item("device_type", a.device_type)?;
+        d.set_item("driver", a.driver)?;
+        d.set_item("software", a.software)?;
+        d.set_item("max_storage_buffer_binding_size", a.max_storage_buffer_binding_size)?;
+        d.set_item("max_buffer_size", a.max_buffer_size)?;
+        d.set_item(
+            "max_compute_workgroups_per_dimension",
+            a.max_compute_workgroups_per_dimension,
+        )?;
+        list.append(d)?;
+    }
+    Ok(list)
+}
+
+#[pymodule]
+fn _convpool(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyEngine>()?;
+    m.add_function(wrap_pyfunction!(devices, m)?)?;
+    m.add_function(wrap_pyfunction!(_conv_plan, m)?)?;
+    m.add_function(wrap_pyfunction!(_pool_plan, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,1 @@
+from convpool import convolve_grayscale_padding  # noqa: F401

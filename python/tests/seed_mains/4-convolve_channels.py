@@ -1,0 +1,1 @@
+from convpool import convolve_channels  # noqa: F401

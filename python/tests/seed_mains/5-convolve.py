@@ -1,0 +1,1 @@
+from convpool import convolve  # noqa: F401

@@ -1,0 +1,1 @@
+from convpool import pool  # noqa: F401
