@@ -7,7 +7,11 @@
 # blocks forced, overlapping pooling with the tiled kernel). Prepare as that
 # README says, plus:
 #
-#   cp benches/device-bench.sh .devrun/
+#   cp benches/device-bench.sh benches/cudnn_v2.py .devrun/
+#
+# (cudnn_v2.py times cuDNN on the v2 workloads, cnn_depthwise3x3 and
+# cnn_conv3x3_bias_relu, which the shared cudnn_bench.py does not know;
+# convpool's `bench --suite all` above already includes them.)
 #
 # and run `bash .devrun/device-bench.sh` with carry [".gl", ".devrun"].
 # About 12 minutes at most (the timeouts below and in gpu-bench.sh), most
@@ -31,3 +35,4 @@ alt() { # NAME ENV... -- ARGS...: convpool's GPU benchmark with ENV set, into $o
 alt block8 CONVPOOL_CONV_BLOCK=8 -- "${conv[@]}"
 alt block4 CONVPOOL_CONV_BLOCK=4 -- "${conv[@]}"
 alt tiledpool CONVPOOL_POOL_KERNEL=tiled -- --workload cnn_maxpool
+timeout 90 python3 .devrun/cudnn_v2.py --json "$out/cudnn-v2.json" 2>&1 | tee "$out/cudnn-v2.txt"

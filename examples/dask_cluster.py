@@ -4,7 +4,7 @@
     # on a real cluster (convpool installed on every worker):
     python examples/dask_cluster.py --scheduler tcp://scheduler:8786 --images 20000
     # or on this machine, with a LocalCluster of worker processes:
-    python examples/dask_cluster.py --images 2000
+    python examples/dask_cluster.py --images 256
 
 Each worker process builds one convpool engine the first time a chunk
 reaches it (`convpool.engine(device)`, cached per process) and reuses it for
@@ -32,8 +32,8 @@ def gaussian(size, sigma):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scheduler", help="address of a running dask scheduler (default: a LocalCluster here)")
-    ap.add_argument("--images", type=int, default=2000)
-    ap.add_argument("--size", type=int, default=512, help="height and width of each image")
+    ap.add_argument("--images", type=int, default=256)
+    ap.add_argument("--size", type=int, default=256, help="height and width of each image")
     ap.add_argument("--device", default=None, help="each worker's convpool device: auto (default), cpu or gpu")
     args = ap.parse_args()
     cluster = None if args.scheduler else LocalCluster(n_workers=2, threads_per_worker=1, processes=True)

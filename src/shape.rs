@@ -332,10 +332,19 @@ fn axis_out(size: usize, pads: (usize, usize), ext: usize, stride: usize, ceil: 
     Some(out)
 }
 
+/// `pos - pad`, a position on a padded axis as an image index (negative in
+/// the leading pad): exact in i128, then saturated into i64. Saturation
+/// keeps every index that can name an image cell, and only the zero and
+/// replicate modes accept pads that large, for which the side of the image
+/// an index falls on is all that matters.
+pub(crate) fn offset(pos: usize, pad: usize) -> i64 {
+    (pos as i128 - pad as i128).clamp(i64::MIN as i128, i64::MAX as i128) as i64
+}
+
 /// The hull `[y0, y1)` of image rows that padded rows `[p0, p1)` read
 /// (`p` counts from the first padded row, `pad` rows above the image).
 pub(crate) fn rows_read(mode: PaddingMode, n: usize, pad: usize, p0: usize, p1: usize) -> (usize, usize) {
-    let (a, b) = (p0 as i64 - pad as i64, p1 as i64 - pad as i64);
+    let (a, b) = (offset(p0, pad), offset(p1, pad));
     if mode == PaddingMode::Zeros {
         let y0 = a.clamp(0, n as i64) as usize;
         return (y0, (b.clamp(0, n as i64) as usize).max(y0));
@@ -752,6 +761,30 @@ pub struct Conv2dGeometry {
 }
 
 impl Conv2dGeometry {
+    /// The same convolution with a stride of 1 on an axis with one output
+    /// and a dilation of 1 on an axis whose kernel has one tap: such a
+    /// stride or dilation changes no number of the result, and a huge one
+    /// (2^62 is valid: one window per image) would only overflow the fast
+    /// kernels' index arithmetic.
+    pub(crate) fn normalised(&self) -> Self {
+        let mut g = *self;
+        (g.sh, g.sw) = (if g.oh == 1 { 1 } else { g.sh }, if g.ow == 1 { 1 } else { g.sw });
+        (g.dh, g.dw) = (if g.kh == 1 { 1 } else { g.dh }, if g.kw == 1 { 1 } else { g.dw });
+        g
+    }
+
+    /// Whether each padded image stays within a small multiple of what a
+    /// call reads and writes anyway. Pads of 2^40 around a tiny image are
+    /// valid (zeros and replicate take any pad); the fast kernels, which
+    /// size buffers and offsets from the padded extent, leave them to the
+    /// reference, which maps each tap and touches only the output.
+    pub(crate) fn padded_is_modest(&self) -> bool {
+        let plane = (self.h as u128 + self.pads.top as u128 + self.pads.bottom as u128)
+            * (self.w as u128 + self.pads.left as u128 + self.pads.right as u128);
+        let per_image = (self.h * self.w * self.c + self.oh * self.ow * self.nc) as u128;
+        plane * self.c as u128 <= 4 * per_image + (1 << 24)
+    }
+
     /// Batch size (may be 0).
     pub fn m(&self) -> usize {
         self.m
@@ -1179,9 +1212,8 @@ impl Pool2dSpec {
 
 /// The taps `i0..i1` of `0..k` whose cells `start + i * d` lie in
 /// `[lo, hi)`.
-fn tap_range(start: i64, k: usize, d: usize, lo: i64, hi: i64) -> (usize, usize) {
+fn tap_range(start: i128, k: usize, d: usize, lo: i128, hi: i128) -> (usize, usize) {
     let d = d as i128;
-    let (start, lo, hi) = (start as i128, lo as i128, hi as i128);
     // First i with start + i * d >= lo; first i with start + i * d >= hi.
     let first_at_least = |bound: i128| {
         if start >= bound {
@@ -1244,6 +1276,22 @@ pub struct Pool2dGeometry {
 }
 
 impl Pool2dGeometry {
+    /// See [`Conv2dGeometry::normalised`].
+    pub(crate) fn normalised(&self) -> Self {
+        let mut g = *self;
+        (g.sh, g.sw) = (if g.oh == 1 { 1 } else { g.sh }, if g.ow == 1 { 1 } else { g.sw });
+        (g.dh, g.dw) = (if g.kh == 1 { 1 } else { g.dh }, if g.kw == 1 { 1 } else { g.dw });
+        g
+    }
+
+    /// See [`Conv2dGeometry::padded_is_modest`].
+    pub(crate) fn padded_is_modest(&self) -> bool {
+        let plane = (self.h as u128 + self.pads.top as u128 + self.pads.bottom as u128)
+            * (self.w as u128 + self.pads.left as u128 + self.pads.right as u128);
+        let per_image = (self.h * self.w + self.oh * self.ow) as u128;
+        plane <= 4 * per_image + (1 << 24)
+    }
+
     /// Batch size (may be 0).
     pub fn m(&self) -> usize {
         self.m
@@ -1402,7 +1450,7 @@ impl Pool2dGeometry {
         } else {
             // Only the taps that hit the image, found without visiting the
             // others (a huge window over a small image has few).
-            let (i0, i1) = tap_range((o * s) as i64 - pad as i64, k, d, 0, len as i64);
+            let (i0, i1) = tap_range((o * s) as i128 - pad as i128, k, d, 0, len as i128);
             (0..0, i0..i1)
         };
         adaptive.chain(fixed.map(move |i| o * s + i * d - pad))
@@ -1410,11 +1458,11 @@ impl Pool2dGeometry {
 
     #[allow(clippy::too_many_arguments)]
     fn counted_taps(&self, o: usize, s: usize, k: usize, d: usize, len: usize, p0: usize, p1: usize) -> usize {
-        let start = (o * s) as i64 - p0 as i64;
+        let start = (o * s) as i128 - p0 as i128;
         let (lo, hi) = if self.count_include_pad {
-            (-(p0 as i64), (len + p1) as i64)
+            (-(p0 as i128), len as i128 + p1 as i128)
         } else {
-            (0, len as i64)
+            (0, len as i128)
         };
         let (i0, i1) = tap_range(start, k, d, lo, hi);
         i1 - i0

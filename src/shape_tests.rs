@@ -128,7 +128,7 @@ fn divisor_counts_real_or_padded_cells() {
 fn window_taps_without_visiting_every_tap() {
     for (k, d, len, pad, s) in [(3, 1, 5, 1, 1), (4, 2, 7, 3, 2), (5, 3, 4, 6, 1), (2, 1, 1, 1, 3)] {
         for o in 0..6 {
-            let got = super::tap_range((o * s) as i64 - pad as i64, k, d, 0, len as i64);
+            let got = super::tap_range((o * s) as i128 - pad as i128, k, d, 0, len as i128);
             let want: Vec<usize> = (0..k)
                 .filter(|&i| (o * s + i * d).checked_sub(pad).is_some_and(|y| y < len))
                 .collect();

@@ -3,8 +3,9 @@
 ``conv2d(x, kernels, **kw)`` and ``pool2d(x, **kw)`` take a dask array of
 NHWC images ``(m, h, w, c)`` (or ``(m, h, w)``) and the keywords of
 ``convpool.conv2d`` / ``convpool.pool2d``, and return a lazy dask array equal
-to the single call on the whole array (bit for bit: each output is computed
-by the same kernel from the same inputs).
+to the single call on the whole array: pooling bit for bit, convolution
+within SPEC.md's tolerance (a band may take a different CPU kernel than the
+whole image, since the choice follows the shape).
 
 How the work is split:
 

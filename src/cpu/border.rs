@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 
-use crate::shape::{Conv2dGeometry, PaddingMode, Pads};
+use crate::shape::{offset, Conv2dGeometry, PaddingMode, Pads};
 
 /// The images padded by hand with `g`'s border mode, and the geometry of
 /// the same convolution over them without padding.
@@ -15,11 +15,11 @@ pub(super) fn pad(x: &[f32], g: &Conv2dGeometry) -> (Vec<f32>, Conv2dGeometry) {
     let image_len = g.h * g.w * c;
     let mut padded = vec![0f32; g.m * ph * pw * c];
     let cols: Vec<Option<usize>> = (0..pw)
-        .map(|u| g.padding_mode.source(u as i64 - g.pads.left as i64, g.w))
+        .map(|u| g.padding_mode.source(offset(u, g.pads.left), g.w))
         .collect();
     padded.par_chunks_mut(pw * c).enumerate().for_each(|(row, dst)| {
         let (n, r) = (row / ph, row % ph);
-        let Some(y) = g.padding_mode.source(r as i64 - g.pads.top as i64, g.h) else {
+        let Some(y) = g.padding_mode.source(offset(r, g.pads.top), g.h) else {
             return;
         };
         let src = &x[n * image_len + y * g.w * c..][..g.w * c];

@@ -84,6 +84,10 @@ impl Strategy {
 /// `isa` itself, but the GEMMs run what the `gemm` crate picks from the CPU
 /// (AVX-512 where present).
 pub(crate) fn conv2d_isa(isa: Isa, g: &Conv2dGeometry) -> Isa {
+    let g = &g.normalised();
+    if !g.padded_is_modest() {
+        return Isa::Portable;
+    }
     match Strategy::choose(g, isa) {
         Strategy::Pointwise | Strategy::Im2col => gemm::isa(),
         Strategy::Planar | Strategy::Nhwc | Strategy::Winograd => isa,
@@ -93,7 +97,7 @@ pub(crate) fn conv2d_isa(isa: Isa, g: &Conv2dGeometry) -> Isa {
 /// The instruction set a pooling with the kernels of `isa` runs with (the
 /// reference's plain loops where [`pool2d`] leaves the work to it).
 pub(crate) fn pool2d_isa(isa: Isa, g: &Pool2dGeometry) -> Isa {
-    match PoolPath::choose(g, isa) {
+    match PoolPath::choose(&g.normalised(), isa) {
         PoolPath::Reference | PoolPath::Windows => Isa::Portable,
         PoolPath::ByPixel | PoolPath::Rows => isa,
     }
@@ -119,7 +123,7 @@ enum PoolPath {
 
 impl PoolPath {
     fn choose(g: &Pool2dGeometry, isa: Isa) -> Self {
-        if g.adaptive || g.kh > 2 * g.h + 2 || g.kw > 2 * g.w + 2 {
+        if g.adaptive || g.kh > 2 * g.h + 2 || g.kw > 2 * g.w + 2 || !g.padded_is_modest() {
             PoolPath::Windows
         } else if isa >= Isa::Avx2 && g.c >= isa.lanes() {
             PoolPath::ByPixel
@@ -143,6 +147,10 @@ pub fn conv2d_bias(
     bias: Option<&[f32]>,
     g: &Conv2dGeometry,
 ) -> Array4<f32> {
+    let g = &g.normalised();
+    if !g.padded_is_modest() {
+        return super::reference::conv2d_bias(images, kernels, bias, g);
+    }
     let images = images.as_standard_layout();
     let kernels = kernels.as_standard_layout();
     let x = images.as_slice().expect("standard layout");
@@ -284,6 +292,7 @@ fn run(
 /// The argmax of max pooling (SPEC.md "Max pooling with argmax indices"),
 /// `(m, oh, ow, c)` int64.
 pub fn max_pool2d_indices(images: ArrayView4<f32>, g: &Pool2dGeometry) -> Array4<i64> {
+    let g = &g.normalised();
     let images = images.as_standard_layout();
     let x = images.as_slice().expect("standard layout");
     let mut out = Array4::<i64>::zeros(g.output_shape());
@@ -293,6 +302,7 @@ pub fn max_pool2d_indices(images: ArrayView4<f32>, g: &Pool2dGeometry) -> Array4
 
 /// Pooling with the kernels of `isa` (which this CPU must have).
 pub fn pool2d(isa: Isa, images: ArrayView4<f32>, g: &Pool2dGeometry) -> Array4<f32> {
+    let g = &g.normalised();
     let path = PoolPath::choose(g, isa);
     if path == PoolPath::Windows {
         let images = images.as_standard_layout();

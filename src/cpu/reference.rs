@@ -5,7 +5,7 @@
 use ndarray::{Array4, ArrayView4, Axis};
 use rayon::prelude::*;
 
-use crate::shape::{Conv2dGeometry, Pool2dGeometry, PoolMode};
+use crate::shape::{offset, Conv2dGeometry, Pool2dGeometry, PoolMode};
 
 /// Cross-correlation over NHWC images and HWIO kernels, without bias.
 #[cfg(test)]
@@ -40,10 +40,10 @@ pub fn conv2d_bias(
                 for ox in 0..g.ow {
                     acc.iter_mut().for_each(|a| *a = 0.0);
                     for i in 0..g.kh {
-                        let y = (oy * g.sh + i * g.dh) as i64 - g.pads.top as i64;
+                        let y = offset(oy * g.sh + i * g.dh, g.pads.top);
                         let y = g.padding_mode.source(y, g.h);
                         for j in 0..g.kw {
-                            let x = (ox * g.sw + j * g.dw) as i64 - g.pads.left as i64;
+                            let x = offset(ox * g.sw + j * g.dw, g.pads.left);
                             let x = g.padding_mode.source(x, g.w);
                             for (k, a) in acc.iter_mut().enumerate() {
                                 let q = k / gnc;
