@@ -12,7 +12,8 @@ quick batch sizes), in one process, side by side:
            over the batch), float64
   scipy    scipy.signal.correlate / scipy.ndimage filters, then the
            stride's slice
-Medians of --repeats runs (numpy and scipy: fewer, they are slow). Prints a
+Medians of --repeats runs, the rust and python calls alternated run by run
+(numpy and scipy: fewer runs, they are slow). Prints a
 table; --json writes the figures.
 
     python benches/python_bench.py --quick --json py.json
@@ -38,6 +39,55 @@ WORKLOADS = [
     ("seed_pool_max", (10000, 32, 32, 3), 1000, "max", None, 2),
     ("seed_pool_avg", (10000, 32, 32, 3), 1000, "avg", None, 2),
 ]
+
+
+def side_by_side(rust_once, python_once, repeats):
+    """Medians of the Rust-timed call and the Python call, alternated run
+    by run (after one warm-up of each), so both see the same machine and
+    the same allocator state."""
+    rust_once()
+    python_once()
+    rust, python = [], []
+
+    def timed_python():
+        start = time.perf_counter()
+        python_once()
+        python.append(time.perf_counter() - start)
+
+    for i in range(repeats):
+        # Which goes first alternates too: the first of a pair inherits the
+        # allocator state the previous pair left.
+        if i % 2:
+            timed_python()
+            rust.append(rust_once())
+        else:
+            rust.append(rust_once())
+            timed_python()
+    return statistics.median(rust), statistics.median(python)
+
+
+def fixed_cost(engine):
+    """What the Python layer adds to one call, in microseconds: tiny
+    inputs, so the computation is negligible (median of 5 x 2000 calls)."""
+    x = np.zeros((1, 4, 4, 3), np.float32)
+    k = np.ones((3, 3, 3, 1), np.float32)
+
+    def per_call(fn, n=2000):
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        return (time.perf_counter() - start) / n
+
+    out = {}
+    for name, py, rust in (
+        ("conv2d", lambda: engine.conv2d(x, k, padding="same", stride=1),
+         lambda: statistics.median(engine._time_conv2d(x, k, 2000, padding="same", stride=1))),
+        ("pool2d", lambda: engine.pool2d(x, window=2, stride=2, mode="max"),
+         lambda: statistics.median(engine._time_pool(x, (2, 2), (2, 2), "max", 2000))),
+    ):
+        py()
+        out[name] = 1e6 * (statistics.median(per_call(py) for _ in range(5)) - statistics.median(rust() for _ in range(5)))
+    return out
 
 
 def median_time(fn, repeats):
@@ -138,9 +188,9 @@ def main():
             k = k_seed.astype(np.float32)
             seed_pad = padding if padding == "valid" or isinstance(padding, tuple) else "same"
             conv_pad = "same" if padding == "same" else padding
-            engine.conv2d(x, k, padding=conv_pad, stride=s)  # warm up
-            row["rust_s"] = statistics.median(engine._time_conv2d(x, k, args.repeats, padding=conv_pad, stride=s))
-            row["python_s"] = median_time(lambda: engine.conv2d(x, k, padding=conv_pad, stride=s), args.repeats)
+            row["rust_s"], row["python_s"] = side_by_side(
+                lambda: engine._time_conv2d(x, k, 1, padding=conv_pad, stride=s)[0],
+                lambda: engine.conv2d(x, k, padding=conv_pad, stride=s), args.repeats)
             if c == 1:
                 seed = lambda: engine.convolve_grayscale(x_seed[..., 0], k_seed[:, :, 0, 0], padding=seed_pad,
                                                          stride=(s, s))
@@ -156,9 +206,9 @@ def main():
                 row["numpy_s"] = median_time(lambda: numpy_loops(x, k, pads, s), 1)
                 row["scipy_s"] = median_time(lambda: scipy_conv(x, k, pads, s), 3)
         else:
-            engine.pool2d(x, window=2, stride=s, mode=op)
-            row["rust_s"] = statistics.median(engine._time_pool(x, (2, 2), (s, s), op, args.repeats))
-            row["python_s"] = median_time(lambda: engine.pool2d(x, window=2, stride=s, mode=op), args.repeats)
+            row["rust_s"], row["python_s"] = side_by_side(
+                lambda: engine._time_pool(x, (2, 2), (s, s), op, 1)[0],
+                lambda: engine.pool2d(x, window=2, stride=s, mode=op), args.repeats)
             row["seed_s"] = median_time(lambda: engine.pool(x_seed, (2, 2), (s, s), mode=op), args.repeats)
             if not args.no_peers:
                 row["numpy_s"] = median_time(lambda: numpy_pool(x, op, s), 1)
@@ -168,10 +218,14 @@ def main():
         ms = lambda key: f"{row[key] * 1e3:.2f}" if key in row else "-"
         print(f"{name:<20}{ms('rust_s'):>10}{ms('python_s'):>11}{row['overhead'] * 100:>9.1f}%{ms('seed_s'):>10}"
               f"{ms('numpy_s'):>11}{ms('scipy_s'):>10}")
+    fixed = fixed_cost(engine)
+    print("fixed cost of the Python layer per call (tiny inputs): "
+          + ", ".join(f"{k} {v:.1f} us" for k, v in fixed.items()))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"engine": engine.describe(), "cpu": cpu_name(), "threads": os.cpu_count(),
-                       "quick": args.quick, "repeats": args.repeats, "rows": rows}, f, indent=1)
+                       "quick": args.quick, "repeats": args.repeats, "rows": rows,
+                       "fixed_cost_us": fixed}, f, indent=1)
 
 
 if __name__ == "__main__":

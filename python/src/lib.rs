@@ -14,11 +14,12 @@ use convpool::shape::{images_nhwc, kernels_hwio};
 use convpool::{
     Activation, Conv2dSpec, Device, Engine, EngineOptions, Error, Padding, PaddingMode, Pool2dSpec, PoolMode, Window,
 };
-use ndarray::{Array4, ArrayView4, ArrayViewD, Axis, Ix1, Ix2, Ix3, Ix4};
-use numpy::{IntoPyArray, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use ndarray::{Array4, ArrayD, ArrayView4, ArrayViewD, Axis, Ix1, Ix2, Ix3, Ix4};
+use numpy::{IntoPyArray, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyList, PyString, PyTuple};
+use rayon::prelude::*;
 
 /// A Rust error as the Python exception a caller expects: bad arguments are
 /// `ValueError`, a missing or failing GPU (and a verify mismatch) is
@@ -55,34 +56,85 @@ fn compute<T: Send>(py: Python<'_>, work: impl FnOnce() -> convpool::Result<T> +
     }
 }
 
-/// `arg` as a float32 numpy array: the object itself when it already is one
-/// (no copy), else `numpy.asarray(arg).astype(float32)` for every real
-/// dtype (SPEC.md "Numbers"); booleans, complex numbers, strings, objects
-/// and dates are a `TypeError` naming the argument and the dtype.
-fn as_f32<'py>(name: &str, obj: &Bound<'py, PyAny>) -> PyResult<PyReadonlyArrayDyn<'py, f32>> {
-    let py = obj.py();
-    let array = match obj.cast::<PyArrayDyn<f32>>() {
-        Ok(a) => a.clone(),
-        Err(_) => {
-            let numpy = py.import("numpy")?;
-            let any = numpy
-                .call_method1("asarray", (obj,))
-                .map_err(|e| PyTypeError::new_err(format!("{name}: not an array: {e}")))?;
-            let dtype = any.getattr("dtype")?;
-            let kind: String = dtype.getattr("kind")?.extract()?;
-            if !matches!(kind.as_str(), "f" | "i" | "u") {
-                let dtype_name: String = dtype.str()?.extract()?;
-                return Err(PyTypeError::new_err(format!(
-                    "{name}: dtype {dtype_name} is not a real number type (expected float or integer values)"
-                )));
-            }
-            any.call_method1("astype", (numpy.getattr("float32")?,))?
-                .cast_into::<PyArrayDyn<f32>>()
-                .map_err(|e| PyTypeError::new_err(format!("{name}: {e}")))?
+/// An input as float32: the caller's own array when it already is one, or
+/// a converted copy.
+enum F32<'py> {
+    /// A float32 numpy array, read in place (any strides).
+    Borrowed(PyReadonlyArrayDyn<'py, f32>),
+    /// Converted from another dtype.
+    Owned(ArrayD<f32>),
+}
+
+impl F32<'_> {
+    fn view(&self) -> ArrayViewD<'_, f32> {
+        match self {
+            F32::Borrowed(a) => a.as_array(),
+            F32::Owned(a) => a.view(),
         }
-    };
-    array
+    }
+}
+
+/// `values` as float32, rounding to nearest as numpy's `astype` does; a
+/// contiguous array is converted on every core, without the GIL.
+fn widen<T: numpy::Element + Copy + Send + Sync>(
+    py: Python<'_>,
+    name: &str,
+    array: &Bound<'_, PyArrayDyn<T>>,
+    to_f32: fn(T) -> f32,
+) -> PyResult<ArrayD<f32>> {
+    let ro = array
         .try_readonly()
+        .map_err(|e| PyValueError::new_err(format!("{name}: {e}")))?;
+    let view = ro.as_array();
+    Ok(py.detach(|| match view.as_slice() {
+        Some(values) => {
+            let mut out = Vec::with_capacity(values.len());
+            values.par_iter().map(|&v| to_f32(v)).collect_into_vec(&mut out);
+            ArrayD::from_shape_vec(view.raw_dim(), out).expect("same element count")
+        }
+        None => view.mapv(to_f32),
+    }))
+}
+
+/// `arg` as float32 (SPEC.md "Numbers"): a float32 array as it is (no
+/// copy); the common dtypes (uint8 images, int64 kernels, float64) widened
+/// in parallel here; any other real dtype (float16, other byte orders,
+/// anything array-like) through `numpy.asarray(arg).astype(float32)`.
+/// Booleans, complex numbers, strings, objects and dates are a `TypeError`
+/// naming the argument and the dtype.
+fn as_f32<'py>(name: &str, obj: &Bound<'py, PyAny>) -> PyResult<F32<'py>> {
+    let py = obj.py();
+    if let Ok(a) = obj.cast::<PyArrayDyn<f32>>() {
+        return a
+            .try_readonly()
+            .map(F32::Borrowed)
+            .map_err(|e| PyValueError::new_err(format!("{name}: {e}")));
+    }
+    macro_rules! widen_from {
+        ($($t:ty),*) => {$(
+            if let Ok(a) = obj.cast::<PyArrayDyn<$t>>() {
+                return widen(py, name, a, |v: $t| v as f32).map(F32::Owned);
+            }
+        )*};
+    }
+    widen_from!(u8, i8, u16, i16, u32, i32, u64, i64, f64);
+    let numpy = py.import("numpy")?;
+    let any = numpy
+        .call_method1("asarray", (obj,))
+        .map_err(|e| PyTypeError::new_err(format!("{name}: not an array: {e}")))?;
+    let dtype = any.getattr("dtype")?;
+    let kind: String = dtype.getattr("kind")?.extract()?;
+    if !matches!(kind.as_str(), "f" | "i" | "u") {
+        let dtype_name: String = dtype.str()?.extract()?;
+        return Err(PyTypeError::new_err(format!(
+            "{name}: dtype {dtype_name} is not a real number type (expected float or integer values)"
+        )));
+    }
+    any.call_method1("astype", (numpy.getattr("float32")?,))?
+        .cast_into::<PyArrayDyn<f32>>()
+        .map_err(|e| PyTypeError::new_err(format!("{name}: {e}")))?
+        .try_readonly()
+        .map(F32::Borrowed)
         .map_err(|e| PyValueError::new_err(format!("{name}: {e}")))
 }
 
@@ -371,22 +423,16 @@ impl PyEngine {
     fn run_conv(
         &self,
         py: Python<'_>,
-        images: &Bound<'_, PyAny>,
-        kernels: &Bound<'_, PyAny>,
-        bias: Option<&Bound<'_, PyAny>>,
+        x: &F32<'_>,
+        k: &F32<'_>,
+        b: Option<&F32<'_>>,
         spec: &Conv2dSpec,
     ) -> PyResult<(Array4<f32>, usize)> {
-        let x = as_f32("images", images)?;
-        let k = as_f32("kernels", kernels)?;
-        let b = match bias {
-            Some(b) if !b.is_none() => Some(as_f32("bias", b)?),
-            _ => None,
-        };
-        let (xv, kv) = (x.as_array(), k.as_array());
+        let (xv, kv) = (x.view(), k.view());
         let rank = kv.ndim();
-        let bv = match &b {
+        let bv = match b {
             Some(b) => {
-                let v = b.as_array();
+                let v = b.view();
                 let shape = v.shape().to_vec();
                 Some(v.into_dimensionality::<Ix1>().map_err(|_| {
                     PyValueError::new_err(format!("bias: expected shape (nc,), got {}", shape_text(&shape)))
@@ -405,15 +451,8 @@ impl PyEngine {
         Ok((out, rank))
     }
 
-    fn run_pool(
-        &self,
-        py: Python<'_>,
-        images: &Bound<'_, PyAny>,
-        spec: &Pool2dSpec,
-        return_indices: bool,
-    ) -> PyResult<Py<PyAny>> {
-        let x = as_f32("images", images)?;
-        let xv = x.as_array();
+    fn run_pool(&self, py: Python<'_>, x: &F32<'_>, spec: &Pool2dSpec, return_indices: bool) -> PyResult<Py<PyAny>> {
+        let xv = x.view();
         let engine = &self.engine;
         if return_indices {
             if spec.mode != PoolMode::Max {
@@ -493,7 +532,12 @@ impl PyEngine {
         activation: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         let spec = conv_args(py, padding, stride, dilation, padding_mode, groups, activation).spec()?;
-        let (out, rank) = self.run_conv(py, images, kernels, bias.as_ref(), &spec)?;
+        let (x, k) = (as_f32("images", images)?, as_f32("kernels", kernels)?);
+        let b = match bias {
+            Some(b) if !b.is_none() => Some(as_f32("bias", &b)?),
+            _ => None,
+        };
+        let (out, rank) = self.run_conv(py, &x, &k, b.as_ref(), &spec)?;
         Ok(conv_output(py, out, rank))
     }
 
@@ -527,7 +571,8 @@ impl PyEngine {
             count_include_pad,
             dilation,
         );
-        self.run_pool(py, images, &args.spec()?, return_indices)
+        let spec = args.spec()?;
+        self.run_pool(py, &as_f32("images", images)?, &spec, return_indices)
     }
 
     /// Task 0: valid convolution of grayscale images `(m, h, w)` with a
@@ -635,9 +680,9 @@ impl PyEngine {
         let (kh, kw) = pair("kernel_shape", kernel_shape)?;
         let (sh, sw) = pair("stride", stride)?;
         let x = as_f32("images", images)?;
-        need_rank("images", x.shape(), 4, "(m, h, w, c)")?;
+        need_rank("images", x.view().shape(), 4, "(m, h, w, c)")?;
         let spec = Pool2dSpec::new(mode, kh, kw).with_stride(sh, sw);
-        self.run_pool(py, x.as_any(), &spec, false)
+        self.run_pool(py, &x, &spec, false)
     }
 
     /// Times the Rust call alone (inputs already float32, no Python in the
@@ -656,7 +701,7 @@ impl PyEngine {
         let spec = conv_args(py, padding, stride, None, None, None, None).spec()?;
         let x = as_f32("images", images)?;
         let k = as_f32("kernels", kernels)?;
-        let (xv, kv) = (x.as_array(), k.as_array());
+        let (xv, kv) = (x.view(), k.view());
         let engine = &self.engine;
         compute(py, || {
             let (x4, k4) = (images4(xv)?, kernels4(kv)?);
@@ -686,7 +731,7 @@ impl PyEngine {
         let (sh, sw) = pair("stride", stride)?;
         let spec = Pool2dSpec::new(parsed::<PoolMode>(mode, "mode")?, kh, kw).with_stride(sh, sw);
         let x = as_f32("images", images)?;
-        let xv = x.as_array();
+        let xv = x.view();
         let engine = &self.engine;
         compute(py, || {
             let x4 = images4(xv)?;
@@ -724,14 +769,14 @@ impl PyEngine {
     ) -> PyResult<Py<PyAny>> {
         let x = as_f32("images", images)?;
         let k = as_f32("kernel", kernels)?;
-        need_rank("images", x.shape(), images_rank.0, images_rank.1)?;
+        need_rank("images", x.view().shape(), images_rank.0, images_rank.1)?;
         need_rank(
             if kernels_rank.0 == 4 { "kernels" } else { "kernel" },
-            k.shape(),
+            k.view().shape(),
             kernels_rank.0,
             kernels_rank.1,
         )?;
-        let (out, rank) = self.run_conv(py, x.as_any(), k.as_any(), None, &spec)?;
+        let (out, rank) = self.run_conv(py, &x, &k, None, &spec)?;
         Ok(conv_output(py, out, rank))
     }
 }

@@ -107,3 +107,30 @@ def test_integer_and_float64_inputs_convert_exactly():
         np.testing.assert_array_equal(again, got)
     nested = convpool.convolve_grayscale_valid(images[..., 0].tolist(), [[1, 0, -1], [1, 0, -1], [1, 0, -1]])
     assert nested.shape == (2, 7, 7) and nested.dtype == np.float32
+
+
+def test_conversion_equals_numpy_astype():
+    """Every dtype widened in Rust rounds exactly as numpy's astype(float32):
+    contiguous, strided, big-endian and the values float32 cannot hold."""
+    rng = np.random.default_rng(4)
+    one = np.ones((1, 1), np.float32)
+    big = np.array([2**24 + 1, 2**53 + 1, -(2**63), 2**63 - 1, 123456789], np.int64)
+    cases = [
+        rng.integers(0, 256, (3, 5, 7), dtype=np.uint8),
+        rng.integers(-128, 128, (3, 5, 7), dtype=np.int8),
+        rng.integers(0, 2**16, (3, 5, 7), dtype=np.uint16),
+        rng.integers(-2**15, 2**15, (3, 5, 7), dtype=np.int16),
+        rng.integers(0, 2**32, (3, 5, 7), dtype=np.uint32),
+        rng.integers(-2**31, 2**31, (3, 5, 7), dtype=np.int32),
+        np.resize(big, (3, 5, 7)),
+        np.resize(big.view(np.uint64), (3, 5, 7)),
+        np.resize(np.array([1e39, -1e39, np.nan, np.inf, 1 / 3, 1e-46, 2.5e-45], np.float64), (3, 5, 7)),
+        rng.standard_normal((3, 5, 7)).astype(">f8"),
+        rng.standard_normal((3, 5, 7)).astype(np.float16),
+    ]
+    for images in cases:
+        for view in (images, images[:, ::2, 1::3], np.asfortranarray(images)):
+            got = convpool.conv2d(view, one, device="cpu")
+            with np.errstate(over="ignore"):  # 1e39 -> inf, as intended
+                want = view.astype(np.float32)
+            np.testing.assert_array_equal(got, want, err_msg=str(view.dtype))
