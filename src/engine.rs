@@ -276,7 +276,8 @@ impl Engine {
         kernels: impl AsArray<'a, f32, Ix4>,
         spec: &Conv2dSpec,
     ) -> Result<Array4<f32>> {
-        self.conv2d_timed(images, kernels, spec).map(|(out, _)| out)
+        self.conv2d_any(images.into(), kernels.into(), None, spec, false)
+            .map(|(out, _)| out)
     }
 
     /// [`Engine::conv2d`], also returning the GPU kernel time in seconds
@@ -287,7 +288,7 @@ impl Engine {
         kernels: impl AsArray<'a, f32, Ix4>,
         spec: &Conv2dSpec,
     ) -> Result<(Array4<f32>, Option<f64>)> {
-        self.conv2d_any(images.into(), kernels.into(), None, spec)
+        self.conv2d_any(images.into(), kernels.into(), None, spec, true)
     }
 
     /// [`Engine::conv2d`] followed by the epilogue `act(out + bias[k])`:
@@ -312,7 +313,9 @@ impl Engine {
         bias: impl AsArray<'a, f32, Ix1>,
         spec: &Conv2dSpec,
     ) -> Result<Array4<f32>> {
-        self.conv2d_bias_timed(images, kernels, bias, spec).map(|(out, _)| out)
+        let bias: ArrayView1<f32> = bias.into();
+        self.conv2d_any(images.into(), kernels.into(), Some(bias), spec, false)
+            .map(|(out, _)| out)
     }
 
     /// [`Engine::conv2d_bias`], also returning the GPU kernel time.
@@ -324,15 +327,19 @@ impl Engine {
         spec: &Conv2dSpec,
     ) -> Result<(Array4<f32>, Option<f64>)> {
         let bias: ArrayView1<f32> = bias.into();
-        self.conv2d_any(images.into(), kernels.into(), Some(bias), spec)
+        self.conv2d_any(images.into(), kernels.into(), Some(bias), spec, true)
     }
 
+    /// The one conv entry point; `timed` asks the GPU for timestamps
+    /// (a query set and a second readback per chunk), which only the
+    /// `_timed` calls pay for.
     fn conv2d_any(
         &self,
         images: ArrayView4<f32>,
         kernels: ArrayView4<f32>,
         bias: Option<ArrayView1<f32>>,
         spec: &Conv2dSpec,
+        timed: bool,
     ) -> Result<(Array4<f32>, Option<f64>)> {
         let g = spec.resolve(dims(&images), dims(&kernels))?;
         // A contiguous bias is read in place; a strided view is copied.
@@ -360,7 +367,7 @@ impl Engine {
             Backend::Cpu(isa) => (fast::conv2d_bias(*isa, images, kernels, bias, &g), None),
             Backend::Gpu(ctx) => self.on_gpu(
                 "conv2d",
-                || ctx.conv2d(images, kernels, bias, &g, true),
+                || ctx.conv2d(images, kernels, bias, &g, timed),
                 |isa| (fast::conv2d_bias(isa, images, kernels, bias, &g), None),
             )?,
         };
@@ -444,7 +451,7 @@ impl Engine {
 
     /// Max or average pooling of NHWC `images`; returns `(m, oh, ow, c)`.
     pub fn pool2d<'a>(&self, images: impl AsArray<'a, f32, Ix4>, spec: &Pool2dSpec) -> Result<Array4<f32>> {
-        self.pool2d_timed(images, spec).map(|(out, _)| out)
+        self.pool2d_any(images.into(), spec, false).map(|(out, _)| out)
     }
 
     /// [`Engine::pool2d`], also returning the GPU kernel time in seconds.
@@ -453,7 +460,16 @@ impl Engine {
         images: impl AsArray<'a, f32, Ix4>,
         spec: &Pool2dSpec,
     ) -> Result<(Array4<f32>, Option<f64>)> {
-        let images: ArrayView4<f32> = images.into();
+        self.pool2d_any(images.into(), spec, true)
+    }
+
+    /// The one pooling entry point; `timed` as for `conv2d_any`.
+    fn pool2d_any(
+        &self,
+        images: ArrayView4<f32>,
+        spec: &Pool2dSpec,
+        timed: bool,
+    ) -> Result<(Array4<f32>, Option<f64>)> {
         let g = spec.resolve(dims(&images))?;
         crate::cpu::check_output_fits(g.output_shape())?;
         if g.m == 0 {
@@ -464,7 +480,7 @@ impl Engine {
             Backend::Cpu(isa) => (fast::pool2d(*isa, images, &g), None),
             Backend::Gpu(ctx) => self.on_gpu(
                 "pool2d",
-                || ctx.pool2d(images, &g, true),
+                || ctx.pool2d(images, &g, timed),
                 |isa| (fast::pool2d(isa, images, &g), None),
             )?,
         };

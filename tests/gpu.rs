@@ -375,3 +375,23 @@ proptest! {
         }
     }
 }
+
+/// A stride on an axis with one output changes no number, so a huge one
+/// (2^62: one window per image) runs on the GPU like a stride of 1, equal
+/// to the CPU, instead of failing the shaders' 32-bit checks; only the
+/// `_timed` calls ask for timestamps.
+#[test]
+fn huge_strides_with_one_output_and_timestamps_only_when_timed() {
+    let Some(engine) = gpu_engine() else { return };
+    let x = array([2, 5, 6, 3], 11);
+    let k = array([3, 4, 3, 2], 12);
+    let spec = Conv2dSpec::default().with_stride(1 << 62, 1 << 62);
+    let got = engine.conv2d(&x, &k, &spec).unwrap();
+    let want = Engine::cpu().conv2d(&x, &k, &spec).unwrap();
+    assert_eq!(got.shape(), &[2, 1, 1, 2]);
+    assert!(convpool::check::largest_difference(got.view(), want.view(), false).max_abs_diff <= 1e-4);
+    let pool = Pool2dSpec::new(PoolMode::Max, 3, 3).with_stride(1 << 62, 1 << 62);
+    assert_eq!(engine.pool2d(&x, &pool).unwrap(), Engine::cpu().pool2d(&x, &pool).unwrap());
+    let (timed, _) = engine.conv2d_timed(&x, &k, &Conv2dSpec::default()).unwrap();
+    assert_eq!(timed, engine.conv2d(&x, &k, &Conv2dSpec::default()).unwrap());
+}

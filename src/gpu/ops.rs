@@ -188,6 +188,9 @@ impl GpuContext {
         g: &Conv2dGeometry,
         profile: bool,
     ) -> Result<(Array4<f32>, Option<f64>)> {
+        // A stride on an axis with one output changes nothing: 2^62 must not
+        // fail the shaders' 32-bit checks.
+        let g = &g.normalised();
         check_i32("conv2d rows", g.oh, g.sh, g.kh, g.dh, g.h + g.pads.top)?;
         check_i32("conv2d columns", g.ow, g.sw, g.kw, g.dw, g.w + g.pads.left)?;
         let kernel_bytes = (g.kh * g.kw * g.group_c() * g.nc * 4) as u64;
@@ -328,6 +331,7 @@ impl GpuContext {
         argmax: bool,
         profile: bool,
     ) -> Result<(Array4<f32>, Option<f64>)> {
+        let g = &g.normalised();
         if g.adaptive {
             let fits = |len: usize, out: usize| len.checked_mul(out + 1).is_some_and(|v| v <= u32::MAX as usize);
             if !fits(g.h, g.oh) || !fits(g.w, g.ow) {
