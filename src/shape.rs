@@ -332,6 +332,16 @@ fn axis_out(size: usize, pads: (usize, usize), ext: usize, stride: usize, ceil: 
     Some(out)
 }
 
+/// A stride past the padded extent (one output on the axis) cut to it: see
+/// [`Conv2dGeometry::normalised`].
+fn normal_stride(out: usize, stride: usize, padded: usize) -> usize {
+    if out == 1 && stride > padded {
+        padded.max(1)
+    } else {
+        stride
+    }
+}
+
 /// `pos - pad`, a position on a padded axis as an image index (negative in
 /// the leading pad): exact in i128, then saturated into i64. Saturation
 /// keeps every index that can name an image cell, and only the zero and
@@ -761,14 +771,19 @@ pub struct Conv2dGeometry {
 }
 
 impl Conv2dGeometry {
-    /// The same convolution with a stride of 1 on an axis with one output
-    /// and a dilation of 1 on an axis whose kernel has one tap: such a
-    /// stride or dilation changes no number of the result, and a huge one
-    /// (2^62 is valid: one window per image) would only overflow the fast
-    /// kernels' index arithmetic.
+    /// The same convolution with a stride past the padded image (possible
+    /// only with one output on that axis: 2^62 is valid) cut to the padded
+    /// extent, and the dilation of a one-tap axis set to 1. Neither changes
+    /// a number of the result, and a huge one would only overflow the fast
+    /// kernels' index arithmetic. The stride is cut to the padded extent,
+    /// not to 1: kernels that treat a batch as one tall image (or rows as
+    /// one long row) step from image to image by the stride, which holds
+    /// when `oh * sh` is the padded height.
     pub(crate) fn normalised(&self) -> Self {
         let mut g = *self;
-        (g.sh, g.sw) = (if g.oh == 1 { 1 } else { g.sh }, if g.ow == 1 { 1 } else { g.sw });
+        let ph = g.h.saturating_add(g.pads.top).saturating_add(g.pads.bottom);
+        let pw = g.w.saturating_add(g.pads.left).saturating_add(g.pads.right);
+        (g.sh, g.sw) = (normal_stride(g.oh, g.sh, ph), normal_stride(g.ow, g.sw, pw));
         (g.dh, g.dw) = (if g.kh == 1 { 1 } else { g.dh }, if g.kw == 1 { 1 } else { g.dw });
         g
     }
@@ -1279,7 +1294,9 @@ impl Pool2dGeometry {
     /// See [`Conv2dGeometry::normalised`].
     pub(crate) fn normalised(&self) -> Self {
         let mut g = *self;
-        (g.sh, g.sw) = (if g.oh == 1 { 1 } else { g.sh }, if g.ow == 1 { 1 } else { g.sw });
+        let ph = g.h.saturating_add(g.pads.top).saturating_add(g.pads.bottom);
+        let pw = g.w.saturating_add(g.pads.left).saturating_add(g.pads.right);
+        (g.sh, g.sw) = (normal_stride(g.oh, g.sh, ph), normal_stride(g.ow, g.sw, pw));
         (g.dh, g.dw) = (if g.kh == 1 { 1 } else { g.dh }, if g.kw == 1 { 1 } else { g.dw });
         g
     }

@@ -391,7 +391,10 @@ fn huge_strides_with_one_output_and_timestamps_only_when_timed() {
     assert_eq!(got.shape(), &[2, 1, 1, 2]);
     assert!(convpool::check::largest_difference(got.view(), want.view(), false).max_abs_diff <= 1e-4);
     let pool = Pool2dSpec::new(PoolMode::Max, 3, 3).with_stride(1 << 62, 1 << 62);
-    assert_eq!(engine.pool2d(&x, &pool).unwrap(), Engine::cpu().pool2d(&x, &pool).unwrap());
+    assert_eq!(
+        engine.pool2d(&x, &pool).unwrap(),
+        Engine::cpu().pool2d(&x, &pool).unwrap()
+    );
     let (timed, _) = engine.conv2d_timed(&x, &k, &Conv2dSpec::default()).unwrap();
     assert_eq!(timed, engine.conv2d(&x, &k, &Conv2dSpec::default()).unwrap());
 }

@@ -566,3 +566,26 @@ fn huge_replicate_pads_do_not_pad_by_hand() {
     }
     assert_eq!(want.shape(), &[1, 3, 3, 1]);
 }
+
+/// A stride past the padded image (one output on that axis) is cut to the
+/// padded extent by the fast paths, not to 1: kernels that run a batch as
+/// one tall image step from image to image by the stride (found by the
+/// `engine` fuzz target and the GPU property test when it was cut to 1).
+#[test]
+fn strides_past_the_image_on_every_path() {
+    let x = common::array([2, 2, 1, 1], 31);
+    let k = common::array([1, 1, 1, 5], 32);
+    for (sh, sw) in [(2, 1), (3, 1), (1 << 62, 1 << 40), (5, 7)] {
+        let spec = Conv2dSpec::default().with_stride(sh, sw);
+        let want = Engine::cpu_reference().conv2d(&x, &k, &spec).unwrap();
+        for engine in engines() {
+            let got = engine.conv2d(&x, &k, &spec).unwrap();
+            assert_eq!(got, want, "stride ({sh}, {sw}) on {}", engine.describe());
+        }
+        let pool = Pool2dSpec::new(PoolMode::Max, 1, 1).with_stride(sh, sw);
+        let want = Engine::cpu_reference().pool2d(&x, &pool).unwrap();
+        for engine in engines() {
+            assert_eq!(engine.pool2d(&x, &pool).unwrap(), want, "{}", engine.describe());
+        }
+    }
+}

@@ -1,8 +1,11 @@
 //! Convolution and pooling on a [`GpuContext`]: validation of device limits,
 //! chunk planning, upload, dispatch and the one readback path.
 
+use std::mem::MaybeUninit;
+
 use bytemuck::Pod;
 use ndarray::{Array4, ArrayView4};
+use rayon::prelude::*;
 
 use crate::epilogue::Activation;
 use crate::error::{Error, Result};
@@ -434,7 +437,9 @@ impl GpuContext {
         self.check_alive()?;
         let images = images.as_standard_layout();
         let images = images.as_slice().expect("standard layout");
-        let mut out = Array4::<f32>::zeros(out_shape);
+        // Filled straight from the readbacks: zeroing it first would be one
+        // more pass over the whole output.
+        let mut out = Array4::<f32>::uninit(out_shape);
         let out_slice = out.as_slice_mut().expect("fresh array is contiguous");
 
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
@@ -461,7 +466,9 @@ impl GpuContext {
         match result {
             Ok(kernel_seconds) => {
                 self.give_buffers(buffers);
-                Ok((out, kernel_seconds))
+                // SAFETY: `execute_steps` returns Ok only after its chunks,
+                // checked to tile the output in order, were all read back.
+                Ok((unsafe { out.assume_init() }, kernel_seconds))
             }
             // A chunk that timed out may still be running or mapping: its
             // buffers are dropped, not handed to the next call.
@@ -480,7 +487,7 @@ impl GpuContext {
         layout: &wgpu::BindGroupLayout,
         images: &[f32],
         kernels: Option<(&[f32], &[f32])>,
-        out: &mut [f32],
+        out: &mut [MaybeUninit<f32>],
         problem: &Problem,
         chunks: &[Chunk],
         steps: &[Step<P>],
@@ -611,6 +618,9 @@ impl GpuContext {
         };
 
         let mut kernel_ns = 0f64;
+        // Outputs read back so far: the chunks must tile the output in order
+        // (the caller assumes it initialised).
+        let mut written = 0usize;
         let mut next = Some(submit(0));
         for (i, chunk) in chunks.iter().enumerate() {
             let current = next.take().expect("chunk i was submitted");
@@ -619,30 +629,63 @@ impl GpuContext {
             }
             let (_, _, _, staging, _, timing) = &slots[i % in_flight];
             let out_start = (chunk.n0 * problem.oh + chunk.out_row0) * problem.out_row_elems;
+            if out_start != written || out_start + out_len(chunk) > out.len() {
+                return Err(Error::Gpu(format!(
+                    "internal: chunk {i} starts at output {out_start}, expected {written} (of {})",
+                    out.len()
+                )));
+            }
             let dst = &mut out[out_start..out_start + out_len(chunk)];
-            read_back(dev, staging, &current, dst, self.timeout)?;
+            read_back(dev, staging, &current, dst.len(), self.timeout, |src| fill(dst, src))?;
+            written += out_len(chunk);
             if let Some((_, _, read)) = timing {
                 let mut stamps = [0f32; 4];
-                read_back(dev, read, &current, &mut stamps, self.timeout)?;
+                read_back(dev, read, &current, 4, self.timeout, |src| stamps.copy_from_slice(src))?;
                 let [begin, end]: [u64; 2] = bytemuck::cast(stamps);
                 kernel_ns += end.saturating_sub(begin) as f64 * self.queue.get_timestamp_period() as f64;
             }
+        }
+        if written != out.len() {
+            return Err(Error::Gpu(format!(
+                "internal: the chunks covered {written} of {} outputs",
+                out.len()
+            )));
         }
         Ok(profile.then_some(kernel_ns * 1e-9))
     }
 }
 
-/// Waits for submission `until` (at most `timeout`), maps the start of
-/// `staging` that `dst` fills, copies it out and unmaps. Later submissions
+/// Copies a readback into its part of the output, on every core when it is
+/// large (a single-threaded copy of a large output is a real part of a
+/// call's time).
+fn fill(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
+    const PIECE: usize = 1 << 16;
+    let copy = |d: &mut [MaybeUninit<f32>], s: &[f32]| {
+        for (d, &s) in d.iter_mut().zip(s) {
+            d.write(s);
+        }
+    };
+    if dst.len() >= 4 * PIECE {
+        dst.par_chunks_mut(PIECE)
+            .zip(src.par_chunks(PIECE))
+            .for_each(|(d, s)| copy(d, s));
+    } else {
+        copy(dst, src);
+    }
+}
+
+/// Waits for submission `until` (at most `timeout`), maps the first `len`
+/// floats of `staging`, hands them to `sink` and unmaps. Later submissions
 /// keep running.
 fn read_back(
     device: &wgpu::Device,
     staging: &wgpu::Buffer,
     until: &wgpu::SubmissionIndex,
-    dst: &mut [f32],
+    len: usize,
     timeout: std::time::Duration,
+    sink: impl FnOnce(&[f32]),
 ) -> Result<()> {
-    let bytes = std::mem::size_of_val(dst) as u64;
+    let bytes = (len * 4) as u64;
     let slice = staging.slice(0..bytes);
     let (tx, rx) = std::sync::mpsc::channel();
     slice.map_async(wgpu::MapMode::Read, move |r| {
@@ -670,7 +713,7 @@ fn read_back(
         let view = slice
             .get_mapped_range()
             .map_err(|e| Error::Gpu(format!("mapping the output: {e}")))?;
-        dst.copy_from_slice(bytemuck::cast_slice(&view));
+        sink(bytemuck::cast_slice(&view));
     }
     staging.unmap();
     Ok(())
