@@ -82,18 +82,28 @@ impl FromStr for Padding {
                 p.parse::<usize>().map_err(|_| refuse("a pad is too large"))
             })
             .collect::<Result<Vec<usize>>>()?;
-        match pads[..] {
-            [ph, pw] => Ok(Padding::Symmetric(ph, pw)),
-            [top, bottom, left, right] => Ok(Padding::Explicit {
+        Padding::from_pads(&pads).ok_or_else(|| {
+            refuse(&format!(
+                "expected 2 numbers (PH,PW) or 4 (T,B,L,R), got {}",
+                pads.len()
+            ))
+        })
+    }
+}
+
+impl Padding {
+    /// `[ph, pw]` (both sides of each axis) or `[top, bottom, left, right]`;
+    /// `None` for any other count.
+    pub fn from_pads(pads: &[usize]) -> Option<Padding> {
+        match *pads {
+            [ph, pw] => Some(Padding::Symmetric(ph, pw)),
+            [top, bottom, left, right] => Some(Padding::Explicit {
                 top,
                 bottom,
                 left,
                 right,
             }),
-            _ => Err(refuse(&format!(
-                "expected 2 numbers (PH,PW) or 4 (T,B,L,R), got {}",
-                pads.len()
-            ))),
+            _ => None,
         }
     }
 }
@@ -332,14 +342,30 @@ fn axis_out(size: usize, pads: (usize, usize), ext: usize, stride: usize, ceil: 
     Some(out)
 }
 
-/// A stride past the padded extent (one output on the axis) cut to it: see
-/// [`Conv2dGeometry::normalised`].
-fn normal_stride(out: usize, stride: usize, padded: usize) -> usize {
-    if out == 1 && stride > padded {
-        padded.max(1)
-    } else {
-        stride
-    }
+/// Strides and dilations as [`Conv2dGeometry::normalised`] leaves them: a
+/// stride past the padded extent (one output on the axis) cut to it, the
+/// dilation of a one-tap axis 1.
+fn normal_steps(
+    h: usize,
+    w: usize,
+    pads: Pads,
+    (oh, ow): (usize, usize),
+    (kh, kw): (usize, usize),
+    (sh, sw): (usize, usize),
+    (dh, dw): (usize, usize),
+) -> ((usize, usize), (usize, usize)) {
+    let stride = |out: usize, s: usize, padded: usize| if out == 1 && s > padded { padded.max(1) } else { s };
+    let ph = h.saturating_add(pads.top).saturating_add(pads.bottom);
+    let pw = w.saturating_add(pads.left).saturating_add(pads.right);
+    (
+        (stride(oh, sh, ph), stride(ow, sw, pw)),
+        (if kh == 1 { 1 } else { dh }, if kw == 1 { 1 } else { dw }),
+    )
+}
+
+/// Cells of one padded image plane, exactly (pads may be near usize::MAX).
+fn padded_plane(h: usize, w: usize, pads: Pads) -> u128 {
+    (h as u128 + pads.top as u128 + pads.bottom as u128) * (w as u128 + pads.left as u128 + pads.right as u128)
 }
 
 /// `pos - pad`, a position on a padded axis as an image index (negative in
@@ -781,10 +807,8 @@ impl Conv2dGeometry {
     /// when `oh * sh` is the padded height.
     pub(crate) fn normalised(&self) -> Self {
         let mut g = *self;
-        let ph = g.h.saturating_add(g.pads.top).saturating_add(g.pads.bottom);
-        let pw = g.w.saturating_add(g.pads.left).saturating_add(g.pads.right);
-        (g.sh, g.sw) = (normal_stride(g.oh, g.sh, ph), normal_stride(g.ow, g.sw, pw));
-        (g.dh, g.dw) = (if g.kh == 1 { 1 } else { g.dh }, if g.kw == 1 { 1 } else { g.dw });
+        ((g.sh, g.sw), (g.dh, g.dw)) =
+            normal_steps(g.h, g.w, g.pads, (g.oh, g.ow), (g.kh, g.kw), (g.sh, g.sw), (g.dh, g.dw));
         g
     }
 
@@ -794,10 +818,8 @@ impl Conv2dGeometry {
     /// size buffers and offsets from the padded extent, leave them to the
     /// reference, which maps each tap and touches only the output.
     pub(crate) fn padded_is_modest(&self) -> bool {
-        let plane = (self.h as u128 + self.pads.top as u128 + self.pads.bottom as u128)
-            * (self.w as u128 + self.pads.left as u128 + self.pads.right as u128);
-        let per_image = (self.h * self.w * self.c + self.oh * self.ow * self.nc) as u128;
-        plane * self.c as u128 <= 4 * per_image + (1 << 24)
+        let per_image = self.h * self.w * self.c + self.oh * self.ow * self.nc;
+        padded_plane(self.h, self.w, self.pads) * self.c as u128 <= 4 * per_image as u128 + (1 << 24)
     }
 
     /// Batch size (may be 0).
@@ -1294,19 +1316,14 @@ impl Pool2dGeometry {
     /// See [`Conv2dGeometry::normalised`].
     pub(crate) fn normalised(&self) -> Self {
         let mut g = *self;
-        let ph = g.h.saturating_add(g.pads.top).saturating_add(g.pads.bottom);
-        let pw = g.w.saturating_add(g.pads.left).saturating_add(g.pads.right);
-        (g.sh, g.sw) = (normal_stride(g.oh, g.sh, ph), normal_stride(g.ow, g.sw, pw));
-        (g.dh, g.dw) = (if g.kh == 1 { 1 } else { g.dh }, if g.kw == 1 { 1 } else { g.dw });
+        ((g.sh, g.sw), (g.dh, g.dw)) =
+            normal_steps(g.h, g.w, g.pads, (g.oh, g.ow), (g.kh, g.kw), (g.sh, g.sw), (g.dh, g.dw));
         g
     }
 
     /// See [`Conv2dGeometry::padded_is_modest`].
     pub(crate) fn padded_is_modest(&self) -> bool {
-        let plane = (self.h as u128 + self.pads.top as u128 + self.pads.bottom as u128)
-            * (self.w as u128 + self.pads.left as u128 + self.pads.right as u128);
-        let per_image = (self.h * self.w + self.oh * self.ow) as u128;
-        plane <= 4 * per_image + (1 << 24)
+        padded_plane(self.h, self.w, self.pads) <= 4 * (self.h * self.w + self.oh * self.ow) as u128 + (1 << 24)
     }
 
     /// Batch size (may be 0).

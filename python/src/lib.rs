@@ -228,19 +228,12 @@ fn padding(obj: &Bound<'_, PyAny>) -> PyResult<Padding> {
         return s.to_cow()?.parse::<Padding>().map_err(py_err);
     }
     match numbers("padding", obj)? {
-        Some(v) => match v[..] {
-            [ph, pw] => Ok(Padding::Symmetric(ph, pw)),
-            [top, bottom, left, right] => Ok(Padding::Explicit {
-                top,
-                bottom,
-                left,
-                right,
-            }),
-            _ => Err(PyValueError::new_err(format!(
+        Some(v) => Padding::from_pads(&v).ok_or_else(|| {
+            PyValueError::new_err(format!(
                 "padding: expected (ph, pw) or (top, bottom, left, right), got {} numbers",
                 v.len()
-            ))),
-        },
+            ))
+        }),
         None => {
             let p = whole("padding", obj)?;
             Ok(Padding::Symmetric(p, p))
@@ -628,7 +621,7 @@ impl PyEngine {
         padding: Option<Bound<'py, PyAny>>,
         stride: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        let spec = seed_spec(py, padding, stride)?;
+        let spec = seed_spec(padding, stride)?;
         self.grayscale(py, images, kernel, spec)
     }
 
@@ -643,7 +636,7 @@ impl PyEngine {
         padding: Option<Bound<'py, PyAny>>,
         stride: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        let spec = seed_spec(py, padding, stride)?;
+        let spec = seed_spec(padding, stride)?;
         self.seed_conv(py, images, kernel, (4, "(m, h, w, c)"), (3, "(kh, kw, c)"), spec)
     }
 
@@ -658,7 +651,7 @@ impl PyEngine {
         padding: Option<Bound<'py, PyAny>>,
         stride: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        let spec = seed_spec(py, padding, stride)?;
+        let spec = seed_spec(padding, stride)?;
         self.seed_conv(py, images, kernels, (4, "(m, h, w, c)"), (4, "(kh, kw, c, nc)"), spec)
     }
 
@@ -782,11 +775,7 @@ impl PyEngine {
 }
 
 /// The exercise's `padding='same', stride=(1, 1)` defaults.
-fn seed_spec(
-    py: Python<'_>,
-    padding: Option<Bound<'_, PyAny>>,
-    stride: Option<Bound<'_, PyAny>>,
-) -> PyResult<Conv2dSpec> {
+fn seed_spec(padding: Option<Bound<'_, PyAny>>, stride: Option<Bound<'_, PyAny>>) -> PyResult<Conv2dSpec> {
     let padding = match padding {
         Some(p) => seed_padding(&p)?,
         None => SeedPadding::Same,
@@ -795,7 +784,6 @@ fn seed_spec(
         Some(s) => pair("stride", &s)?,
         None => (1, 1),
     };
-    let _ = py;
     Ok(Conv2dSpec::new(padding.into()).with_stride(sh, sw))
 }
 
