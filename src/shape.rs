@@ -1435,7 +1435,11 @@ impl Pool2dGeometry {
     /// [`Pool2dGeometry::divisor_cols`]; written once here so every CPU path
     /// applies the same rule.
     pub fn divisor(&self, oy: usize, ox: usize) -> f64 {
-        (self.divisor_rows(oy) * self.divisor_cols(ox)) as f64
+        // In f64: both counts can be near 2^62 with hostile pads and
+        // windows (found by the `engine` fuzz target with overflow checks);
+        // each is exact in f64 below 2^53, and the product is rounded once,
+        // as the cast of an exact integer product would be.
+        self.divisor_rows(oy) as f64 * self.divisor_cols(ox) as f64
     }
 
     /// Rows of the window at output row `oy` that count for the divisor.
