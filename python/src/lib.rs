@@ -14,12 +14,11 @@ use convpool::shape::{images_nhwc, kernels_hwio};
 use convpool::{
     Activation, Conv2dSpec, Device, Engine, EngineOptions, Error, Padding, PaddingMode, Pool2dSpec, PoolMode, Window,
 };
-use ndarray::{Array4, ArrayD, ArrayView4, ArrayViewD, Axis, Ix1, Ix2, Ix3, Ix4};
+use ndarray::{Array4, ArrayView4, ArrayViewD, Axis, Ix1, Ix2, Ix3, Ix4};
 use numpy::{IntoPyArray, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyList, PyString, PyTuple};
-use rayon::prelude::*;
 
 /// A Rust error as the Python exception a caller expects: bad arguments are
 /// `ValueError`, a missing or failing GPU (and a verify mismatch) is
@@ -57,80 +56,31 @@ fn compute<T: Send>(py: Python<'_>, work: impl FnOnce() -> convpool::Result<T> +
 }
 
 /// An input as float32: the caller's own array when it already is one, or
-/// a converted copy.
-enum F32<'py> {
-    /// A float32 numpy array, read in place (any strides).
-    Borrowed(PyReadonlyArrayDyn<'py, f32>),
-    /// Converted from another dtype.
-    Owned(ArrayD<f32>),
-}
+/// numpy's converted copy.
+struct F32<'py>(PyReadonlyArrayDyn<'py, f32>);
 
 impl F32<'_> {
     fn view(&self) -> ArrayViewD<'_, f32> {
-        match self {
-            F32::Borrowed(a) => a.as_array(),
-            F32::Owned(a) => a.view(),
-        }
+        self.0.as_array()
     }
-}
-
-/// `values` as float32, rounding to nearest as numpy's `astype` does; a
-/// contiguous array is converted on every core, without the GIL, in
-/// pieces whose loops the compiler vectorises (`to_f32` is a closure, so it
-/// is inlined into them).
-fn widen<T: numpy::Element + Copy + Send + Sync>(
-    py: Python<'_>,
-    name: &str,
-    array: &Bound<'_, PyArrayDyn<T>>,
-    to_f32: impl Fn(T) -> f32 + Copy + Send + Sync,
-) -> PyResult<ArrayD<f32>> {
-    const PIECE: usize = 1 << 15;
-    let ro = array
-        .try_readonly()
-        .map_err(|e| PyValueError::new_err(format!("{name}: {e}")))?;
-    let view = ro.as_array();
-    Ok(py.detach(|| match view.as_slice() {
-        Some(values) => {
-            let mut out = Vec::<f32>::with_capacity(values.len());
-            out.spare_capacity_mut()[..values.len()]
-                .par_chunks_mut(PIECE)
-                .zip(values.par_chunks(PIECE))
-                .for_each(|(dst, src)| {
-                    for (d, &v) in dst.iter_mut().zip(src) {
-                        d.write(to_f32(v));
-                    }
-                });
-            // SAFETY: the pieces cover the first `values.len()` elements,
-            // each written above.
-            unsafe { out.set_len(values.len()) };
-            ArrayD::from_shape_vec(view.raw_dim(), out).expect("same element count")
-        }
-        None => view.mapv(to_f32),
-    }))
 }
 
 /// `arg` as float32 (SPEC.md "Numbers"): a float32 array as it is (no
-/// copy); the common dtypes (uint8 images, int64 kernels, float64) widened
-/// in parallel here; any other real dtype (float16, other byte orders,
-/// anything array-like) through `numpy.asarray(arg).astype(float32)`.
-/// Booleans, complex numbers, strings, objects and dates are a `TypeError`
-/// naming the argument and the dtype.
+/// copy, any strides); any other real dtype through
+/// `numpy.asarray(arg).astype(float32)` (numpy's cast loops run without
+/// the GIL, and at the seed's batch sizes they beat a parallel Rust loop:
+/// benches/RESULTS.md "Python"). Booleans, complex numbers, strings,
+/// objects and dates are a `TypeError` naming the argument and the dtype.
 fn as_f32<'py>(name: &str, obj: &Bound<'py, PyAny>) -> PyResult<F32<'py>> {
     let py = obj.py();
+    let readonly = |a: &Bound<'py, PyArrayDyn<f32>>| {
+        a.try_readonly()
+            .map(F32)
+            .map_err(|e| PyValueError::new_err(format!("{name}: {e}")))
+    };
     if let Ok(a) = obj.cast::<PyArrayDyn<f32>>() {
-        return a
-            .try_readonly()
-            .map(F32::Borrowed)
-            .map_err(|e| PyValueError::new_err(format!("{name}: {e}")));
+        return readonly(a);
     }
-    macro_rules! widen_from {
-        ($($t:ty),*) => {$(
-            if let Ok(a) = obj.cast::<PyArrayDyn<$t>>() {
-                return widen(py, name, a, |v: $t| v as f32).map(F32::Owned);
-            }
-        )*};
-    }
-    widen_from!(u8, i8, u16, i16, u32, i32, u64, i64, f64);
     let numpy = py.import("numpy")?;
     let any = numpy
         .call_method1("asarray", (obj,))
@@ -143,12 +93,11 @@ fn as_f32<'py>(name: &str, obj: &Bound<'py, PyAny>) -> PyResult<F32<'py>> {
             "{name}: dtype {dtype_name} is not a real number type (expected float or integer values)"
         )));
     }
-    any.call_method1("astype", (numpy.getattr("float32")?,))?
+    let converted = any
+        .call_method1("astype", (numpy.getattr("float32")?,))?
         .cast_into::<PyArrayDyn<f32>>()
-        .map_err(|e| PyTypeError::new_err(format!("{name}: {e}")))?
-        .try_readonly()
-        .map(F32::Borrowed)
-        .map_err(|e| PyValueError::new_err(format!("{name}: {e}")))
+        .map_err(|e| PyTypeError::new_err(format!("{name}: {e}")))?;
+    readonly(&converted)
 }
 
 fn shape_text(shape: &[usize]) -> String {

@@ -90,9 +90,9 @@ def test_gil_is_released_during_a_call():
 
 def test_float32_input_is_not_copied():
     """A float32 array is read in place: numpy allocates nothing for the
-    call (tracemalloc sees numpy's allocations, not Rust's); a dtype that
-    goes through numpy's astype (float16) shows its copy, so the
-    measurement does see copies."""
+    call (tracemalloc sees numpy's allocations, not Rust's); another dtype
+    goes through numpy's astype and shows its copy, so the measurement does
+    see copies."""
     x = np.zeros((8, 512, 512, 1), np.float32)  # 8 MiB
     k = np.ones((512, 512), np.float32)
     engine = convpool.Engine("cpu")
