@@ -484,9 +484,15 @@ pub fn kernels_hwio(shape: &[usize]) -> Result<[usize; 4]> {
 
 /// Element count of a shape, refusing overflow.
 pub fn checked_elems(what: &'static str, shape: &[usize]) -> Result<usize> {
+    // The bound is ndarray's: its non-empty axes must multiply to at most
+    // isize::MAX, even when another axis is empty (an empty batch of
+    // 2^62-row outputs has no element, yet no array of that shape can be
+    // made: found by the `engine` fuzz target).
     shape
         .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d.max(1)))
+        .filter(|&n| n <= isize::MAX as usize)
+        .map(|_| shape.iter().product())
         .ok_or_else(|| overflow(what, format!("element count of shape {}", Shape::from(shape))))
 }
 

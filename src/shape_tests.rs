@@ -171,3 +171,27 @@ fn adaptive_widest_window_in_closed_form() {
         .unwrap();
     assert_eq!((g.oh(), g.kh(), g.kw()), (1 << 31, 2, 2));
 }
+
+/// An empty batch whose other axes multiply past isize::MAX is refused as
+/// an overflow (ndarray cannot make that array, empty or not), not handed
+/// to the paths (found by the `engine` fuzz target: a panic in ndarray).
+#[test]
+fn empty_batch_of_huge_outputs_is_an_overflow() {
+    let spec = Conv2dSpec::new(Padding::Explicit {
+        top: 1 << 62,
+        bottom: 1 << 62,
+        left: 0,
+        right: 0,
+    });
+    let e = spec.resolve([0, 3, 4, 2], [3, 3, 2, 12]).unwrap_err();
+    assert!(matches!(e, Error::Overflow { .. }), "{e}");
+    let e = crate::Engine::cpu()
+        .conv2d(
+            &ndarray::Array4::<f32>::zeros((0, 3, 4, 2)),
+            &ndarray::Array4::<f32>::zeros((3, 3, 2, 12)),
+            &spec,
+        )
+        .unwrap_err();
+    assert!(matches!(e, Error::Overflow { .. }), "{e}");
+    assert_eq!(checked_elems("x", &[0, 5, 7]).unwrap(), 0);
+}
