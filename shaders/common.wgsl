@@ -29,13 +29,9 @@ struct ConvParams {
     gc: u32,         // input channels per group, c / groups
     gnc: u32,        // output channels per group, nc / groups
     tiles_n: u32,    // tiles across one group's output channels
-    mode: u32,       // border mode: PaddingMode::code
-    act: u32,        // activation: Activation::gpu_code (0 none)
-    has_bias: u32,   // 1: add bias[k] before the activation
     act_a: f32,      // the activation's numbers (alpha; clip's lo)
     act_b: f32,      // (clip's hi)
     _pad1: u32,
-    _pad2: u32,
 }
 
 struct PoolParams {
@@ -68,6 +64,14 @@ struct PoolParams {
     _pad1: u32,
     _pad2: u32,
 }
+
+// A conv pipeline's border mode (PaddingMode::code), activation
+// (Activation::gpu_code, 0 none) and whether a bias is added: pipeline
+// constants, so each pipeline compiles its own rule alone rather than
+// branching on it for every tap and every output.
+override MODE: u32 = 0u;
+override ACT: u32 = 0u;
+override HAS_BIAS: bool = false;
 
 const NEG_INF_BITS: u32 = 0xff800000u;
 const NAN_BITS: u32 = 0x7fc00000u;

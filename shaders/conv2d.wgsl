@@ -29,6 +29,17 @@
 // cell it holds (`border`, common.wgsl) in the load step; the epilogue (bias,
 // activation) is applied in the store.
 //
+// Bounds, by construction (the host creates this module without naga's
+// runtime checks): workgroup and private arrays are indexed by loop
+// counters bounded by constants of the tiling (MAX_TILE_*, ACC_QUADS,
+// MAX_ROWS, which the host's tilings respect; tests/gpu.rs runs each); an
+// image read happens only for a row below m_total whose tap lands inside the
+// image, whose row lies in the chunk's band (the chunk planner uploads every
+// row a band reads); a kernel read only for k < k_total and n < n_end; a
+// write only for m < m_total and n < n_end. Every divisor (gc, kw, ow,
+// oh_chunk, tiles_n) is at least 1 for a planned chunk, and every loop is
+// bounded by the params.
+//
 // Shapes arrive in `ConvParams` (common.wgsl, mirrored in src/gpu/params.rs);
 // only the tiling is fixed here. Workgroup extents and the three load
 // variants are pipeline overrides.
@@ -62,6 +73,10 @@ const A_TILE_QUADS: u32 = MAX_TILE_M * KT / 4u;
 const B_TILE_QUADS: u32 = KT * MAX_TILE_N / 4u;
 // Accumulators of the largest register block, in vec4s along columns.
 const ACC_QUADS: u32 = 16u;
+// Rows one invocation loads per slice with VEC_A, at most: TILE_M * KT / 4
+// over the invocations, for every tiling the host picks (256 x 16 tiles on
+// 256 invocations: 2; 256 x 4 on 64: 8).
+const MAX_ROWS: u32 = 8u;
 
 // Element [kk * TILE_M + mm] is a_tile[.. >> 2][.. & 3]; likewise b_tile
 // with [kk * TILE_N + nn]. TILE_M and TILE_N are multiples of 4.
@@ -79,29 +94,21 @@ fn kernel_at(i: u32) -> f32 {
     return kernels[i >> 2u][i & 3u];
 }
 
-// A reduction step k decoded: (channel within the group, kernel row, kernel
-// column, k valid).
-fn decode_k(k: u32) -> vec4<u32> {
-    let ch = k % p.gc;
-    let t = k / p.gc;
-    return vec4<u32>(ch, t / p.kw, t % p.kw, select(0u, 1u, k < p.k_total));
-}
-
-// Index into `images` of tap `tap` (from decode_k) of tile row `mm` in the
-// group whose channels start at `ch0`, or -1 where the tap reads a zero of
-// the padding or lies outside the problem.
-fn tap_index(mm: u32, tap: vec4<u32>, ch0: u32) -> i32 {
+// Index into `images` of channel `ch0` (the group's first) of the cell that
+// tap `ij` (kernel row, column) of tile row `mm` reads, or -1 where the tap
+// reads a zero of the padding or the row lies outside the problem.
+fn tap_index(mm: u32, ij: vec2<u32>, ch0: u32) -> i32 {
     let r = rows[mm];
-    if (r.w == 0 || tap.w == 0u) {
+    if (r.w == 0) {
         return -1;
     }
-    let y = border(r.y + i32(tap.y * p.dh), i32(p.h), p.mode);
-    let x = border(r.z + i32(tap.z * p.dw), i32(p.w), p.mode);
+    let y = border(r.y + i32(ij.x * p.dh), i32(p.h), MODE);
+    let x = border(r.z + i32(ij.y * p.dw), i32(p.w), MODE);
     if (y < 0 || x < 0) {
         return -1;
     }
     let row = r.x + y - i32(p.in_row0);
-    return (row * i32(p.w) + x) * i32(p.c) + i32(ch0 + tap.x);
+    return (row * i32(p.w) + x) * i32(p.c) + i32(ch0);
 }
 
 @compute @workgroup_size(WG_N, WG_M, 1)
@@ -147,41 +154,57 @@ fn main(
     // * bq + qb] with bq = RB / 4; zero-initialised.
     var acc: array<vec4<f32>, ACC_QUADS>;
     let bq = RB / 4u;
+    // The reduction step this invocation loads, kept decoded as (channel
+    // within the group, kernel row, kernel column) and advanced by KT per
+    // slice: one division per invocation instead of two per slice. Each
+    // invocation keeps one k offset for every row it loads (threads is a
+    // multiple of KT).
+    let lanes = select(1u, 4u, VEC_A);
+    let per_slice = KT / lanes;
+    let k_lane = (tid % per_slice) * lanes;
+    var tap = vec3<u32>(k_lane % p.gc, (k_lane / p.gc) / p.kw, (k_lane / p.gc) % p.kw);
+    // With VEC_A a quad of channels never straddles two taps, so the index
+    // of channel 0 of each loaded row's tap is computed once per tap (in
+    // registers, `cells`) and a slice adds the channel to it: no border
+    // arithmetic inside the slice loop while the tap stays the same.
+    let row_step = threads / per_slice;
+    let my_rows = (TILE_M + row_step - 1u) / row_step;
+    var cells: array<i32, MAX_ROWS>;
+    var cells_tap = vec2<u32>(0xffffffffu);
     for (var k0 = 0u; k0 < p.k_total; k0 += KT) {
+        let k = k0 + k_lane;
+        let live = tap.y < p.kh;
         if (VEC_A) {
-            // Quads of channels: threads is a multiple of KT / 4, so each
-            // invocation keeps one quad (one decode) for every row it loads.
-            let quads = KT / 4u;
-            let kq = tid % quads;
-            let k = k0 + kq * 4u;
-            let tap = decode_k(k);
-            for (var e = tid; e < TILE_M * quads; e += threads) {
-                let mm = e / quads;
+            if (!POINTWISE && any(cells_tap != tap.yz)) {
+                cells_tap = tap.yz;
+                for (var s = 0u; s < min(my_rows, MAX_ROWS); s++) {
+                    let mm = tid / per_slice + s * row_step;
+                    cells[s] = select(-1, tap_index(min(mm, TILE_M - 1u), tap.yz, ch0), mm < TILE_M && live);
+                }
+            }
+            for (var s = 0u; s < min(my_rows, MAX_ROWS); s++) {
+                let mm = tid / per_slice + s * row_step;
+                if (mm >= TILE_M) {
+                    break;
+                }
                 var v = vec4<f32>(0.0);
                 if (POINTWISE) {
                     let m = m0 + mm;
                     if (m < p.m_total && k < p.k_total) {
                         v = images[(m * p.c + k) >> 2u];
                     }
-                } else {
-                    let at = tap_index(mm, tap, ch0);
-                    if (at >= 0) {
-                        v = images[u32(at) >> 2u];
-                    }
+                } else if (cells[s] >= 0) {
+                    v = images[(u32(cells[s]) + tap.x) >> 2u];
                 }
-                let at = kq * 4u * TILE_M + mm;
+                let at = k_lane * TILE_M + mm;
                 a_tile[at >> 2u][at & 3u] = v.x;
                 a_tile[(at + TILE_M) >> 2u][at & 3u] = v.y;
                 a_tile[(at + 2u * TILE_M) >> 2u][at & 3u] = v.z;
                 a_tile[(at + 3u * TILE_M) >> 2u][at & 3u] = v.w;
             }
         } else {
-            // Consecutive invocations take consecutive k (consecutive
-            // channels in NHWC memory); threads is a multiple of KT, so each
-            // invocation keeps one k (one decode) for every row it loads.
-            let kk = tid % KT;
-            let k = k0 + kk;
-            let tap = decode_k(k);
+            // Single channels: the tap changes every few slices when the
+            // group has few channels, so it is mapped per element.
             for (var e = tid; e < TILE_M * KT; e += threads) {
                 let mm = e / KT;
                 var v = 0.0;
@@ -190,14 +213,25 @@ fn main(
                     if (m < p.m_total && k < p.k_total) {
                         v = image_at(m * p.c + k);
                     }
-                } else {
-                    let at = tap_index(mm, tap, ch0);
+                } else if (live) {
+                    let at = tap_index(mm, tap.yz, ch0);
                     if (at >= 0) {
-                        v = image_at(u32(at));
+                        v = image_at(u32(at) + tap.x);
                     }
                 }
-                let at = kk * TILE_M + mm;
+                let at = k_lane * TILE_M + mm;
                 a_tile[at >> 2u][at & 3u] = v;
+            }
+        }
+        // The next slice's step: KT more channels, carried into the kernel
+        // column and row.
+        tap.x += KT;
+        while (tap.x >= p.gc) {
+            tap.x -= p.gc;
+            tap.z += 1u;
+            if (tap.z == p.kw) {
+                tap.z = 0u;
+                tap.y += 1u;
             }
         }
         if (VEC_B) {
@@ -257,10 +291,10 @@ fn main(
                 for (var e = 0u; e < 4u; e++) {
                     if (m < p.m_total && n + e < n_end) {
                         var r = v[e];
-                        if (p.has_bias != 0u) {
+                        if (HAS_BIAS) {
                             r = r + bias[n + e];
                         }
-                        out[m * p.nc + n + e] = activate(r, p.act, p.act_a, p.act_b);
+                        out[m * p.nc + n + e] = activate(r, ACT, p.act_a, p.act_b);
                     }
                 }
             }

@@ -44,11 +44,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let n = t / p.oh_chunk;
     var acc: array<f32, MAX_NC>;
     for (var i = 0u; i < p.kh; i++) {
-        let y = border(i32(oy * p.sh + i * p.dh) - i32(p.pad_top), i32(p.h), p.mode);
+        let y = border(i32(oy * p.sh + i * p.dh) - i32(p.pad_top), i32(p.h), MODE);
         let y_in = y >= 0;
         let row = n * p.band_h + select(0u, u32(max(y, 0)) - p.in_row0, y_in);
         for (var j = 0u; j < p.kw; j++) {
-            let x = border(i32(ox * p.sw + j * p.dw) - i32(p.pad_left), i32(p.w), p.mode);
+            let x = border(i32(ox * p.sw + j * p.dw) - i32(p.pad_left), i32(p.w), MODE);
             let inside = y_in && x >= 0;
             let base = select(0u, (row * p.w + u32(max(x, 0))) * p.c, inside);
             let tap = (i * p.kw + j) * p.gc;
@@ -65,9 +65,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     for (var k = k0; k < k1; k++) {
         var r = acc[k - k0];
-        if (p.has_bias != 0u) {
+        if (HAS_BIAS) {
             r = r + bias[k];
         }
-        out[m * p.nc + k] = activate(r, p.act, p.act_a, p.act_b);
+        out[m * p.nc + k] = activate(r, ACT, p.act_a, p.act_b);
     }
 }

@@ -10,7 +10,7 @@ use crate::check;
 use crate::cpu::{fast, reference, Isa};
 use crate::epilogue::Activation;
 use crate::error::{Error, Result, Shape};
-use crate::gpu::{GpuContext, GpuOptions};
+use crate::gpu::{GpuArray, GpuContext, GpuOptions};
 use crate::shape::{Conv2dSpec, Pool2dSpec, PoolMode};
 
 /// Which hardware an [`Engine`] runs on.
@@ -344,19 +344,7 @@ impl Engine {
         let g = spec.resolve(dims(&images), dims(&kernels))?;
         // A contiguous bias is read in place; a strided view is copied.
         let bias = bias.as_ref().map(|b| b.as_standard_layout());
-        if let Some(b) = &bias {
-            if b.len() != g.nc {
-                return Err(Error::invalid(
-                    "bias",
-                    format!(
-                        "expected shape ({},), one value per output channel of kernels {}, got ({},)",
-                        g.nc,
-                        Shape::from(dims(&kernels)),
-                        b.len()
-                    ),
-                ));
-            }
-        }
+        check_bias(bias.as_ref().map(|b| b.len()), &g)?;
         let bias = bias.as_ref().map(|b| b.as_slice().expect("standard layout"));
         crate::cpu::check_output_fits(g.output_shape())?;
         if g.m == 0 {
@@ -486,15 +474,106 @@ impl Engine {
         };
         if self.verify {
             let want = reference::pool2d(images, &g);
-            let exact = g.mode == PoolMode::Max;
-            let tol = if exact {
-                0.0
-            } else {
-                check::avg_tolerance(check::max_abs_finite(want.view()))
-            };
+            let (tol, exact) = pool_tolerance(&g, &want);
             self.check("pool2d", &out, &want, tol, exact)?;
         }
         Ok((out, kernel_seconds))
+    }
+
+    /// The GPU context of a device-resident operation, or an error naming
+    /// this engine's device.
+    fn resident_context(&self, op: &str) -> Result<&Arc<GpuContext>> {
+        match &self.backend {
+            Backend::Gpu(ctx) => Ok(ctx),
+            Backend::Cpu(_) | Backend::Reference => Err(Error::invalid(
+                "device",
+                format!("{op} keeps data on a GPU; this engine runs on {}", self.describe()),
+            )),
+        }
+    }
+
+    /// Copies NHWC images to this engine's GPU, where
+    /// [`Engine::conv2d_resident`] and [`Engine::pool2d_resident`] chain
+    /// without a round trip through the host; [`GpuArray::download`] reads
+    /// the result. An engine without a GPU returns an error.
+    ///
+    /// ```no_run
+    /// use convpool::{Conv2dSpec, Device, Engine, Padding, Pool2dSpec, PoolMode};
+    /// use ndarray::Array4;
+    ///
+    /// let engine = Engine::new(Device::Gpu).unwrap();
+    /// let images = Array4::<f32>::ones((8, 64, 64, 3));
+    /// let kernels = Array4::<f32>::ones((3, 3, 3, 16));
+    /// let x = engine.upload(&images).unwrap();
+    /// let x = engine.conv2d_resident(&x, &kernels, &Conv2dSpec::new(Padding::Same)).unwrap();
+    /// let x = engine.pool2d_resident(&x, &Pool2dSpec::new(PoolMode::Max, 2, 2)).unwrap();
+    /// assert_eq!(x.download().unwrap().dim(), (8, 32, 32, 16));
+    /// ```
+    pub fn upload<'a>(&self, images: impl AsArray<'a, f32, Ix4>) -> Result<GpuArray> {
+        let images: ArrayView4<f32> = images.into();
+        self.resident_context("upload")?.upload(images)
+    }
+
+    /// [`Engine::conv2d`] of a device-resident batch, leaving the output on
+    /// the device. The values are the host path's, bit for bit.
+    pub fn conv2d_resident<'a>(
+        &self,
+        images: &GpuArray,
+        kernels: impl AsArray<'a, f32, Ix4>,
+        spec: &Conv2dSpec,
+    ) -> Result<GpuArray> {
+        self.conv2d_resident_any(images, kernels.into(), None, spec)
+    }
+
+    /// [`Engine::conv2d_bias`] of a device-resident batch, leaving the
+    /// output on the device.
+    pub fn conv2d_bias_resident<'a>(
+        &self,
+        images: &GpuArray,
+        kernels: impl AsArray<'a, f32, Ix4>,
+        bias: impl AsArray<'a, f32, Ix1>,
+        spec: &Conv2dSpec,
+    ) -> Result<GpuArray> {
+        self.conv2d_resident_any(images, kernels.into(), Some(bias.into()), spec)
+    }
+
+    fn conv2d_resident_any(
+        &self,
+        images: &GpuArray,
+        kernels: ArrayView4<f32>,
+        bias: Option<ArrayView1<f32>>,
+        spec: &Conv2dSpec,
+    ) -> Result<GpuArray> {
+        let ctx = self.resident_context("conv2d_resident")?;
+        let g = spec.resolve(images.shape(), dims(&kernels))?;
+        let bias = bias.as_ref().map(|b| b.as_standard_layout());
+        check_bias(bias.as_ref().map(|b| b.len()), &g)?;
+        let bias = bias.as_ref().map(|b| b.as_slice().expect("standard layout"));
+        crate::cpu::check_output_fits(g.output_shape())?;
+        let out = ctx.conv2d_resident(images, kernels, bias, &g)?;
+        if self.verify {
+            let x = images.download()?;
+            let want = reference::conv2d_bias(x.view(), kernels, bias, &g);
+            let tol = check::conv_tolerance(g.reduction_len(), check::max_abs_finite(want.view()))
+                + Activation::tolerance(g.activation);
+            self.check("conv2d", &out.download()?, &want, tol, false)?;
+        }
+        Ok(out)
+    }
+
+    /// [`Engine::pool2d`] of a device-resident batch, leaving the output on
+    /// the device.
+    pub fn pool2d_resident(&self, images: &GpuArray, spec: &Pool2dSpec) -> Result<GpuArray> {
+        let ctx = self.resident_context("pool2d_resident")?;
+        let g = spec.resolve(images.shape())?;
+        crate::cpu::check_output_fits(g.output_shape())?;
+        let out = ctx.pool2d_resident(images, &g)?;
+        if self.verify {
+            let want = reference::pool2d(images.download()?.view(), &g);
+            let (tol, exact) = pool_tolerance(&g, &want);
+            self.check("pool2d", &out.download()?, &want, tol, exact)?;
+        }
+        Ok(out)
     }
 
     /// Verify mode: compares a result with the CPU reference.
@@ -524,6 +603,30 @@ impl Engine {
             reference: d.reference,
             tolerance,
         })
+    }
+}
+
+/// Verify mode's tolerance for a pooling: max is exact.
+fn pool_tolerance(g: &crate::shape::Pool2dGeometry, want: &Array4<f32>) -> (f64, bool) {
+    if g.mode == PoolMode::Max {
+        (0.0, true)
+    } else {
+        (check::avg_tolerance(check::max_abs_finite(want.view())), false)
+    }
+}
+
+/// A bias must hold one value per output channel.
+fn check_bias(len: Option<usize>, g: &crate::shape::Conv2dGeometry) -> Result<()> {
+    match len {
+        Some(len) if len != g.nc => Err(Error::invalid(
+            "bias",
+            format!(
+                "expected shape ({},), one value per output channel of kernels {}, got ({len},)",
+                g.nc,
+                Shape::from(g.kernel_shape())
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -10,10 +10,11 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
-use ndarray::{s, Array2, Array3, Array4, ArrayD, Axis, Ix4};
+use ndarray::{s, Array2, Array3, Array4, ArrayD, ArrayView4, Axis, Ix4};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::gpu::GpuArray;
 use crate::shape::{kernels_hwio, Conv2dSpec, Padding, PaddingMode, Pool2dSpec, PoolMode};
 
 /// A filter kernel by name.
@@ -310,31 +311,55 @@ impl Pipeline {
     }
 
     /// Runs the kernels and the pooling on a batch `(m, h, w, c)`; returns
-    /// the raw values (not yet scaled).
+    /// the raw values (not yet scaled). On a GPU engine the batch stays on
+    /// the device from the first kernel to the pooling (one upload, one
+    /// download; Sobel's magnitude is the one step taken on the host); a
+    /// batch too large for one device buffer, or any other GPU failure of
+    /// that chain, runs call by call through the host instead, where large
+    /// inputs are chunked and the engine's CPU fallback applies.
     pub fn run(&self, engine: &Engine, batch: Array4<f32>) -> Result<Array4<f32>> {
+        if engine.is_gpu() {
+            match self.run_on(engine, Data::View(batch.view()), true) {
+                Err(Error::Gpu(_)) => {}
+                result => return result,
+            }
+        }
+        self.run_on(engine, Data::View(batch.view()), false)
+    }
+
+    /// The pipeline with every step on the device (`resident`) or through
+    /// the host.
+    fn run_on(&self, engine: &Engine, batch: Data<'_>, resident: bool) -> Result<Array4<f32>> {
         let spec = Conv2dSpec::new(self.padding).with_padding_mode(self.border);
         let mut x = batch;
         for k in &self.kernels {
             x = match (k, k.weights()) {
-                (_, Some(w)) => per_channel(engine, &x, &w.insert_axis(Axis(2)).insert_axis(Axis(3)), &spec)?,
+                (_, Some(w)) => per_channel(
+                    engine,
+                    x,
+                    &w.insert_axis(Axis(2)).insert_axis(Axis(3)),
+                    &spec,
+                    resident,
+                )?,
                 (FilterKernel::Sobel, None) => {
                     let gx = FilterKernel::SobelX.weights().expect("named kernel");
                     let gy = FilterKernel::SobelY.weights().expect("named kernel");
                     let both = ndarray::stack(Axis(2), &[gx.view(), gy.view()]).expect("same shapes");
-                    let g = per_channel(engine, &x, &both.insert_axis(Axis(2)), &spec)?;
+                    let g = per_channel(engine, x, &both.insert_axis(Axis(2)), &spec, resident)?.into_host()?;
                     // per_channel returns (m, oh, ow, c * 2): magnitude of each pair.
                     let (m, oh, ow, c2) = g.dim();
                     let pairs = g.into_shape_with_order((m, oh, ow, c2 / 2, 2)).expect("pairs");
-                    pairs.map_axis(Axis(4), |p| (p[0] * p[0] + p[1] * p[1]).sqrt())
+                    Data::Host(pairs.map_axis(Axis(4), |p| (p[0] * p[0] + p[1] * p[1]).sqrt()))
                 }
                 (FilterKernel::File(k), None) => {
                     if k.ndim() == 2 {
                         let w = k.view().into_dimensionality::<ndarray::Ix2>().expect("2-D");
                         per_channel(
                             engine,
-                            &x,
+                            x,
                             &w.to_owned().insert_axis(Axis(2)).insert_axis(Axis(3)),
                             &spec,
+                            resident,
                         )?
                     } else {
                         let hwio = kernels_hwio(k.shape())?;
@@ -342,29 +367,93 @@ impl Pipeline {
                             .to_shape(hwio.to_vec())
                             .expect("same size")
                             .into_dimensionality::<Ix4>()
-                            .expect("4-D");
-                        engine.conv2d(&x, &k4, &spec)?
+                            .expect("4-D")
+                            .to_owned();
+                        conv(engine, x, &k4, &spec, resident)?
                     }
                 }
                 _ => unreachable!("only Sobel and File have no plain weights"),
             };
         }
         if let Some(pool) = &self.pool {
-            x = engine.pool2d(&x, pool)?;
+            x = match x {
+                x if !resident => Data::Host(engine.pool2d(x.view(), pool)?),
+                x => Data::Device(engine.pool2d_resident(&x.into_device(engine)?, pool)?),
+            };
         }
-        Ok(x)
+        x.into_host()
+    }
+}
+
+/// A batch between two steps of a pipeline: the caller's, a step's output
+/// on the host, or one on the device.
+enum Data<'a> {
+    View(ArrayView4<'a, f32>),
+    Host(Array4<f32>),
+    Device(GpuArray),
+}
+
+impl Data<'_> {
+    /// Channels.
+    fn channels(&self) -> usize {
+        match self {
+            Data::View(v) => v.dim().3,
+            Data::Host(h) => h.dim().3,
+            Data::Device(d) => d.shape()[3],
+        }
+    }
+
+    /// The host data; a device array is never asked for it.
+    fn view(&self) -> ArrayView4<'_, f32> {
+        match self {
+            Data::View(v) => v.view(),
+            Data::Host(h) => h.view(),
+            Data::Device(_) => unreachable!("the host path keeps its data on the host"),
+        }
+    }
+
+    fn into_host(self) -> Result<Array4<f32>> {
+        match self {
+            Data::View(v) => Ok(v.to_owned()),
+            Data::Host(h) => Ok(h),
+            Data::Device(d) => d.download(),
+        }
+    }
+
+    fn into_device(self, engine: &Engine) -> Result<GpuArray> {
+        match self {
+            Data::View(v) => engine.upload(v),
+            Data::Host(h) => engine.upload(&h),
+            Data::Device(d) => Ok(d),
+        }
+    }
+}
+
+/// One convolution of a pipeline, on the device or through the host.
+fn conv<'a>(engine: &Engine, x: Data<'a>, kernels: &Array4<f32>, spec: &Conv2dSpec, resident: bool) -> Result<Data<'a>> {
+    if resident {
+        let d = x.into_device(engine)?;
+        Ok(Data::Device(engine.conv2d_resident(&d, kernels, spec)?))
+    } else {
+        Ok(Data::Host(engine.conv2d(x.view(), kernels, spec)?))
     }
 }
 
 /// Filters every channel on its own with `(kh, kw, 1, k)` kernels, as one
 /// depthwise convolution (`groups = c`, channel multiplier `k`). Returns
 /// `(m, oh, ow, c * k)` with the `k` results of each channel adjacent.
-fn per_channel(engine: &Engine, x: &Array4<f32>, kernels: &Array4<f32>, spec: &Conv2dSpec) -> Result<Array4<f32>> {
-    let c = x.dim().3;
+fn per_channel<'a>(
+    engine: &Engine,
+    x: Data<'a>,
+    kernels: &Array4<f32>,
+    spec: &Conv2dSpec,
+    resident: bool,
+) -> Result<Data<'a>> {
+    let c = x.channels();
     let (kh, kw, _, k) = kernels.dim();
     // Output channel `ch * k + t` filters channel `ch` with kernel `t`.
     let tiled = Array4::from_shape_fn((kh, kw, 1, c * k), |(i, j, _, o)| kernels[[i, j, 0, o % k]]);
-    engine.conv2d(x, &tiled, &spec.with_groups(c))
+    conv(engine, x, &tiled, &spec.with_groups(c), resident)
 }
 
 /// Turns raw filtered values of one image into pixels in `0..=max`.

@@ -1,5 +1,14 @@
 //! Buffers reused across calls: each grows (to a power of two, within the
-//! binding limit) when a call needs more and is kept for the next call.
+//! binding limit) when a call needs more and is kept for the next call,
+//! unless it is so large that keeping it would hold a large share of the
+//! device's memory after the call.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Largest buffer kept for the next call; larger ones are dropped when the
+/// call ends.
+pub const KEEP_BYTES: u64 = 256 << 20;
 
 /// One reusable buffer.
 #[derive(Default)]
@@ -19,17 +28,113 @@ impl Slot {
         usage: wgpu::BufferUsages,
         label: &'static str,
     ) -> &wgpu::Buffer {
+        self.ensure_new(device, bytes, cap, usage, label, false).0
+    }
+
+    /// As [`Slot::ensure`]; also says whether the buffer is new, and with
+    /// `mapped` creates it mapped.
+    fn ensure_new(
+        &mut self,
+        device: &wgpu::Device,
+        bytes: u64,
+        cap: u64,
+        usage: wgpu::BufferUsages,
+        label: &'static str,
+        mapped: bool,
+    ) -> (&wgpu::Buffer, bool) {
         let bytes = bytes.max(16).next_multiple_of(16);
-        if self.buffer.as_ref().is_none_or(|b| b.size() < bytes) {
+        let fresh = self.buffer.as_ref().is_none_or(|b| b.size() < bytes);
+        if fresh {
             let size = bytes.next_power_of_two().min(cap.max(bytes));
             self.buffer = Some(device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
                 size,
                 usage,
-                mapped_at_creation: false,
+                mapped_at_creation: mapped,
             }));
         }
-        self.buffer.as_ref().expect("buffer was just ensured")
+        (self.buffer.as_ref().expect("buffer was just ensured"), fresh)
+    }
+
+    /// The buffer, where one was ensured.
+    pub fn get(&self) -> Option<&wgpu::Buffer> {
+        self.buffer.as_ref()
+    }
+
+    /// Drops the buffer if it is larger than `keep` bytes.
+    fn trim(&mut self, keep: u64) {
+        if self.buffer.as_ref().is_some_and(|b| b.size() > keep) {
+            self.buffer = None;
+        }
+    }
+}
+
+/// A host-writable staging buffer kept mapped between uses: an upload
+/// writes into memory that is already there (no allocation, no page
+/// faults) and the copy to the device buffer is part of the submission.
+#[derive(Default)]
+pub struct UploadSlot {
+    slot: Slot,
+    /// Set by the map callback; false while a remap is pending.
+    mapped: Option<Arc<AtomicBool>>,
+    /// The submission that last read the buffer.
+    last_use: Option<wgpu::SubmissionIndex>,
+}
+
+impl UploadSlot {
+    /// A mapped buffer of at least `bytes`, waiting (at most `timeout`) for
+    /// the remap of its last use where that is still pending.
+    pub fn acquire(
+        &mut self,
+        device: &wgpu::Device,
+        bytes: u64,
+        cap: u64,
+        timeout: std::time::Duration,
+    ) -> Result<&wgpu::Buffer, String> {
+        use wgpu::BufferUsages as U;
+        let grow = self.slot.buffer.as_ref().is_none_or(|b| b.size() < bytes.max(16).next_multiple_of(16));
+        if grow {
+            // A pending remap of the old buffer is dropped with it.
+            self.mapped = None;
+            self.last_use = None;
+        }
+        let (_, fresh) = self
+            .slot
+            .ensure_new(device, bytes, cap, U::MAP_WRITE | U::COPY_SRC, "upload", true);
+        if fresh {
+            self.mapped = Some(Arc::new(AtomicBool::new(true)));
+        }
+        let flag = self.mapped.clone().expect("an upload buffer has a map flag");
+        if !flag.load(Ordering::Acquire) {
+            if let Some(until) = self.last_use.take() {
+                device
+                    .poll(wgpu::PollType::Wait {
+                        submission_index: Some(until),
+                        timeout: Some(timeout),
+                    })
+                    .map_err(|e| format!("waiting for an upload buffer: {e}"))?;
+            }
+            if !flag.load(Ordering::Acquire) {
+                return Err("an upload buffer was not remapped (the device may be lost)".into());
+            }
+        }
+        Ok(self.slot.buffer.as_ref().expect("ensured"))
+    }
+
+    /// After the submission `until` that copies out of the buffer: asks for
+    /// it to be mapped again once that submission is done.
+    pub fn release(&mut self, until: wgpu::SubmissionIndex) {
+        let (Some(buffer), Some(flag)) = (self.slot.buffer.as_ref(), self.mapped.as_ref()) else {
+            return;
+        };
+        flag.store(false, Ordering::Release);
+        let flag = flag.clone();
+        buffer.slice(..).map_async(wgpu::MapMode::Write, move |r| {
+            if r.is_ok() {
+                flag.store(true, Ordering::Release);
+            }
+        });
+        self.last_use = Some(until);
     }
 }
 
@@ -38,26 +143,48 @@ impl Slot {
 pub struct ChunkSlots {
     /// Params uniform.
     pub params: Slot,
+    /// Mapped staging memory the chunk's input is written into.
+    pub upload: UploadSlot,
     /// Image chunk.
     pub input: Slot,
     /// Output chunk.
     pub output: Slot,
-    /// Mappable copy of the output chunk.
+    /// Mappable copy of the output chunk (and its timestamps after it).
     pub staging: Slot,
     /// Resolved timestamps.
     pub query_resolve: Slot,
-    /// Mappable copy of the timestamps.
+    /// Mappable copy of the timestamps where the output is not read back.
     pub query_read: Slot,
+    /// The chunk's timestamp queries.
+    pub query_set: Option<wgpu::QuerySet>,
 }
 
-/// The buffers one call uses: the kernels, and two chunk slots so the
-/// upload of the next chunk overlaps the compute of the current one.
+/// Chunks in flight at most: the upload of the next chunks overlaps the
+/// compute and readback of the current one.
+pub const IN_FLIGHT: usize = 3;
+
+/// The buffers one call uses: the kernels, and chunk slots used in turn.
 #[derive(Default)]
 pub struct Buffers {
     /// Kernels.
     pub kernels: Slot,
     /// The convolution's bias (one float when there is none).
     pub bias: Slot,
-    /// Chunk slots, used alternately.
-    pub chunks: [ChunkSlots; 2],
+    /// Chunk slots, used in turn.
+    pub chunks: [ChunkSlots; IN_FLIGHT],
+}
+
+impl Buffers {
+    /// Drops the buffers too large to keep after a call.
+    pub fn trim(&mut self) {
+        self.kernels.trim(KEEP_BYTES);
+        for c in &mut self.chunks {
+            c.input.trim(KEEP_BYTES);
+            c.output.trim(KEEP_BYTES);
+            c.staging.trim(KEEP_BYTES);
+            if c.upload.slot.buffer.as_ref().is_some_and(|b| b.size() > KEEP_BYTES) {
+                c.upload = UploadSlot::default();
+            }
+        }
+    }
 }

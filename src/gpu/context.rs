@@ -1,7 +1,7 @@
 //! Instance, adapter choice and device: the part of the GPU path that talks
 //! to the driver once, when an engine is built.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -172,6 +172,12 @@ pub struct GpuContext {
     /// Idle buffer sets; a call takes one (or makes one) and gives it back,
     /// so concurrent calls never share buffers and never wait on each other.
     pub(crate) idle: Mutex<Vec<Buffers>>,
+    /// Largest single buffer (a [`super::GpuArray`]'s limit), bytes.
+    pub(crate) max_buffer_bytes: u64,
+    /// Bytes moved host to device (images, kernels, uploads) so far.
+    pub(crate) uploaded: AtomicU64,
+    /// Bytes moved device to host (outputs, downloads) so far.
+    pub(crate) downloaded: AtomicU64,
     /// How long a call waits for a chunk.
     pub(crate) timeout: Duration,
     /// Set by the driver's device-lost callback: every later call is
@@ -269,9 +275,22 @@ impl GpuContext {
             }),
             conv_register_block,
             idle: Mutex::new(Vec::new()),
+            max_buffer_bytes: limits.max_buffer_size,
+            uploaded: AtomicU64::new(0),
+            downloaded: AtomicU64::new(0),
             timeout,
             lost,
         }))
+    }
+
+    /// Bytes moved between host and device by this context so far, as
+    /// (host to device, device to host): images, kernels and outputs of
+    /// every call, and [`super::GpuArray`] uploads and downloads.
+    pub fn transfer_bytes(&self) -> (u64, u64) {
+        (
+            self.uploaded.load(Ordering::Relaxed),
+            self.downloaded.load(Ordering::Relaxed),
+        )
     }
 
     /// Buffer sets kept for reuse: at most the number of calls that ran at

@@ -6,7 +6,7 @@
 use std::mem::{offset_of, size_of};
 
 use super::params::{ConvParams, PoolParams};
-use super::pipelines::ConvTiling;
+use super::kernels::conv_tiled::ConvTiling;
 use crate::Conv2dSpec;
 
 /// A shader as the device gets it: common.wgsl, then the file.
@@ -51,10 +51,10 @@ fn conv_params_match_the_shader() {
         ConvParams,
         [
             batch, h, w, c, band_h, in_row0, out_row0, oh_chunk, ow, nc, kh, kw, sh, sw, dh, dw, pad_top, pad_left,
-            m_total, k_total, tiles_m, row_pitch, gc, gnc, tiles_n, mode, act, has_bias, act_a, act_b
+            m_total, k_total, tiles_m, row_pitch, gc, gnc, tiles_n, act_a, act_b
         ],
         _pad,
-        2,
+        1,
         1
     );
     assert_eq!(rust, wgsl);

@@ -60,18 +60,12 @@ pub struct ConvParams {
     pub gnc: u32,
     /// Tiles across one group's output channels (tiled kernel).
     pub tiles_n: u32,
-    /// Border mode, [`crate::PaddingMode::code`].
-    pub mode: u32,
-    /// Activation code, [`crate::Activation::gpu_code`].
-    pub act: u32,
-    /// 1 where a bias is added.
-    pub has_bias: u32,
     /// The activation's first number.
     pub act_a: f32,
     /// The activation's second number.
     pub act_b: f32,
     /// Padding to a multiple of 16 bytes.
-    pub _pad: [u32; 2],
+    pub _pad: [u32; 1],
 }
 
 /// Mirrors `PoolParams` in `shaders/common.wgsl`.

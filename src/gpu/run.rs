@@ -1,0 +1,511 @@
+//! The one host skeleton every kernel runs through: a planned launch
+//! (pipeline, weights, chunks and their params) is executed chunk by chunk
+//! with up to [`IN_FLIGHT`] chunks in flight, reading its input from the
+//! host or from a device buffer and writing its output to the host or to a
+//! device buffer.
+
+use std::mem::MaybeUninit;
+use std::sync::atomic::Ordering;
+
+use bytemuck::Pod;
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+
+use super::buffers::{Buffers, ChunkSlots, IN_FLIGHT};
+use super::chunk::{Chunk, Problem};
+use super::context::GpuContext;
+use super::kernels::Bindings;
+
+/// One chunk ready to dispatch.
+pub(crate) struct Step<P> {
+    /// The chunk's params uniform.
+    pub params: P,
+    /// Workgroups.
+    pub groups: (u32, u32, u32),
+}
+
+/// A call planned and validated, before anything touches the device.
+pub(crate) struct Launch<'a, P> {
+    /// The kernel's pipeline.
+    pub pipeline: wgpu::ComputePipeline,
+    /// Its bind-group layout.
+    pub bindings: Bindings,
+    /// Kernels and bias of a convolution.
+    pub weights: Option<(&'a [f32], &'a [f32])>,
+    /// The sizes the chunks were planned from.
+    pub problem: Problem,
+    /// The chunks, in output order.
+    pub chunks: Vec<Chunk>,
+    /// Each chunk's params and workgroups.
+    pub steps: Vec<Step<P>>,
+    /// Output shape of the whole call.
+    pub out_shape: [usize; 4],
+}
+
+impl<P> Launch<'_, P> {
+    /// Floats of chunk `c`'s input.
+    fn in_len(&self, c: &Chunk) -> usize {
+        c.batch * c.in_rows * self.problem.in_row_elems
+    }
+
+    /// Floats of chunk `c`'s output.
+    fn out_len(&self, c: &Chunk) -> usize {
+        c.batch * c.out_rows * self.problem.out_row_elems
+    }
+
+    /// First input float of chunk `c` in the whole input.
+    fn in_start(&self, c: &Chunk) -> usize {
+        (c.n0 * self.problem.h + c.in_row0) * self.problem.in_row_elems
+    }
+
+    /// First output float of chunk `c` in the whole output.
+    fn out_start(&self, c: &Chunk) -> usize {
+        (c.n0 * self.problem.oh + c.out_row0) * self.problem.out_row_elems
+    }
+
+    /// Floats of the whole output.
+    pub fn out_elems(&self) -> usize {
+        self.out_shape.iter().product()
+    }
+}
+
+/// Where a call's input is.
+#[derive(Clone, Copy)]
+pub(crate) enum Source<'a> {
+    /// Host memory, NHWC, in standard layout.
+    Host(&'a [f32]),
+    /// A device buffer holding the NHWC input from offset 0.
+    Device(&'a wgpu::Buffer),
+}
+
+/// Where a call's output goes.
+pub(crate) enum Sink<'a> {
+    /// Host memory of the output's size, filled by the call.
+    Host(&'a mut [MaybeUninit<f32>]),
+    /// A device buffer of at least the output's size.
+    Device(&'a wgpu::Buffer),
+}
+
+/// Bytes of the timestamps of one chunk (two u64), after its output in the
+/// readback.
+const STAMP_BYTES: u64 = 16;
+
+impl GpuContext {
+    /// Runs a planned call. GPU errors raised meanwhile are caught by error
+    /// scopes and returned. With `profile` (and timestamp support) also
+    /// returns the summed kernel time in seconds.
+    pub(crate) fn run<P: Pod>(
+        &self,
+        launch: &Launch<'_, P>,
+        source: Source<'_>,
+        mut sink: Sink<'_>,
+        profile: bool,
+    ) -> Result<Option<f64>> {
+        self.check_alive()?;
+        if let Sink::Host(out) = &sink {
+            if out.len() != launch.out_elems() {
+                return Err(Error::Gpu(format!(
+                    "internal: an output of {} floats for a call of {}",
+                    out.len(),
+                    launch.out_elems()
+                )));
+            }
+        }
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let mut buffers = self.take_buffers();
+        let result = self.run_chunks(&mut buffers, launch, source, &mut sink, profile && self.timestamps);
+        let scoped = pollster::block_on(validation.pop()).or_else(|| pollster::block_on(oom.pop()));
+        if let Some(e) = scoped {
+            // The buffers may be in any state after an error: drop them.
+            self.check_alive()?;
+            return Err(Error::Gpu(e.to_string()));
+        }
+        match result {
+            Ok(kernel_seconds) => {
+                buffers.trim();
+                self.give_buffers(buffers);
+                Ok(kernel_seconds)
+            }
+            // A chunk that timed out may still be running or mapping: its
+            // buffers are dropped, not handed to the next call.
+            Err(e) => {
+                self.check_alive()?;
+                Err(e)
+            }
+        }
+    }
+
+    fn take_buffers(&self) -> Buffers {
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+
+    fn give_buffers(&self, b: Buffers) {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(b);
+    }
+
+    fn run_chunks<P: Pod>(
+        &self,
+        b: &mut Buffers,
+        launch: &Launch<'_, P>,
+        source: Source<'_>,
+        sink: &mut Sink<'_>,
+        profile: bool,
+    ) -> Result<Option<f64>> {
+        use wgpu::BufferUsages as U;
+        let dev = &self.device;
+        let cap = self.max_binding_bytes;
+        let weights = match launch.weights {
+            Some((k, bias)) => {
+                let kb = b
+                    .kernels
+                    .ensure(dev, (k.len() * 4) as u64, cap, U::STORAGE | U::COPY_DST, "kernels");
+                self.queue.write_buffer(kb, 0, bytemuck::cast_slice(k));
+                let bb = b
+                    .bias
+                    .ensure(dev, (bias.len() * 4) as u64, cap, U::STORAGE | U::COPY_DST, "bias");
+                self.queue.write_buffer(bb, 0, bytemuck::cast_slice(bias));
+                self.uploaded
+                    .fetch_add(((k.len() + bias.len()) * 4) as u64, Ordering::Relaxed);
+                Some((kb.clone(), bb.clone()))
+            }
+            None => None,
+        };
+        let chunks = &launch.chunks;
+        let in_flight = chunks.len().clamp(1, IN_FLIGHT);
+        let mut pending: Vec<Option<wgpu::SubmissionIndex>> = vec![None; chunks.len()];
+        let mut kernel_ns = 0f64;
+        // Outputs done so far: the chunks must tile the output in order (a
+        // host output is assumed initialised after the call).
+        let mut written = 0usize;
+        for i in 0..chunks.len() + in_flight {
+            if i < chunks.len() {
+                let slots = &mut b.chunks[i % in_flight];
+                pending[i] = Some(self.submit_chunk(slots, launch, i, source, sink, weights.as_ref(), profile)?);
+            }
+            // Chunk i - (in_flight - 1) is read back once the chunks after it
+            // are queued; its slot is then free for chunk i + 1.
+            let Some(r) = (i + 1).checked_sub(in_flight).filter(|&r| r < chunks.len()) else {
+                continue;
+            };
+            let chunk = &chunks[r];
+            let until = pending[r].take().expect("chunk was submitted");
+            let (out_start, out_len) = (launch.out_start(chunk), launch.out_len(chunk));
+            if out_start != written || out_start + out_len > launch.out_elems() {
+                return Err(Error::Gpu(format!(
+                    "internal: chunk {r} starts at output {out_start}, expected {written} (of {})",
+                    launch.out_elems()
+                )));
+            }
+            written += out_len;
+            let slots = &b.chunks[r % in_flight];
+            let stamps = match sink {
+                Sink::Host(out) => {
+                    let dst = &mut out[out_start..out_start + out_len];
+                    let staging = slots.staging.get().expect("staging of a submitted chunk");
+                    let words = if profile { stamp_offset(out_len) / 4 + 4 } else { out_len };
+                    let mut stamps = [0u64; 2];
+                    read_back(dev, staging, &until, words, self.timeout, |src| {
+                        fill(dst, &src[..out_len]);
+                        if profile {
+                            let at = stamp_offset(out_len) / 4;
+                            stamps = bytemuck::pod_read_unaligned(bytemuck::cast_slice(&src[at..at + 4]));
+                        }
+                    })?;
+                    self.downloaded.fetch_add(out_len as u64 * 4, Ordering::Relaxed);
+                    profile.then_some(stamps)
+                }
+                Sink::Device(_) if profile => {
+                    let read = slots.query_read.get().expect("timestamps of a submitted chunk");
+                    let mut stamps = [0u64; 2];
+                    read_back(dev, read, &until, 4, self.timeout, |src| {
+                        stamps = bytemuck::pod_read_unaligned(bytemuck::cast_slice(src));
+                    })?;
+                    Some(stamps)
+                }
+                Sink::Device(_) => None,
+            };
+            if let Some([begin, end]) = stamps {
+                kernel_ns += end.saturating_sub(begin) as f64 * self.queue.get_timestamp_period() as f64;
+            }
+        }
+        if written != launch.out_elems() {
+            return Err(Error::Gpu(format!(
+                "internal: the chunks covered {written} of {} outputs",
+                launch.out_elems()
+            )));
+        }
+        Ok(profile.then_some(kernel_ns * 1e-9))
+    }
+
+    /// Uploads chunk `i`'s input and params, dispatches it and queues the
+    /// copy of its output; returns the submission.
+    #[allow(clippy::too_many_arguments)]
+    fn submit_chunk<P: Pod>(
+        &self,
+        s: &mut ChunkSlots,
+        launch: &Launch<'_, P>,
+        i: usize,
+        source: Source<'_>,
+        sink: &Sink<'_>,
+        weights: Option<&(wgpu::Buffer, wgpu::Buffer)>,
+        profile: bool,
+    ) -> Result<wgpu::SubmissionIndex> {
+        use wgpu::BufferUsages as U;
+        let dev = &self.device;
+        let cap = self.max_binding_bytes;
+        let (chunk, step) = (&launch.chunks[i], &launch.steps[i]);
+        let whole = launch.chunks.len() == 1;
+        let (in_start, in_len) = (launch.in_start(chunk), launch.in_len(chunk));
+        let (out_start, out_len) = (launch.out_start(chunk), launch.out_len(chunk));
+        let in_bytes = in_len as u64 * 4;
+        let out_bytes = out_len as u64 * 4;
+        let mut encoder = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+
+        let params = s
+            .params
+            .ensure(dev, size_of::<P>() as u64, u64::MAX, U::UNIFORM | U::COPY_DST, "params")
+            .clone();
+        self.queue.write_buffer(&params, 0, bytemuck::bytes_of(&step.params));
+        // A device input that is the chunk's input as it stands is bound as
+        // it is; otherwise the chunk's rows are copied into the slot.
+        let input = match source {
+            Source::Device(buf) if whole => buf.clone(),
+            Source::Device(buf) => {
+                let input = s.input.ensure(dev, in_bytes, cap, U::STORAGE | U::COPY_DST, "images").clone();
+                if in_bytes > 0 {
+                    encoder.copy_buffer_to_buffer(buf, in_start as u64 * 4, &input, 0, in_bytes);
+                }
+                input
+            }
+            Source::Host(data) => {
+                let input = s.input.ensure(dev, in_bytes, cap, U::STORAGE | U::COPY_DST, "images").clone();
+                if in_bytes > 0 {
+                    let up = s.upload.acquire(dev, in_bytes, cap, self.timeout).map_err(Error::Gpu)?;
+                    {
+                        let mut view = up
+                            .slice(0..in_bytes)
+                            .get_mapped_range_mut()
+                            .map_err(|e| Error::Gpu(format!("writing an upload: {e}")))?;
+                        copy_in(view.slice(..), bytemuck::cast_slice(&data[in_start..in_start + in_len]));
+                    }
+                    up.unmap();
+                    encoder.copy_buffer_to_buffer(up, 0, &input, 0, in_bytes);
+                    self.uploaded.fetch_add(in_bytes, Ordering::Relaxed);
+                }
+                input
+            }
+        };
+        let output = match sink {
+            Sink::Device(buf) if whole => (*buf).clone(),
+            _ => s
+                .output
+                .ensure(dev, out_bytes, cap, U::STORAGE | U::COPY_SRC, "output")
+                .clone(),
+        };
+        let mut entries = vec![
+            wgpu::BindGroupEntry {
+                binding: 0,
+                resource: params.as_entire_binding(),
+            },
+            wgpu::BindGroupEntry {
+                binding: 1,
+                resource: input.as_entire_binding(),
+            },
+        ];
+        match weights {
+            Some((k, bias)) => entries.extend([
+                wgpu::BindGroupEntry {
+                    binding: 2,
+                    resource: k.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 3,
+                    resource: output.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 4,
+                    resource: bias.as_entire_binding(),
+                },
+            ]),
+            None => entries.push(wgpu::BindGroupEntry {
+                binding: 2,
+                resource: output.as_entire_binding(),
+            }),
+        }
+        let bind_group = dev.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: self.pipelines.layout(launch.bindings),
+            entries: &entries,
+        });
+        if profile && s.query_set.is_none() {
+            s.query_set = Some(dev.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("kernel time"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2,
+            }));
+        }
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: s
+                    .query_set
+                    .as_ref()
+                    .filter(|_| profile)
+                    .map(|set| wgpu::ComputePassTimestampWrites {
+                        query_set: set,
+                        beginning_of_pass_write_index: Some(0),
+                        end_of_pass_write_index: Some(1),
+                    }),
+            });
+            pass.set_pipeline(&launch.pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            let (x, y, z) = step.groups;
+            pass.dispatch_workgroups(x, y, z);
+        }
+        let resolve = profile.then(|| {
+            let resolve = s
+                .query_resolve
+                .ensure(dev, STAMP_BYTES, u64::MAX, U::QUERY_RESOLVE | U::COPY_SRC, "timestamps")
+                .clone();
+            encoder.resolve_query_set(s.query_set.as_ref().expect("created above"), 0..2, &resolve, 0);
+            resolve
+        });
+        match sink {
+            Sink::Host(_) => {
+                // The timestamps travel in the same readback as the output.
+                let extra = if profile { stamp_offset(out_len) as u64 + STAMP_BYTES - out_bytes } else { 0 };
+                let staging = s
+                    .staging
+                    .ensure(dev, out_bytes + extra, u64::MAX, U::MAP_READ | U::COPY_DST, "staging");
+                if out_bytes > 0 {
+                    encoder.copy_buffer_to_buffer(&output, 0, staging, 0, out_bytes);
+                }
+                if let Some(resolve) = &resolve {
+                    encoder.copy_buffer_to_buffer(resolve, 0, staging, stamp_offset(out_len) as u64, STAMP_BYTES);
+                }
+            }
+            Sink::Device(buf) => {
+                if !whole && out_bytes > 0 {
+                    encoder.copy_buffer_to_buffer(&output, 0, buf, out_start as u64 * 4, out_bytes);
+                }
+                if let Some(resolve) = &resolve {
+                    let read = s
+                        .query_read
+                        .ensure(dev, STAMP_BYTES, u64::MAX, U::MAP_READ | U::COPY_DST, "timestamps read");
+                    encoder.copy_buffer_to_buffer(resolve, 0, read, 0, STAMP_BYTES);
+                }
+            }
+        }
+        let index = self.queue.submit([encoder.finish()]);
+        if matches!(source, Source::Host(_)) && in_bytes > 0 {
+            s.upload.release(index.clone());
+        }
+        Ok(index)
+    }
+}
+
+/// Byte offset of a chunk's timestamps in its readback: after its `len`
+/// output floats, 8-byte aligned.
+fn stamp_offset(len: usize) -> usize {
+    (len * 4).next_multiple_of(8)
+}
+
+/// Pieces of a large copy, each done by one thread: a single-threaded copy
+/// of a large input or output is a real part of a call's time.
+const PIECE: usize = 1 << 18;
+
+/// Copies `src` into the mapped upload memory `dst` (of the same length).
+pub(crate) fn copy_in(dst: wgpu::WriteOnly<'_, [u8]>, src: &[u8]) {
+    let mut rest = dst;
+    if src.len() < 4 * PIECE {
+        rest.copy_from_slice(src);
+        return;
+    }
+    let mut pieces = Vec::with_capacity(src.len().div_ceil(PIECE));
+    for s in src.chunks(PIECE) {
+        let (d, r) = rest.split_at(s.len());
+        pieces.push(Piece(d, s));
+        rest = r;
+    }
+    pieces.into_par_iter().for_each(|Piece(mut d, s)| d.copy_from_slice(s));
+}
+
+/// A piece of mapped memory and what goes into it, for one thread.
+struct Piece<'a>(wgpu::WriteOnly<'a, [u8]>, &'a [u8]);
+
+// SAFETY: wgpu implements Send for `WriteOnly<T>` with `T: Send` but not
+// for unsized slices; a `WriteOnly<[u8]>` is an exclusive pointer to bytes,
+// and the pieces come from `split_at`, so no two share memory.
+unsafe impl Send for Piece<'_> {}
+
+/// Copies a readback into its part of the output.
+fn fill(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
+    let copy = |d: &mut [MaybeUninit<f32>], s: &[f32]| {
+        for (d, &s) in d.iter_mut().zip(s) {
+            d.write(s);
+        }
+    };
+    let piece = PIECE / 4;
+    if dst.len() >= 4 * piece {
+        dst.par_chunks_mut(piece)
+            .zip(src.par_chunks(piece))
+            .for_each(|(d, s)| copy(d, s));
+    } else {
+        copy(dst, src);
+    }
+}
+
+/// Waits for submission `until` (at most `timeout`), maps the first `len`
+/// floats of `staging`, hands them to `sink` and unmaps. Later submissions
+/// keep running.
+pub(crate) fn read_back(
+    device: &wgpu::Device,
+    staging: &wgpu::Buffer,
+    until: &wgpu::SubmissionIndex,
+    len: usize,
+    timeout: std::time::Duration,
+    sink: impl FnOnce(&[f32]),
+) -> Result<()> {
+    if len == 0 {
+        sink(&[]);
+        return Ok(());
+    }
+    let bytes = (len * 4) as u64;
+    let slice = staging.slice(0..bytes);
+    let (tx, rx) = std::sync::mpsc::channel();
+    slice.map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    device
+        .poll(wgpu::PollType::Wait {
+            submission_index: Some(until.clone()),
+            timeout: Some(timeout),
+        })
+        .map_err(|e| match e {
+            wgpu::PollError::Timeout => Error::Gpu(format!(
+                "the GPU did not finish a chunk within {:.3} s (timeout: GpuOptions::timeout or \
+                 CONVPOOL_GPU_TIMEOUT); the device may be hung or lost",
+                timeout.as_secs_f64()
+            )),
+            e => Error::Gpu(format!("waiting for the GPU: {e}")),
+        })?;
+    // The map callback has run once the submission is done; a device that
+    // was lost meanwhile never runs it, which is an error, not a wait.
+    rx.recv_timeout(timeout)
+        .map_err(|_| Error::Gpu("the GPU dropped a readback (the device may be lost)".into()))?
+        .map_err(|e| Error::Gpu(format!("mapping the output: {e}")))?;
+    {
+        let view = slice
+            .get_mapped_range()
+            .map_err(|e| Error::Gpu(format!("mapping the output: {e}")))?;
+        sink(bytemuck::cast_slice(&view));
+    }
+    staging.unmap();
+    Ok(())
+}
