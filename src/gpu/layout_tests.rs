@@ -143,18 +143,24 @@ fn conv_tiles_fit_the_shader() {
     );
     assert_eq!(ConvTiling::MAX_TILE, max);
     let acc_quads = wgsl_const("conv2d.wgsl", "ACC_QUADS");
+    let max_rows = wgsl_const("conv2d.wgsl", "MAX_ROWS");
+    let kt = wgsl_const("conv2d.wgsl", "KT");
     let mut blocks = std::collections::BTreeSet::new();
     for nc in 1..=300 {
         // Large enough for 8x8 blocks from 64 channels.
         let g = Conv2dSpec::default().resolve([8, 64, 64, 4], [1, 1, 4, nc]).unwrap();
         for forced in [None, Some(4), Some(8)] {
-            let t = ConvTiling::for_conv(&g, forced);
+            let t = ConvTiling::for_conv(&g, forced, false);
             assert!(t.tile_m() <= max.0 && t.tile_n() <= max.1, "nc {nc}: {t:?}");
             assert_eq!(t.tile_m() % 4, 0, "{t:?}");
             assert!(t.block * t.block / 4 <= acc_quads, "{t:?}");
             // The images' vec4 loads need a multiple of KT / 4 invocations.
             assert_eq!(t.wg_m * t.wg_n % 2, 0, "{t:?}");
             assert!(t.wg_m * t.wg_n <= 256, "{t:?}");
+            // The cell indices an invocation keeps per slice (vec4 loads:
+            // KT / 4 invocations share a row) fit the shader's registers.
+            let row_step = t.wg_m * t.wg_n / (kt / 4);
+            assert!(t.tile_m().div_ceil(row_step) <= max_rows, "{t:?}");
             blocks.insert((t.block, nc >= 64));
         }
     }
@@ -162,9 +168,13 @@ fn conv_tiles_fit_the_shader() {
     assert_eq!(blocks.len(), 4);
     let block = |x: [usize; 4], nc: usize| {
         let g = Conv2dSpec::default().resolve(x, [1, 1, x[3], nc]).unwrap();
-        ConvTiling::for_conv(&g, None).block
+        ConvTiling::for_conv(&g, None, false).block
     };
     assert_eq!(block([8, 64, 64, 4], 63), 4);
+    // A software adapter takes 8x8 blocks on every layer.
+    let narrow = Conv2dSpec::default().resolve([1, 5, 5, 4], [1, 1, 4, 8]).unwrap();
+    assert_eq!(ConvTiling::for_conv(&narrow, None, true).block, 8);
+    assert_eq!(ConvTiling::for_conv(&narrow, Some(4), true).block, 4);
     assert_eq!(block([8, 64, 64, 4], 64), 8);
     // 128 x 64 tiles: 256 workgroups from 32768 pixels, not below.
     let groups = ConvTiling::MIN_WIDE_GROUPS;

@@ -133,7 +133,7 @@ impl GpuContext {
 
     /// The conv kernel (and the tiled one's specialisation) on this context.
     fn conv_kernel(&self, g: &Conv2dGeometry) -> ConvKernel {
-        ConvKernel::for_conv(g, self.conv_register_block)
+        ConvKernel::for_conv(g, self.conv_register_block, self.summary.software)
     }
 
     /// The tile of the tiled pooling kernel where it is enabled and applies

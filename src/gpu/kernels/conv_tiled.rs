@@ -37,9 +37,13 @@ impl ConvTiling {
 
     /// The specialisation for a convolution; `block` forces the register
     /// block (4 or 8) instead of the choice by output-channel count and
-    /// size.
-    pub fn for_conv(g: &Conv2dGeometry, block: Option<u32>) -> Self {
-        if let Some(block) = block {
+    /// size. On a `software` adapter (a CPU running the invocations as SIMD
+    /// lanes, as lavapipe does) every layer takes 8x8 blocks: such a device
+    /// has a handful of cores to fill, not a hundred multiprocessors, and
+    /// each read of workgroup memory is a gather there, so the block that
+    /// does the most multiply-adds per read wins even on narrow layers.
+    pub fn for_conv(g: &Conv2dGeometry, block: Option<u32>, software: bool) -> Self {
+        if let Some(block) = block.or(software.then_some(8)) {
             return Self::with_block(g, block);
         }
         // 8x8 blocks do 64 multiply-adds per four vec4 reads of workgroup

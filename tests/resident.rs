@@ -1,0 +1,163 @@
+//! Device-resident chaining (`GpuArray`): upload once, conv -> pool -> conv
+//! on the device, download once. The results must be the host path's bit
+//! for bit, chunked or not, and the chain must move fewer bytes.
+
+mod common;
+
+use common::{array, gpu_engine_with};
+use convpool::{Activation, Conv2dSpec, Engine, Error, GpuOptions, Padding, Pool2dSpec, PoolMode};
+use ndarray::{Array1, Array4};
+
+fn gpu(max_binding_bytes: Option<u64>) -> Option<Engine> {
+    // Not in verify mode: verify would download and compare every step,
+    // and this test counts the bytes the chain moves.
+    gpu_engine_with(GpuOptions {
+        max_binding_bytes,
+        ..Default::default()
+    })
+    .map(|e| e.with_verify(false))
+}
+
+fn bits(a: &Array4<f32>) -> Vec<u32> {
+    a.iter().map(|v| v.to_bits()).collect()
+}
+
+/// The seed's pipeline and more: conv + bias + relu, max pool, depthwise
+/// conv, avg pool.
+fn chain_on_host(e: &Engine, x: &Array4<f32>) -> Array4<f32> {
+    let (k1, b1, k2) = weights();
+    let conv = Conv2dSpec::new(Padding::Same).with_activation(Some(Activation::Relu));
+    let y = e.conv2d_bias(x, &k1, &b1, &conv).unwrap();
+    let y = e.pool2d(&y, &Pool2dSpec::new(PoolMode::Max, 2, 2)).unwrap();
+    let y = e
+        .conv2d(&y, &k2, &Conv2dSpec::new(Padding::Valid).with_groups(8))
+        .unwrap();
+    e.pool2d(&y, &Pool2dSpec::new(PoolMode::Avg, 3, 3).with_stride(2, 2))
+        .unwrap()
+}
+
+fn chain_on_device(e: &Engine, x: &Array4<f32>) -> Array4<f32> {
+    let (k1, b1, k2) = weights();
+    let conv = Conv2dSpec::new(Padding::Same).with_activation(Some(Activation::Relu));
+    let d = e.upload(x).unwrap();
+    let d = e.conv2d_bias_resident(&d, &k1, &b1, &conv).unwrap();
+    let d = e.pool2d_resident(&d, &Pool2dSpec::new(PoolMode::Max, 2, 2)).unwrap();
+    let d = e
+        .conv2d_resident(&d, &k2, &Conv2dSpec::new(Padding::Valid).with_groups(8))
+        .unwrap();
+    let d = e
+        .pool2d_resident(&d, &Pool2dSpec::new(PoolMode::Avg, 3, 3).with_stride(2, 2))
+        .unwrap();
+    assert_eq!(d.shape(), [3, 4, 5, 8]);
+    d.download().unwrap()
+}
+
+fn weights() -> (Array4<f32>, Array1<f32>, Array4<f32>) {
+    let k1 = array([3, 3, 3, 8], 21);
+    let b1 = Array1::from_iter((0..8).map(|i| i as f32 * 0.1 - 0.4));
+    let k2 = array([3, 3, 1, 8], 22);
+    (k1, b1, k2)
+}
+
+#[test]
+fn a_chain_on_the_device_equals_the_host_calls_bit_for_bit() {
+    let Some(e) = gpu(None) else { return };
+    let x = array([3, 25, 26, 3], 20);
+    let host = chain_on_host(&e, &x);
+    let device = chain_on_device(&e, &x);
+    assert_eq!(bits(&host), bits(&device));
+    // And the host path agrees with the CPU reference (within SPEC).
+    let want = chain_on_host(&Engine::cpu_reference(), &x);
+    assert!(convpool::check::within(host.view(), want.view(), 1e-4));
+}
+
+#[test]
+fn chunked_resident_calls_equal_unchunked_bit_for_bit() {
+    // 2 KiB bindings: every step is split into bands of rows, the device
+    // arrays copied band by band into the chunk buffers and back.
+    let (Some(big), Some(small)) = (gpu(None), gpu(Some(2048))) else {
+        return;
+    };
+    let x = array([3, 25, 26, 3], 23);
+    let chunks = small
+        .gpu()
+        .unwrap()
+        .plan_conv(
+            &Conv2dSpec::new(Padding::Same)
+                .resolve([3, 25, 26, 3], [3, 3, 3, 8])
+                .unwrap(),
+        )
+        .unwrap();
+    assert!(chunks.len() > 3, "{chunks:?}");
+    assert_eq!(bits(&chain_on_device(&big, &x)), bits(&chain_on_device(&small, &x)));
+    assert_eq!(bits(&chain_on_device(&small, &x)), bits(&chain_on_host(&small, &x)));
+}
+
+#[test]
+fn a_chained_conv_then_pool_moves_at_most_half_the_bytes_of_two_calls() {
+    let Some(e) = gpu(None) else { return };
+    let ctx = e.gpu().unwrap();
+    let x = array([4, 32, 32, 8], 24);
+    let k = array([3, 3, 8, 8], 25);
+    let conv = Conv2dSpec::new(Padding::Same);
+    let pool = Pool2dSpec::new(PoolMode::Max, 2, 2);
+    let moved = |f: &dyn Fn() -> Array4<f32>| {
+        let (u0, d0) = ctx.transfer_bytes();
+        let out = f();
+        let (u1, d1) = ctx.transfer_bytes();
+        (out, (u1 - u0) + (d1 - d0))
+    };
+    let (two, separate) = moved(&|| e.pool2d(&e.conv2d(&x, &k, &conv).unwrap(), &pool).unwrap());
+    let (one, chained) = moved(&|| {
+        let d = e.upload(&x).unwrap();
+        let d = e.conv2d_resident(&d, &k, &conv).unwrap();
+        e.pool2d_resident(&d, &pool).unwrap().download().unwrap()
+    });
+    assert_eq!(bits(&two), bits(&one));
+    let image_bytes = (x.len() * 4) as u64;
+    let kernel_bytes = (k.len() * 4 + 4) as u64;
+    // Two calls: images up, conv output down and up again, pool output down.
+    assert_eq!(separate, image_bytes + kernel_bytes + 2 * image_bytes + image_bytes / 4);
+    // The chain: images up, pool output down.
+    assert_eq!(chained, image_bytes + kernel_bytes + image_bytes / 4);
+    assert!(2 * chained <= separate, "{chained} vs {separate}");
+}
+
+#[test]
+fn resident_calls_refuse_bad_input_with_typed_errors() {
+    let Some(e) = gpu(None) else { return };
+    let d = e.upload(&array([1, 5, 5, 3], 26)).unwrap();
+    // Kernels for 4 channels on a 3-channel array: the shapes are named.
+    let err = e
+        .conv2d_resident(&d, &array([3, 3, 4, 2], 27), &Conv2dSpec::default())
+        .unwrap_err();
+    assert!(matches!(err, Error::ChannelMismatch { .. }), "{err}");
+    assert!(err.to_string().contains('3') && err.to_string().contains('4'), "{err}");
+    // A window larger than the image.
+    let err = e
+        .pool2d_resident(&d, &Pool2dSpec::new(PoolMode::Max, 6, 6))
+        .unwrap_err();
+    assert!(!matches!(err, Error::Gpu(_)), "{err}");
+    // A bias of the wrong length.
+    let err = e
+        .conv2d_bias_resident(&d, &array([3, 3, 3, 2], 28), &Array1::zeros(3), &Conv2dSpec::default())
+        .unwrap_err();
+    assert!(err.to_string().contains("bias"), "{err}");
+    // An array of another engine's device.
+    let Some(other) = gpu(None) else { return };
+    let err = other.pool2d_resident(&d, &Pool2dSpec::new(PoolMode::Max, 2, 2)).unwrap_err();
+    assert!(err.to_string().contains("another engine"), "{err}");
+    // No GPU, no resident arrays.
+    let err = Engine::cpu().upload(&array([1, 2, 2, 1], 29)).unwrap_err();
+    assert!(err.to_string().contains("GPU"), "{err}");
+}
+
+#[test]
+fn an_empty_batch_stays_empty() {
+    let Some(e) = gpu(None) else { return };
+    let d = e.upload(&Array4::<f32>::zeros((0, 4, 4, 2))).unwrap();
+    let d = e
+        .conv2d_resident(&d, &array([3, 3, 2, 5], 30), &Conv2dSpec::new(Padding::Same))
+        .unwrap();
+    assert_eq!(d.download().unwrap().dim(), (0, 4, 4, 5));
+}
