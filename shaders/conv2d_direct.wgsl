@@ -43,6 +43,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let oy = t % p.oh_chunk + p.out_row0;
     let n = t / p.oh_chunk;
     var acc: array<f32, MAX_NC>;
+    // Each output's first input channel (its group's), found once: an
+    // integer division in the tap loop is a scalar loop on a SIMD device.
+    var ch0s: array<u32, MAX_NC>;
+    for (var k = k0; k < k1; k++) {
+        ch0s[k - k0] = (k / p.gnc) * p.gc;
+    }
     for (var i = 0u; i < p.kh; i++) {
         let y = border(i32(oy * p.sh + i * p.dh) - i32(p.pad_top), i32(p.h), MODE);
         let y_in = y >= 0;
@@ -53,7 +59,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             let base = select(0u, (row * p.w + u32(max(x, 0))) * p.c, inside);
             let tap = (i * p.kw + j) * p.gc;
             for (var k = k0; k < k1; k++) {
-                let ch0 = (k / p.gnc) * p.gc;
+                let ch0 = ch0s[k - k0];
                 var a = acc[k - k0];
                 for (var ch = 0u; ch < p.gc; ch++) {
                     let v = select(0.0, images[base + ch0 + ch], inside);

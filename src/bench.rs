@@ -235,6 +235,10 @@ pub struct Measurement {
     pub min_s: f64,
     /// Median GPU kernel time from timestamp queries, seconds.
     pub kernel_median_s: Option<f64>,
+    /// Median over the runs of end-to-end minus kernel time (upload,
+    /// readback, host work), where kernel times were recorded: paired per
+    /// run, so the noise of a long kernel does not swamp it.
+    pub host_overhead_median_s: Option<f64>,
     /// Operations of one run.
     pub flops: f64,
     /// Minimum bytes of one run.
@@ -308,10 +312,12 @@ pub fn run(engine: &Engine, w: &Workload, quick: bool, repeats: usize) -> Result
     once()?;
     let mut times = Vec::with_capacity(repeats);
     let mut kernel_times = Vec::with_capacity(repeats);
+    let mut overheads = Vec::with_capacity(repeats);
     for _ in 0..repeats.max(1) {
         let (t, k) = once()?;
         times.push(t);
         kernel_times.extend(k);
+        overheads.extend(k.map(|k| t - k));
     }
     Ok(Measurement {
         name: w.name,
@@ -319,6 +325,7 @@ pub fn run(engine: &Engine, w: &Workload, quick: bool, repeats: usize) -> Result
         min_s: times.iter().copied().fold(f64::INFINITY, f64::min),
         median_s: median(&mut times),
         kernel_median_s: (!kernel_times.is_empty()).then(|| median(&mut kernel_times)),
+        host_overhead_median_s: (!overheads.is_empty()).then(|| median(&mut overheads)),
         flops: w.flops(input)?,
         min_bytes: w.min_bytes(input)?,
         isa,

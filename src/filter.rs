@@ -334,13 +334,7 @@ impl Pipeline {
         let mut x = batch;
         for k in &self.kernels {
             x = match (k, k.weights()) {
-                (_, Some(w)) => per_channel(
-                    engine,
-                    x,
-                    &w.insert_axis(Axis(2)).insert_axis(Axis(3)),
-                    &spec,
-                    resident,
-                )?,
+                (_, Some(w)) => per_channel(engine, x, &w.insert_axis(Axis(2)).insert_axis(Axis(3)), &spec, resident)?,
                 (FilterKernel::Sobel, None) => {
                     let gx = FilterKernel::SobelX.weights().expect("named kernel");
                     let gy = FilterKernel::SobelY.weights().expect("named kernel");
@@ -430,7 +424,13 @@ impl Data<'_> {
 }
 
 /// One convolution of a pipeline, on the device or through the host.
-fn conv<'a>(engine: &Engine, x: Data<'a>, kernels: &Array4<f32>, spec: &Conv2dSpec, resident: bool) -> Result<Data<'a>> {
+fn conv<'a>(
+    engine: &Engine,
+    x: Data<'a>,
+    kernels: &Array4<f32>,
+    spec: &Conv2dSpec,
+    resident: bool,
+) -> Result<Data<'a>> {
     if resident {
         let d = x.into_device(engine)?;
         Ok(Data::Device(engine.conv2d_resident(&d, kernels, spec)?))

@@ -4,6 +4,12 @@
 
 mod common;
 
+// Kept in this binary (each test binary links wgpu once more).
+#[path = "gpu/numerics.rs"]
+mod numerics;
+#[path = "gpu/resident.rs"]
+mod resident;
+
 use common::{array, gpu_engine, gpu_engine_with, hostile, padding_strategy};
 use convpool::{Conv2dSpec, Engine, Error, GpuOptions, Padding, Pool2dSpec, PoolMode};
 use ndarray::Array4;

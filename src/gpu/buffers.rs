@@ -92,7 +92,11 @@ impl UploadSlot {
         timeout: std::time::Duration,
     ) -> Result<&wgpu::Buffer, String> {
         use wgpu::BufferUsages as U;
-        let grow = self.slot.buffer.as_ref().is_none_or(|b| b.size() < bytes.max(16).next_multiple_of(16));
+        let grow = self
+            .slot
+            .buffer
+            .as_ref()
+            .is_none_or(|b| b.size() < bytes.max(16).next_multiple_of(16));
         if grow {
             // A pending remap of the old buffer is dropped with it.
             self.mapped = None;
@@ -114,8 +118,15 @@ impl UploadSlot {
                     })
                     .map_err(|e| format!("waiting for an upload buffer: {e}"))?;
             }
-            if !flag.load(Ordering::Acquire) {
-                return Err("an upload buffer was not remapped (the device may be lost)".into());
+            // With calls on several threads, another thread's poll may be
+            // the one running the map callback: wait for it to land.
+            let deadline = std::time::Instant::now() + timeout;
+            while !flag.load(Ordering::Acquire) {
+                if std::time::Instant::now() > deadline {
+                    return Err("an upload buffer was not remapped in time (the device may be lost)".into());
+                }
+                let _ = device.poll(wgpu::PollType::Poll);
+                std::thread::sleep(std::time::Duration::from_micros(20));
             }
         }
         Ok(self.slot.buffer.as_ref().expect("ensured"))

@@ -5,8 +5,8 @@
 
 use std::mem::{offset_of, size_of};
 
-use super::params::{ConvParams, PoolParams};
 use super::kernels::conv_tiled::ConvTiling;
+use super::params::{ConvParams, PoolParams};
 use crate::Conv2dSpec;
 
 /// A shader as the device gets it: common.wgsl, then the file.

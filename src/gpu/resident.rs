@@ -76,13 +76,16 @@ impl GpuContext {
     /// device's largest buffer.
     fn resident_buffer(self: &Arc<Self>, shape: [usize; 4], mapped: bool) -> Result<wgpu::Buffer> {
         let elems = checked_elems("array", &shape)?;
-        let bytes = (elems as u64).checked_mul(4).filter(|&b| b <= self.max_buffer_bytes).ok_or_else(|| {
-            Error::Gpu(format!(
-                "an array of shape {shape:?} takes more than the device's largest buffer ({} bytes); \
+        let bytes = (elems as u64)
+            .checked_mul(4)
+            .filter(|&b| b <= self.max_buffer_bytes)
+            .ok_or_else(|| {
+                Error::Gpu(format!(
+                    "an array of shape {shape:?} takes more than the device's largest buffer ({} bytes); \
                  run it from the host instead, which chunks it",
-                self.max_buffer_bytes
-            ))
-        })?;
+                    self.max_buffer_bytes
+                ))
+            })?;
         Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("resident"),
             size: bytes.max(16).next_multiple_of(16),

@@ -208,7 +208,11 @@ impl GpuContext {
                 Sink::Host(out) => {
                     let dst = &mut out[out_start..out_start + out_len];
                     let staging = slots.staging.get().expect("staging of a submitted chunk");
-                    let words = if profile { stamp_offset(out_len) / 4 + 4 } else { out_len };
+                    let words = if profile {
+                        stamp_offset(out_len) / 4 + 4
+                    } else {
+                        out_len
+                    };
                     let mut stamps = [0u64; 2];
                     read_back(dev, staging, &until, words, self.timeout, |src| {
                         fill(dst, &src[..out_len]);
@@ -277,14 +281,20 @@ impl GpuContext {
         let input = match source {
             Source::Device(buf) if whole => buf.clone(),
             Source::Device(buf) => {
-                let input = s.input.ensure(dev, in_bytes, cap, U::STORAGE | U::COPY_DST, "images").clone();
+                let input = s
+                    .input
+                    .ensure(dev, in_bytes, cap, U::STORAGE | U::COPY_DST, "images")
+                    .clone();
                 if in_bytes > 0 {
                     encoder.copy_buffer_to_buffer(buf, in_start as u64 * 4, &input, 0, in_bytes);
                 }
                 input
             }
             Source::Host(data) => {
-                let input = s.input.ensure(dev, in_bytes, cap, U::STORAGE | U::COPY_DST, "images").clone();
+                let input = s
+                    .input
+                    .ensure(dev, in_bytes, cap, U::STORAGE | U::COPY_DST, "images")
+                    .clone();
                 if in_bytes > 0 {
                     let up = s.upload.acquire(dev, in_bytes, cap, self.timeout).map_err(Error::Gpu)?;
                     {
@@ -353,15 +363,13 @@ impl GpuContext {
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: None,
-                timestamp_writes: s
-                    .query_set
-                    .as_ref()
-                    .filter(|_| profile)
-                    .map(|set| wgpu::ComputePassTimestampWrites {
+                timestamp_writes: s.query_set.as_ref().filter(|_| profile).map(|set| {
+                    wgpu::ComputePassTimestampWrites {
                         query_set: set,
                         beginning_of_pass_write_index: Some(0),
                         end_of_pass_write_index: Some(1),
-                    }),
+                    }
+                }),
             });
             pass.set_pipeline(&launch.pipeline);
             pass.set_bind_group(0, &bind_group, &[]);
@@ -379,7 +387,11 @@ impl GpuContext {
         match sink {
             Sink::Host(_) => {
                 // The timestamps travel in the same readback as the output.
-                let extra = if profile { stamp_offset(out_len) as u64 + STAMP_BYTES - out_bytes } else { 0 };
+                let extra = if profile {
+                    stamp_offset(out_len) as u64 + STAMP_BYTES - out_bytes
+                } else {
+                    0
+                };
                 let staging = s
                     .staging
                     .ensure(dev, out_bytes + extra, u64::MAX, U::MAP_READ | U::COPY_DST, "staging");
@@ -395,9 +407,9 @@ impl GpuContext {
                     encoder.copy_buffer_to_buffer(&output, 0, buf, out_start as u64 * 4, out_bytes);
                 }
                 if let Some(resolve) = &resolve {
-                    let read = s
-                        .query_read
-                        .ensure(dev, STAMP_BYTES, u64::MAX, U::MAP_READ | U::COPY_DST, "timestamps read");
+                    let read =
+                        s.query_read
+                            .ensure(dev, STAMP_BYTES, u64::MAX, U::MAP_READ | U::COPY_DST, "timestamps read");
                     encoder.copy_buffer_to_buffer(resolve, 0, read, 0, STAMP_BYTES);
                 }
             }

@@ -468,6 +468,7 @@ fn bench(args: &BenchArgs) -> Result<String, Error> {
             "median_s": r.median_s,
             "min_s": r.min_s,
             "kernel_median_s": r.kernel_median_s,
+            "host_overhead_median_s": r.host_overhead_median_s,
             "flops": r.flops,
             "min_bytes": r.min_bytes,
             "gflops": r.gflops(),

@@ -5,9 +5,7 @@
 //! engine runs in verify mode: NaN and infinities must match exactly,
 //! finite values within SPEC's tolerance (max pooling exactly).
 
-mod common;
-
-use common::{array, gpu_engine_with};
+use crate::common::{array, gpu_engine_with};
 use convpool::{Conv2dSpec, Engine, GpuOptions, Padding, PaddingMode, Pool2dSpec, PoolMode};
 use ndarray::Array4;
 
@@ -51,10 +49,22 @@ fn engine(options: GpuOptions) -> Option<Engine> {
 fn conv_cases() -> Vec<(&'static str, [usize; 4], [usize; 4], Conv2dSpec, Option<u32>)> {
     let same = Conv2dSpec::new(Padding::Same);
     vec![
-        ("tiled, vec4 images and kernels", [2, 9, 8, 8], [3, 3, 8, 8], same, Some(4)),
+        (
+            "tiled, vec4 images and kernels",
+            [2, 9, 8, 8],
+            [3, 3, 8, 8],
+            same,
+            Some(4),
+        ),
         ("tiled 8x8 block", [1, 12, 12, 8], [3, 3, 8, 64], same, Some(8)),
         ("tiled, scalar loads (c = 3)", [2, 9, 8, 3], [3, 3, 3, 6], same, Some(4)),
-        ("tiled, pointwise", [2, 7, 6, 8], [1, 1, 8, 12], Conv2dSpec::default(), None),
+        (
+            "tiled, pointwise",
+            [2, 7, 6, 8],
+            [1, 1, 8, 12],
+            Conv2dSpec::default(),
+            None,
+        ),
         (
             "tiled, reflect border",
             [1, 9, 8, 4],
@@ -63,16 +73,18 @@ fn conv_cases() -> Vec<(&'static str, [usize; 4], [usize; 4], Conv2dSpec, Option
             None,
         ),
         ("direct, per pixel (nc <= 4)", [2, 9, 8, 3], [3, 3, 3, 2], same, None),
-        ("direct, per output (depthwise)", [2, 9, 8, 6], [3, 3, 1, 6], same.with_groups(6), None),
+        (
+            "direct, per output (depthwise)",
+            [2, 9, 8, 6],
+            [3, 3, 1, 6],
+            same.with_groups(6),
+            None,
+        ),
     ]
 }
 
 fn pool_cases() -> Vec<(&'static str, [usize; 4], Pool2dSpec, bool)> {
-    let overlap = |m| {
-        Pool2dSpec::new(m, 3, 3)
-            .with_stride(2, 2)
-            .with_padding(Padding::Same)
-    };
+    let overlap = |m| Pool2dSpec::new(m, 3, 3).with_stride(2, 2).with_padding(Padding::Same);
     let mut v = Vec::new();
     for mode in [PoolMode::Max, PoolMode::Avg] {
         v.push(("plain, vec4 channels", [2, 9, 8, 4], overlap(mode), false));
@@ -99,7 +111,11 @@ fn check_conv(data: fn([usize; 4], u64) -> Array4<f32>, what: &str) {
             .unwrap_or_else(|err| panic!("{what}, {name}: {err}"));
         let want = Engine::cpu_reference().conv2d(&x, &k, &spec).unwrap();
         for (g, w) in got.iter().zip(want.iter()) {
-            assert_eq!(g.is_nan(), w.is_nan(), "{what}, {name}: NaN where the reference has {w}");
+            assert_eq!(
+                g.is_nan(),
+                w.is_nan(),
+                "{what}, {name}: NaN where the reference has {w}"
+            );
             if w.is_infinite() {
                 assert_eq!(g, w, "{what}, {name}");
             }
@@ -123,8 +139,9 @@ fn check_pool(data: fn([usize; 4], u64) -> Array4<f32>, what: &str) {
         if spec.mode == PoolMode::Max {
             // Max pooling is a choice among the inputs: the same bits.
             assert!(
-                got.iter().zip(want.iter()).all(|(g, w)| g.to_bits() == w.to_bits()
-                    || (g.is_nan() && w.is_nan())),
+                got.iter()
+                    .zip(want.iter())
+                    .all(|(g, w)| g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan())),
                 "{what}, {name}: max pooling differs from the reference"
             );
         }

@@ -2,9 +2,7 @@
 //! on the device, download once. The results must be the host path's bit
 //! for bit, chunked or not, and the chain must move fewer bytes.
 
-mod common;
-
-use common::{array, gpu_engine_with};
+use crate::common::{array, gpu_engine_with};
 use convpool::{Activation, Conv2dSpec, Engine, Error, GpuOptions, Padding, Pool2dSpec, PoolMode};
 use ndarray::{Array1, Array4};
 
@@ -145,7 +143,9 @@ fn resident_calls_refuse_bad_input_with_typed_errors() {
     assert!(err.to_string().contains("bias"), "{err}");
     // An array of another engine's device.
     let Some(other) = gpu(None) else { return };
-    let err = other.pool2d_resident(&d, &Pool2dSpec::new(PoolMode::Max, 2, 2)).unwrap_err();
+    let err = other
+        .pool2d_resident(&d, &Pool2dSpec::new(PoolMode::Max, 2, 2))
+        .unwrap_err();
     assert!(err.to_string().contains("another engine"), "{err}");
     // No GPU, no resident arrays.
     let err = Engine::cpu().upload(&array([1, 2, 2, 1], 29)).unwrap_err();
