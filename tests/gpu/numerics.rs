@@ -44,9 +44,11 @@ fn engine(options: GpuOptions) -> Option<Engine> {
     gpu_engine_with(options)
 }
 
-/// Each conv kernel of the table, by the shapes that select it:
-/// (what, images, kernels, spec, register block).
-fn conv_cases() -> Vec<(&'static str, [usize; 4], [usize; 4], Conv2dSpec, Option<u32>)> {
+/// What a case is, images, kernels, spec, register block.
+type ConvCase = (&'static str, [usize; 4], [usize; 4], Conv2dSpec, Option<u32>);
+
+/// Each conv kernel of the table, by the shapes that select it.
+fn conv_cases() -> Vec<ConvCase> {
     let same = Conv2dSpec::new(Padding::Same);
     vec![
         (
