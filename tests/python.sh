@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
-# Every test: the Rust suites (`cargo test`), then the Python package built
-# from this checkout into a virtual environment and its pytest suite.
+# The Python half of the README's test command (`cargo test &&
+# tests/python.sh`): the package built from this checkout into a virtual
+# environment, then its pytest suite.
 #
 # The package is built with the test profile (`--profile dev`), so it reuses
 # the library `cargo test` just compiled; `pip install .` (what users run)
 # builds the release one. Set CONVPOOL_VENV to reuse another environment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-cargo test
 
 venv=$(realpath -m "${CONVPOOL_VENV:-target/python-venv}")
 if [ ! -x "$venv/bin/python" ]; then
