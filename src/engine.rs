@@ -331,7 +331,7 @@ impl Engine {
     }
 
     /// The one conv entry point; `timed` asks the GPU for timestamps
-    /// (a query set and a second readback per chunk), which only the
+    /// (queries resolved into each chunk's readback), which only the
     /// `_timed` calls pay for.
     fn conv2d_any(
         &self,
@@ -361,9 +361,7 @@ impl Engine {
         };
         if self.verify {
             let want = reference::conv2d_bias(images, kernels, bias, &g);
-            let tol = check::conv_tolerance(g.reduction_len(), check::max_abs_finite(want.view()))
-                + Activation::tolerance(g.activation);
-            self.check("conv2d", &out, &want, tol, false)?;
+            self.check("conv2d", &out, &want, conv_tolerance(&g, &want), false)?;
         }
         Ok((out, kernel_seconds))
     }
@@ -554,9 +552,7 @@ impl Engine {
         if self.verify {
             let x = images.download()?;
             let want = reference::conv2d_bias(x.view(), kernels, bias, &g);
-            let tol = check::conv_tolerance(g.reduction_len(), check::max_abs_finite(want.view()))
-                + Activation::tolerance(g.activation);
-            self.check("conv2d", &out.download()?, &want, tol, false)?;
+            self.check("conv2d", &out.download()?, &want, conv_tolerance(&g, &want), false)?;
         }
         Ok(out)
     }
@@ -604,6 +600,11 @@ impl Engine {
             tolerance,
         })
     }
+}
+
+/// Verify mode's tolerance for a convolution (SPEC's, plus the activation's).
+fn conv_tolerance(g: &crate::shape::Conv2dGeometry, want: &Array4<f32>) -> f64 {
+    check::conv_tolerance(g.reduction_len(), check::max_abs_finite(want.view())) + Activation::tolerance(g.activation)
 }
 
 /// Verify mode's tolerance for a pooling: max is exact.

@@ -10,7 +10,7 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
-use ndarray::{s, Array2, Array3, Array4, ArrayD, ArrayView4, Axis, Ix4};
+use ndarray::{s, Array2, Array3, Array4, ArrayD, ArrayView4, Axis, CowArray, Ix4};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -319,12 +319,12 @@ impl Pipeline {
     /// inputs are chunked and the engine's CPU fallback applies.
     pub fn run(&self, engine: &Engine, batch: Array4<f32>) -> Result<Array4<f32>> {
         if engine.is_gpu() {
-            match self.run_on(engine, Data::View(batch.view()), true) {
+            match self.run_on(engine, Data::Host(batch.view().into()), true) {
                 Err(Error::Gpu(_)) => {}
                 result => return result,
             }
         }
-        self.run_on(engine, Data::View(batch.view()), false)
+        self.run_on(engine, Data::Host(batch.view().into()), false)
     }
 
     /// The pipeline with every step on the device (`resident`) or through
@@ -343,7 +343,7 @@ impl Pipeline {
                     // per_channel returns (m, oh, ow, c * 2): magnitude of each pair.
                     let (m, oh, ow, c2) = g.dim();
                     let pairs = g.into_shape_with_order((m, oh, ow, c2 / 2, 2)).expect("pairs");
-                    Data::Host(pairs.map_axis(Axis(4), |p| (p[0] * p[0] + p[1] * p[1]).sqrt()))
+                    Data::Host(pairs.map_axis(Axis(4), |p| (p[0] * p[0] + p[1] * p[1]).sqrt()).into())
                 }
                 (FilterKernel::File(k), None) => {
                     if k.ndim() == 2 {
@@ -371,7 +371,7 @@ impl Pipeline {
         }
         if let Some(pool) = &self.pool {
             x = match x {
-                x if !resident => Data::Host(engine.pool2d(x.view(), pool)?),
+                x if !resident => Data::Host(engine.pool2d(x.view(), pool)?.into()),
                 x => Data::Device(engine.pool2d_resident(&x.into_device(engine)?, pool)?),
             };
         }
@@ -379,11 +379,10 @@ impl Pipeline {
     }
 }
 
-/// A batch between two steps of a pipeline: the caller's, a step's output
-/// on the host, or one on the device.
+/// A batch between two steps of a pipeline: on the host (the caller's or a
+/// step's output) or on the device.
 enum Data<'a> {
-    View(ArrayView4<'a, f32>),
-    Host(Array4<f32>),
+    Host(CowArray<'a, f32, Ix4>),
     Device(GpuArray),
 }
 
@@ -391,7 +390,6 @@ impl Data<'_> {
     /// Channels.
     fn channels(&self) -> usize {
         match self {
-            Data::View(v) => v.dim().3,
             Data::Host(h) => h.dim().3,
             Data::Device(d) => d.shape()[3],
         }
@@ -400,7 +398,6 @@ impl Data<'_> {
     /// The host data; a device array is never asked for it.
     fn view(&self) -> ArrayView4<'_, f32> {
         match self {
-            Data::View(v) => v.view(),
             Data::Host(h) => h.view(),
             Data::Device(_) => unreachable!("the host path keeps its data on the host"),
         }
@@ -408,16 +405,14 @@ impl Data<'_> {
 
     fn into_host(self) -> Result<Array4<f32>> {
         match self {
-            Data::View(v) => Ok(v.to_owned()),
-            Data::Host(h) => Ok(h),
+            Data::Host(h) => Ok(h.into_owned()),
             Data::Device(d) => d.download(),
         }
     }
 
     fn into_device(self, engine: &Engine) -> Result<GpuArray> {
         match self {
-            Data::View(v) => engine.upload(v),
-            Data::Host(h) => engine.upload(&h),
+            Data::Host(h) => engine.upload(h.view()),
             Data::Device(d) => Ok(d),
         }
     }
@@ -435,7 +430,7 @@ fn conv<'a>(
         let d = x.into_device(engine)?;
         Ok(Data::Device(engine.conv2d_resident(&d, kernels, spec)?))
     } else {
-        Ok(Data::Host(engine.conv2d(x.view(), kernels, spec)?))
+        Ok(Data::Host(engine.conv2d(x.view(), kernels, spec)?.into()))
     }
 }
 

@@ -92,21 +92,13 @@ impl UploadSlot {
         timeout: std::time::Duration,
     ) -> Result<&wgpu::Buffer, String> {
         use wgpu::BufferUsages as U;
-        let grow = self
-            .slot
-            .buffer
-            .as_ref()
-            .is_none_or(|b| b.size() < bytes.max(16).next_multiple_of(16));
-        if grow {
-            // A pending remap of the old buffer is dropped with it.
-            self.mapped = None;
-            self.last_use = None;
-        }
-        let (_, fresh) = self
+        let (buffer, fresh) = self
             .slot
             .ensure_new(device, bytes, cap, U::MAP_WRITE | U::COPY_SRC, "upload", true);
         if fresh {
+            // Created mapped; a pending remap of a replaced buffer went with it.
             self.mapped = Some(Arc::new(AtomicBool::new(true)));
+            self.last_use = None;
         }
         let flag = self.mapped.clone().expect("an upload buffer has a map flag");
         if !flag.load(Ordering::Acquire) {
@@ -129,7 +121,14 @@ impl UploadSlot {
                 std::thread::sleep(std::time::Duration::from_micros(20));
             }
         }
-        Ok(self.slot.buffer.as_ref().expect("ensured"))
+        Ok(buffer)
+    }
+
+    /// Drops the buffer if it is larger than `keep` bytes.
+    fn trim(&mut self, keep: u64) {
+        if self.slot.get().is_some_and(|b| b.size() > keep) {
+            *self = UploadSlot::default();
+        }
     }
 
     /// After the submission `until` that copies out of the buffer: asks for
@@ -164,8 +163,6 @@ pub struct ChunkSlots {
     pub staging: Slot,
     /// Resolved timestamps.
     pub query_resolve: Slot,
-    /// Mappable copy of the timestamps where the output is not read back.
-    pub query_read: Slot,
     /// The chunk's timestamp queries.
     pub query_set: Option<wgpu::QuerySet>,
 }
@@ -193,9 +190,7 @@ impl Buffers {
             c.input.trim(KEEP_BYTES);
             c.output.trim(KEEP_BYTES);
             c.staging.trim(KEEP_BYTES);
-            if c.upload.slot.buffer.as_ref().is_some_and(|b| b.size() > KEEP_BYTES) {
-                c.upload = UploadSlot::default();
-            }
+            c.upload.trim(KEEP_BYTES);
         }
     }
 }

@@ -109,14 +109,15 @@ impl Pipelines {
     /// The pipeline of `family` with `constants`, built on first use.
     pub fn get(&self, device: &wgpu::Device, family: Family, constants: Constants) -> wgpu::ComputePipeline {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = cache.get(&(family, constants.clone())) {
+        let key = (family, constants);
+        if let Some(p) = cache.get(&key) {
             return p.clone();
         }
         let layout = match family.bindings() {
             Bindings::Conv => &self.conv_pipeline_layout,
             Bindings::Pool => &self.pool_pipeline_layout,
         };
-        let values: Vec<(&str, f64)> = constants.iter().map(|&(n, v)| (n, v as f64)).collect();
+        let values: Vec<(&str, f64)> = key.1.iter().map(|&(n, v)| (n, v as f64)).collect();
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(family.label()),
             layout: Some(layout),
@@ -129,7 +130,7 @@ impl Pipelines {
             },
             cache: None,
         });
-        cache.insert((family, constants), pipeline.clone());
+        cache.insert(key, pipeline.clone());
         pipeline
     }
 }

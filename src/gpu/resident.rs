@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::shape::{checked_elems, Conv2dGeometry, Pool2dGeometry};
 
 use super::context::GpuContext;
-use super::run::read_back;
+use super::run::{fill, read_back};
 
 /// A float32 NHWC batch held on one engine's GPU. Made by
 /// [`crate::Engine::upload`] or by a device-resident operation
@@ -46,23 +46,26 @@ impl GpuArray {
         let bytes = (len * 4) as u64;
         let mut out = Array4::<f32>::uninit(self.shape);
         if len > 0 {
-            let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("download"),
-                size: bytes.next_multiple_of(16),
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
+            // The readback memory of the call pool, as a host call would use.
+            let mut buffers = ctx.take_buffers();
+            let staging = buffers.chunks[0]
+                .staging
+                .ensure(
+                    &ctx.device,
+                    bytes,
+                    u64::MAX,
+                    wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    "staging",
+                )
+                .clone();
             let mut encoder = ctx
                 .device
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
             encoder.copy_buffer_to_buffer(&self.buffer, 0, &staging, 0, bytes);
             let index = ctx.queue.submit([encoder.finish()]);
             let dst = out.as_slice_mut().expect("fresh array is contiguous");
-            read_back(&ctx.device, &staging, &index, len, ctx.timeout, |src| {
-                for (d, &s) in dst.iter_mut().zip(src) {
-                    d.write(s);
-                }
-            })?;
+            read_back(&ctx.device, &staging, &index, len, ctx.timeout, |src| fill(dst, src))?;
+            ctx.give_buffers(buffers);
             ctx.downloaded.fetch_add(bytes, Ordering::Relaxed);
         }
         // SAFETY: every element was written by the readback above (or there

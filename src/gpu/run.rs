@@ -87,14 +87,27 @@ pub(crate) enum Sink<'a> {
     Device(&'a wgpu::Buffer),
 }
 
+/// What one chunk reads and writes besides its own buffers.
+struct Ends<'s, 'a> {
+    /// The call's input.
+    source: Source<'a>,
+    /// The call's output.
+    sink: &'s Sink<'a>,
+    /// Kernels and bias on the device.
+    weights: Option<&'s (wgpu::Buffer, wgpu::Buffer)>,
+    /// Timestamps asked for.
+    profile: bool,
+}
+
 /// Bytes of the timestamps of one chunk (two u64), after its output in the
 /// readback.
 const STAMP_BYTES: u64 = 16;
 
 impl GpuContext {
     /// Runs a planned call. GPU errors raised meanwhile are caught by error
-    /// scopes and returned. With `profile` (and timestamp support) also
-    /// returns the summed kernel time in seconds.
+    /// scopes and returned. With `profile`, a host output and timestamp
+    /// support, also returns the summed kernel time in seconds (read in
+    /// each chunk's readback; a device output has none to ride on).
     pub(crate) fn run<P: Pod>(
         &self,
         launch: &Launch<'_, P>,
@@ -115,7 +128,8 @@ impl GpuContext {
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let mut buffers = self.take_buffers();
-        let result = self.run_chunks(&mut buffers, launch, source, &mut sink, profile && self.timestamps);
+        let profile = profile && self.timestamps && matches!(sink, Sink::Host(_));
+        let result = self.run_chunks(&mut buffers, launch, source, &mut sink, profile);
         let scoped = pollster::block_on(validation.pop()).or_else(|| pollster::block_on(oom.pop()));
         if let Some(e) = scoped {
             // The buffers may be in any state after an error: drop them.
@@ -124,7 +138,6 @@ impl GpuContext {
         }
         match result {
             Ok(kernel_seconds) => {
-                buffers.trim();
                 self.give_buffers(buffers);
                 Ok(kernel_seconds)
             }
@@ -137,7 +150,8 @@ impl GpuContext {
         }
     }
 
-    fn take_buffers(&self) -> Buffers {
+    /// A buffer set of the pool (or a new one), for one call.
+    pub(crate) fn take_buffers(&self) -> Buffers {
         self.idle
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -145,7 +159,9 @@ impl GpuContext {
             .unwrap_or_default()
     }
 
-    fn give_buffers(&self, b: Buffers) {
+    /// Returns a buffer set to the pool, without the buffers too large to keep.
+    pub(crate) fn give_buffers(&self, mut b: Buffers) {
+        b.trim();
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(b);
     }
 
@@ -185,8 +201,13 @@ impl GpuContext {
         let mut written = 0usize;
         for i in 0..chunks.len() + in_flight {
             if i < chunks.len() {
-                let slots = &mut b.chunks[i % in_flight];
-                pending[i] = Some(self.submit_chunk(slots, launch, i, source, sink, weights.as_ref(), profile)?);
+                let ends = Ends {
+                    source,
+                    sink: &*sink,
+                    weights: weights.as_ref(),
+                    profile,
+                };
+                pending[i] = Some(self.submit_chunk(&mut b.chunks[i % in_flight], launch, i, &ends)?);
             }
             // Chunk i - (in_flight - 1) is read back once the chunks after it
             // are queued; its slot is then free for chunk i + 1.
@@ -203,38 +224,23 @@ impl GpuContext {
                 )));
             }
             written += out_len;
-            let slots = &b.chunks[r % in_flight];
-            let stamps = match sink {
-                Sink::Host(out) => {
-                    let dst = &mut out[out_start..out_start + out_len];
-                    let staging = slots.staging.get().expect("staging of a submitted chunk");
-                    let words = if profile {
-                        stamp_offset(out_len) / 4 + 4
-                    } else {
-                        out_len
-                    };
-                    let mut stamps = [0u64; 2];
-                    read_back(dev, staging, &until, words, self.timeout, |src| {
-                        fill(dst, &src[..out_len]);
-                        if profile {
-                            let at = stamp_offset(out_len) / 4;
-                            stamps = bytemuck::pod_read_unaligned(bytemuck::cast_slice(&src[at..at + 4]));
-                        }
-                    })?;
-                    self.downloaded.fetch_add(out_len as u64 * 4, Ordering::Relaxed);
-                    profile.then_some(stamps)
-                }
-                Sink::Device(_) if profile => {
-                    let read = slots.query_read.get().expect("timestamps of a submitted chunk");
-                    let mut stamps = [0u64; 2];
-                    read_back(dev, read, &until, 4, self.timeout, |src| {
-                        stamps = bytemuck::pod_read_unaligned(bytemuck::cast_slice(src));
-                    })?;
-                    Some(stamps)
-                }
-                Sink::Device(_) => None,
-            };
-            if let Some([begin, end]) = stamps {
+            if let Sink::Host(out) = sink {
+                let dst = &mut out[out_start..out_start + out_len];
+                let staging = b.chunks[r % in_flight]
+                    .staging
+                    .get()
+                    .expect("staging of a submitted chunk");
+                let at = stamp_offset(out_len) / 4;
+                let words = if profile { at + 4 } else { out_len };
+                let mut stamps = [0u64; 2];
+                read_back(dev, staging, &until, words, self.timeout, |src| {
+                    fill(dst, &src[..out_len]);
+                    if profile {
+                        stamps = bytemuck::pod_read_unaligned(bytemuck::cast_slice(&src[at..at + 4]));
+                    }
+                })?;
+                self.downloaded.fetch_add(out_len as u64 * 4, Ordering::Relaxed);
+                let [begin, end] = stamps;
                 kernel_ns += end.saturating_sub(begin) as f64 * self.queue.get_timestamp_period() as f64;
             }
         }
@@ -249,17 +255,19 @@ impl GpuContext {
 
     /// Uploads chunk `i`'s input and params, dispatches it and queues the
     /// copy of its output; returns the submission.
-    #[allow(clippy::too_many_arguments)]
     fn submit_chunk<P: Pod>(
         &self,
         s: &mut ChunkSlots,
         launch: &Launch<'_, P>,
         i: usize,
-        source: Source<'_>,
-        sink: &Sink<'_>,
-        weights: Option<&(wgpu::Buffer, wgpu::Buffer)>,
-        profile: bool,
+        ends: &Ends<'_, '_>,
     ) -> Result<wgpu::SubmissionIndex> {
+        let Ends {
+            source,
+            sink,
+            weights,
+            profile,
+        } = *ends;
         use wgpu::BufferUsages as U;
         let dev = &self.device;
         let cap = self.max_binding_bytes;
@@ -406,12 +414,6 @@ impl GpuContext {
                 if !whole && out_bytes > 0 {
                     encoder.copy_buffer_to_buffer(&output, 0, buf, out_start as u64 * 4, out_bytes);
                 }
-                if let Some(resolve) = &resolve {
-                    let read =
-                        s.query_read
-                            .ensure(dev, STAMP_BYTES, u64::MAX, U::MAP_READ | U::COPY_DST, "timestamps read");
-                    encoder.copy_buffer_to_buffer(resolve, 0, read, 0, STAMP_BYTES);
-                }
             }
         }
         let index = self.queue.submit([encoder.finish()]);
@@ -457,7 +459,7 @@ struct Piece<'a>(wgpu::WriteOnly<'a, [u8]>, &'a [u8]);
 unsafe impl Send for Piece<'_> {}
 
 /// Copies a readback into its part of the output.
-fn fill(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
+pub(crate) fn fill(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
     let copy = |d: &mut [MaybeUninit<f32>], s: &[f32]| {
         for (d, &s) in d.iter_mut().zip(s) {
             d.write(s);
