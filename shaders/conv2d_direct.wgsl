@@ -8,6 +8,15 @@
 // 0 and still multiplied, as in the CPU reference. The epilogue (bias,
 // activation) is applied in the store.
 //
+// Bounds, by construction (the host creates this module without naga's
+// runtime checks): `acc` and `ch0s` are indexed by k - k0 < k1 - k0, at
+// most MAX_NC (the host sends only nc <= MAX_NC to the per-pixel variant;
+// the per-output one has one output); an image cell is read only where the
+// tap lands inside the image, on a row of the chunk's band; a kernel read
+// (tap + ch) * nc + k stays below k_total * nc; a write only for u below
+// m_total. Every divisor (nc, gnc, ow, oh_chunk) is at least 1 for a
+// planned chunk, and every loop is bounded by the params.
+//
 // Shapes arrive in `ConvParams` (common.wgsl, mirrored in src/gpu/params.rs).
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
@@ -58,14 +67,19 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             let inside = y_in && x >= 0;
             let base = select(0u, (row * p.w + u32(max(x, 0))) * p.c, inside);
             let tap = (i * p.kw + j) * p.gc;
-            for (var k = k0; k < k1; k++) {
-                let ch0 = ch0s[k - k0];
-                var a = acc[k - k0];
-                for (var ch = 0u; ch < p.gc; ch++) {
-                    let v = select(0.0, images[base + ch0 + ch], inside);
-                    a = a + v * kernels[(tap + ch) * p.nc + k];
+            for (var ch = 0u; ch < p.gc; ch++) {
+                let wrow = (tap + ch) * p.nc;
+                // Outputs of one group share their input: read once.
+                var at = 0xffffffffu;
+                var v = 0.0;
+                for (var k = k0; k < k1; k++) {
+                    let cell = base + ch0s[k - k0] + ch;
+                    if (cell != at) {
+                        at = cell;
+                        v = select(0.0, images[cell], inside);
+                    }
+                    acc[k - k0] = acc[k - k0] + v * kernels[wrow + k];
                 }
-                acc[k - k0] = a;
             }
         }
     }

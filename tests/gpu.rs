@@ -404,3 +404,46 @@ fn huge_strides_with_one_output_and_timestamps_only_when_timed() {
     let (timed, _) = engine.conv2d_timed(&x, &k, &Conv2dSpec::default()).unwrap();
     assert_eq!(timed, engine.conv2d(&x, &k, &Conv2dSpec::default()).unwrap());
 }
+
+/// Binding the host-mapped buffers themselves (unified memory: lavapipe,
+/// integrated GPUs) changes where the bytes live, not a bit of the result:
+/// against the staging-copy path, chunked and not, timed and not.
+#[test]
+fn mapped_buffers_agree_with_staging_copies_bit_for_bit() {
+    let engine = |mapped: bool, max_binding_bytes: Option<u64>| {
+        gpu_engine_with(GpuOptions {
+            mapped_buffers: Some(mapped),
+            max_binding_bytes,
+            ..Default::default()
+        })
+    };
+    let (Some(copies), Some(mapped), Some(mapped_small)) =
+        (engine(false, None), engine(true, None), engine(true, Some(4096)))
+    else {
+        return;
+    };
+    assert!(!copies.gpu().unwrap().mapped_buffers());
+    let ctx = mapped.gpu().unwrap();
+    if ctx.adapter().software {
+        // lavapipe offers MAPPABLE_PRIMARY_BUFFERS: the mapped path is what CI runs.
+        assert!(ctx.mapped_buffers(), "{:?}", ctx.adapter());
+    }
+    let x = array([3, 17, 15, 4], 31);
+    let k = array([3, 3, 4, 8], 32);
+    let conv = Conv2dSpec::new(Padding::Same);
+    let pool = Pool2dSpec::new(PoolMode::Max, 3, 3).with_stride(2, 2);
+    let bits = |a: &Array4<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    let want = bits(&copies.conv2d(&x, &k, &conv).unwrap());
+    for e in [&mapped, &mapped_small] {
+        assert_eq!(bits(&e.conv2d(&x, &k, &conv).unwrap()), want);
+        assert_eq!(bits(&e.conv2d_timed(&x, &k, &conv).unwrap().0), want);
+        assert_eq!(
+            bits(&e.pool2d(&x, &pool).unwrap()),
+            bits(&copies.pool2d(&x, &pool).unwrap())
+        );
+        assert_eq!(
+            e.max_pool2d_with_indices(&x, &pool).unwrap().1,
+            copies.max_pool2d_with_indices(&x, &pool).unwrap().1
+        );
+    }
+}

@@ -43,7 +43,10 @@ impl Slot {
         mapped: bool,
     ) -> (&wgpu::Buffer, bool) {
         let bytes = bytes.max(16).next_multiple_of(16);
-        let fresh = self.buffer.as_ref().is_none_or(|b| b.size() < bytes);
+        let fresh = self
+            .buffer
+            .as_ref()
+            .is_none_or(|b| b.size() < bytes || b.usage() != usage);
         if fresh {
             let size = bytes.next_power_of_two().min(cap.max(bytes));
             self.buffer = Some(device.create_buffer(&wgpu::BufferDescriptor {
@@ -83,18 +86,23 @@ pub struct UploadSlot {
 
 impl UploadSlot {
     /// A mapped buffer of at least `bytes`, waiting (at most `timeout`) for
-    /// the remap of its last use where that is still pending.
+    /// the remap of its last use where that is still pending; `storage`:
+    /// one a shader can bind (unified memory).
     pub fn acquire(
         &mut self,
         device: &wgpu::Device,
         bytes: u64,
         cap: u64,
         timeout: std::time::Duration,
+        storage: bool,
     ) -> Result<&wgpu::Buffer, String> {
         use wgpu::BufferUsages as U;
-        let (buffer, fresh) = self
-            .slot
-            .ensure_new(device, bytes, cap, U::MAP_WRITE | U::COPY_SRC, "upload", true);
+        let usage = if storage {
+            U::MAP_WRITE | U::COPY_SRC | U::STORAGE
+        } else {
+            U::MAP_WRITE | U::COPY_SRC
+        };
+        let (buffer, fresh) = self.slot.ensure_new(device, bytes, cap, usage, "upload", true);
         if fresh {
             // Created mapped; a pending remap of a replaced buffer went with it.
             self.mapped = Some(Arc::new(AtomicBool::new(true)));

@@ -41,6 +41,12 @@ pub struct GpuOptions {
     /// `CONVPOOL_GPU_TIMEOUT` (seconds, fractions allowed), else
     /// [`DEFAULT_GPU_TIMEOUT`].
     pub timeout: Option<Duration>,
+    /// On a unified-memory or CPU adapter (an integrated GPU, lavapipe),
+    /// bind the host-mapped upload and readback buffers themselves, so no
+    /// staging copy runs on the device. `None` reads `CONVPOOL_GPU_MAPPED`
+    /// (`0` turns it off); on by default where the adapter allows it, never
+    /// on a discrete GPU, where mapped memory is slow for the GPU to use.
+    pub mapped_buffers: Option<bool>,
 }
 
 /// How long a call waits for one chunk on the GPU by default: far past any
@@ -183,6 +189,9 @@ pub struct GpuContext {
     /// Set by the driver's device-lost callback: every later call is
     /// refused with an error rather than sent to a dead device.
     pub(crate) lost: Arc<AtomicBool>,
+    /// The GPU reads uploads from, and writes outputs into, host-mapped
+    /// buffers ([`GpuOptions::mapped_buffers`]).
+    pub(crate) unified: bool,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -230,13 +239,25 @@ impl GpuContext {
         let limits = adapter.limits();
         // Timestamps let the benchmark report kernel time apart from transfers.
         let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        let shared_memory = matches!(
+            adapter.get_info().device_type,
+            wgpu::DeviceType::Cpu | wgpu::DeviceType::IntegratedGpu
+        );
+        let unified = shared_memory
+            && adapter.features().contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS)
+            && options
+                .mapped_buffers
+                .unwrap_or_else(|| std::env::var("CONVPOOL_GPU_MAPPED").map_or(true, |v| v.trim() != "0"));
+        let mut required_features = wgpu::Features::empty();
+        if timestamps {
+            required_features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
+        if unified {
+            required_features |= wgpu::Features::MAPPABLE_PRIMARY_BUFFERS;
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("convpool"),
-            required_features: if timestamps {
-                wgpu::Features::TIMESTAMP_QUERY
-            } else {
-                wgpu::Features::empty()
-            },
+            required_features,
             required_limits: limits.clone(),
             ..Default::default()
         }))
@@ -280,7 +301,14 @@ impl GpuContext {
             downloaded: AtomicU64::new(0),
             timeout,
             lost,
+            unified,
         }))
+    }
+
+    /// Whether the GPU binds host-mapped buffers directly
+    /// ([`GpuOptions::mapped_buffers`]; unified-memory and CPU adapters).
+    pub fn mapped_buffers(&self) -> bool {
+        self.unified
     }
 
     /// Bytes moved between host and device by this context so far, as

@@ -298,29 +298,54 @@ impl GpuContext {
                 }
                 input
             }
-            Source::Host(data) => {
-                let input = s
-                    .input
-                    .ensure(dev, in_bytes, cap, U::STORAGE | U::COPY_DST, "images")
+            Source::Host(data) if in_bytes > 0 => {
+                let up = s
+                    .upload
+                    .acquire(dev, in_bytes, cap, self.timeout, self.unified)
+                    .map_err(Error::Gpu)?
                     .clone();
-                if in_bytes > 0 {
-                    let up = s.upload.acquire(dev, in_bytes, cap, self.timeout).map_err(Error::Gpu)?;
-                    {
-                        let mut view = up
-                            .slice(0..in_bytes)
-                            .get_mapped_range_mut()
-                            .map_err(|e| Error::Gpu(format!("writing an upload: {e}")))?;
-                        copy_in(view.slice(..), bytemuck::cast_slice(&data[in_start..in_start + in_len]));
-                    }
-                    up.unmap();
-                    encoder.copy_buffer_to_buffer(up, 0, &input, 0, in_bytes);
-                    self.uploaded.fetch_add(in_bytes, Ordering::Relaxed);
+                {
+                    let mut view = up
+                        .slice(0..in_bytes)
+                        .get_mapped_range_mut()
+                        .map_err(|e| Error::Gpu(format!("writing an upload: {e}")))?;
+                    copy_in(view.slice(..), bytemuck::cast_slice(&data[in_start..in_start + in_len]));
                 }
-                input
+                up.unmap();
+                self.uploaded.fetch_add(in_bytes, Ordering::Relaxed);
+                if self.unified {
+                    // Unified memory: the shader reads the upload itself.
+                    up
+                } else {
+                    let input = s
+                        .input
+                        .ensure(dev, in_bytes, cap, U::STORAGE | U::COPY_DST, "images")
+                        .clone();
+                    encoder.copy_buffer_to_buffer(&up, 0, &input, 0, in_bytes);
+                    input
+                }
             }
+            Source::Host(_) => s.input.ensure(dev, 16, cap, U::STORAGE | U::COPY_DST, "images").clone(),
+        };
+        // The timestamps travel in the same readback as the output.
+        let readback_bytes = if profile {
+            stamp_offset(out_len) as u64 + STAMP_BYTES
+        } else {
+            out_bytes
         };
         let output = match sink {
             Sink::Device(buf) if whole => (*buf).clone(),
+            // Unified memory: the shader writes into the readback itself.
+            Sink::Host(_) if self.unified => s
+                .staging
+                .ensure(
+                    dev,
+                    readback_bytes,
+                    self.max_buffer_bytes & !15,
+                    U::MAP_READ | U::COPY_DST | U::STORAGE,
+                    "output",
+                )
+                .clone(),
             _ => s
                 .output
                 .ensure(dev, out_bytes, cap, U::STORAGE | U::COPY_SRC, "output")
@@ -344,7 +369,7 @@ impl GpuContext {
                 },
                 wgpu::BindGroupEntry {
                     binding: 3,
-                    resource: output.as_entire_binding(),
+                    resource: prefix(&output, out_bytes),
                 },
                 wgpu::BindGroupEntry {
                     binding: 4,
@@ -353,7 +378,7 @@ impl GpuContext {
             ]),
             None => entries.push(wgpu::BindGroupEntry {
                 binding: 2,
-                resource: output.as_entire_binding(),
+                resource: prefix(&output, out_bytes),
             }),
         }
         let bind_group = dev.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -394,20 +419,26 @@ impl GpuContext {
         });
         match sink {
             Sink::Host(_) => {
-                // The timestamps travel in the same readback as the output.
-                let extra = if profile {
-                    stamp_offset(out_len) as u64 + STAMP_BYTES - out_bytes
+                let staging = if self.unified {
+                    output.clone()
                 } else {
-                    0
+                    let staging = s
+                        .staging
+                        .ensure(
+                            dev,
+                            readback_bytes,
+                            self.max_buffer_bytes & !15,
+                            U::MAP_READ | U::COPY_DST,
+                            "staging",
+                        )
+                        .clone();
+                    if out_bytes > 0 {
+                        encoder.copy_buffer_to_buffer(&output, 0, &staging, 0, out_bytes);
+                    }
+                    staging
                 };
-                let staging = s
-                    .staging
-                    .ensure(dev, out_bytes + extra, u64::MAX, U::MAP_READ | U::COPY_DST, "staging");
-                if out_bytes > 0 {
-                    encoder.copy_buffer_to_buffer(&output, 0, staging, 0, out_bytes);
-                }
                 if let Some(resolve) = &resolve {
-                    encoder.copy_buffer_to_buffer(resolve, 0, staging, stamp_offset(out_len) as u64, STAMP_BYTES);
+                    encoder.copy_buffer_to_buffer(resolve, 0, &staging, stamp_offset(out_len) as u64, STAMP_BYTES);
                 }
             }
             Sink::Device(buf) => {
@@ -422,6 +453,16 @@ impl GpuContext {
         }
         Ok(index)
     }
+}
+
+/// The first `bytes` of `buffer` (rounded up to whole vec4s) as a binding: a
+/// readback buffer may be larger than one binding may be.
+fn prefix(buffer: &wgpu::Buffer, bytes: u64) -> wgpu::BindingResource<'_> {
+    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+        buffer,
+        offset: 0,
+        size: std::num::NonZeroU64::new(bytes.max(16).next_multiple_of(16).min(buffer.size())),
+    })
 }
 
 /// Byte offset of a chunk's timestamps in its readback: after its `len`

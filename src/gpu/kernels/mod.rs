@@ -55,7 +55,7 @@ pub const SHADERS: [Shader; 4] = [
             include_str!("../../../shaders/common.wgsl"),
             include_str!("../../../shaders/conv2d_direct.wgsl")
         ),
-        trusted: false,
+        trusted: true,
     },
     Shader {
         label: "pool2d",
