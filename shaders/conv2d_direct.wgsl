@@ -8,15 +8,6 @@
 // 0 and still multiplied, as in the CPU reference. The epilogue (bias,
 // activation) is applied in the store.
 //
-// Bounds, by construction (the host creates this module without naga's
-// runtime checks): `acc` and `ch0s` are indexed by k - k0 < k1 - k0, at
-// most MAX_NC (the host sends only nc <= MAX_NC to the per-pixel variant;
-// the per-output one has one output); an image cell is read only where the
-// tap lands inside the image, on a row of the chunk's band; a kernel read
-// (tap + ch) * nc + k stays below k_total * nc; a write only for u below
-// m_total. Every divisor (nc, gnc, ow, oh_chunk) is at least 1 for a
-// planned chunk, and every loop is bounded by the params.
-//
 // Shapes arrive in `ConvParams` (common.wgsl, mirrored in src/gpu/params.rs).
 
 @group(0) @binding(0) var<uniform> p: ConvParams;

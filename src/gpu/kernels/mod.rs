@@ -55,7 +55,9 @@ pub const SHADERS: [Shader; 4] = [
             include_str!("../../../shaders/common.wgsl"),
             include_str!("../../../shaders/conv2d_direct.wgsl")
         ),
-        trusted: true,
+        // Keeps naga's checks: without them it ran slower on lavapipe
+        // (benches/RESULTS.md).
+        trusted: false,
     },
     Shader {
         label: "pool2d",
