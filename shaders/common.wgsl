@@ -34,6 +34,13 @@ struct ConvParams {
     _pad1: u32,
 }
 
+struct WidenParams {
+    count: u32,      // values of this chunk
+    row_pitch: u32,  // invocations per row of the folded 2-D dispatch
+    _pad0: u32,
+    _pad1: u32,
+}
+
 struct PoolParams {
     batch: u32,
     h: u32,

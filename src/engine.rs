@@ -10,7 +10,7 @@ use crate::check;
 use crate::cpu::{fast, reference, Isa};
 use crate::epilogue::Activation;
 use crate::error::{Error, Result, Shape};
-use crate::gpu::{GpuArray, GpuContext, GpuOptions};
+use crate::gpu::{GpuArray, GpuContext, GpuOptions, Pixel};
 use crate::shape::{Conv2dSpec, Pool2dSpec, PoolMode};
 
 /// Which hardware an [`Engine`] runs on.
@@ -510,6 +510,27 @@ impl Engine {
     pub fn upload<'a>(&self, images: impl AsArray<'a, f32, Ix4>) -> Result<GpuArray> {
         let images: ArrayView4<f32> = images.into();
         self.resident_context("upload")?.upload(images)
+    }
+
+    /// [`Engine::upload`] of `f32`, `u8` or `u16` images. 8- and 16-bit
+    /// pixels cross to the device as their own bytes (a quarter or half of
+    /// the f32 bytes) and are widened to f32 there; every such value is an
+    /// f32 exactly, so the array holds what `images.mapv(f32::from)` would.
+    ///
+    /// ```no_run
+    /// use convpool::{Conv2dSpec, Device, Engine, Padding};
+    /// use ndarray::Array4;
+    ///
+    /// let engine = Engine::new(Device::Gpu).unwrap();
+    /// let pixels = Array4::<u8>::from_elem((4, 32, 32, 3), 200);
+    /// let x = engine.upload_pixels(&pixels).unwrap();
+    /// let kernels = Array4::<f32>::from_elem((3, 3, 3, 8), 1.0 / 27.0);
+    /// let y = engine.conv2d_resident(&x, &kernels, &Conv2dSpec::new(Padding::Valid)).unwrap();
+    /// assert_eq!(y.download().unwrap().dim(), (4, 30, 30, 8));
+    /// ```
+    pub fn upload_pixels<'a, T: Pixel>(&self, images: impl AsArray<'a, T, Ix4>) -> Result<GpuArray> {
+        let images: ArrayView4<T> = images.into();
+        self.resident_context("upload")?.upload_pixels(images)
     }
 
     /// [`Engine::conv2d`] of a device-resident batch, leaving the output on

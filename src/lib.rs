@@ -34,5 +34,5 @@ pub use cpu::Isa;
 pub use engine::{Device, Engine, EngineOptions};
 pub use epilogue::Activation;
 pub use error::{Error, Result};
-pub use gpu::{GpuArray, GpuOptions};
+pub use gpu::{GpuArray, GpuOptions, Pixel, PixelKind};
 pub use shape::{Conv2dGeometry, Conv2dSpec, Padding, PaddingMode, Pads, Pool2dGeometry, Pool2dSpec, PoolMode, Window};

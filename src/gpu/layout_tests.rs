@@ -6,7 +6,7 @@
 use std::mem::{offset_of, size_of};
 
 use super::kernels::conv_tiled::ConvTiling;
-use super::params::{ConvParams, PoolParams};
+use super::params::{ConvParams, PoolParams, WidenParams};
 use crate::Conv2dSpec;
 
 /// A shader as the device gets it: common.wgsl, then the file.
@@ -72,7 +72,7 @@ fn params_structs_are_written_once() {
             continue;
         }
         let source = std::fs::read_to_string(&path).unwrap();
-        for name in ["struct ConvParams", "struct PoolParams"] {
+        for name in ["struct ConvParams", "struct PoolParams", "struct WidenParams"] {
             assert!(!source.contains(name), "{} declares {name}", path.display());
         }
         parse(path.file_name().unwrap().to_str().unwrap());
@@ -117,6 +117,14 @@ fn pool_params_match_the_shader() {
     );
     assert_eq!(rust, wgsl);
     assert_eq!(size_of::<PoolParams>() as u32, span);
+}
+
+#[test]
+fn widen_params_match_the_shader() {
+    let (wgsl, span) = wgsl_layout("widen.wgsl", "WidenParams");
+    let rust = rust_layout!(WidenParams, [count, row_pitch], _pad, 2, 0);
+    assert_eq!(rust, wgsl);
+    assert_eq!(size_of::<WidenParams>() as u32, span);
 }
 
 /// The value of a `const NAME: u32` of a shader.

@@ -14,8 +14,11 @@ use super::kernels::conv_direct::DIRECT_WG;
 use super::kernels::pool::{pool_lanes, Pool, POOL_WG};
 use super::kernels::pool_argmax::PoolArgmax;
 use super::kernels::pool_tiled::PoolTiling;
+use super::kernels::widen::{Widen, WIDEN_WG};
 use super::kernels::{Bindings, ConvKernel, ConvRules, PoolKernel};
+use super::params::WidenParams;
 use super::params::{ConvParams, PoolParams};
+use super::pixels::{HostData, PixelKind};
 use super::run::{Launch, Sink, Source, Step};
 
 /// Largest input or output chunk, bytes, of a call that does not fit one
@@ -189,7 +192,7 @@ impl GpuContext {
         // more pass over the whole output.
         let mut out = Array4::<f32>::uninit(launch.out_shape);
         let slice = out.as_slice_mut().expect("fresh array is contiguous");
-        let kernel_seconds = self.run(launch, Source::Host(images), Sink::Host(slice), profile)?;
+        let kernel_seconds = self.run(launch, Source::Host(HostData::of(images)), Sink::Host(slice), profile)?;
         // SAFETY: `run` returns Ok only after its chunks, checked to tile the
         // output in order, were all read back.
         Ok((unsafe { out.assume_init() }, kernel_seconds))
@@ -286,6 +289,7 @@ impl GpuContext {
         Ok(Launch {
             pipeline: self.pipelines.get(&self.device, family, constants),
             bindings: Bindings::Conv,
+            input: PixelKind::F32,
             // The layout always binds a bias; without one the shader reads none.
             weights: Some((kernels, bias.unwrap_or(&[0.0]))),
             problem,
@@ -423,11 +427,63 @@ impl GpuContext {
         Ok(Launch {
             pipeline: self.pipelines.get(&self.device, family, constants),
             bindings: Bindings::Pool,
+            input: PixelKind::F32,
             weights: None,
             problem,
             chunks,
             steps,
             out_shape: g.output_shape(),
+        })
+    }
+
+    /// The widening of a host batch of `shape` in `kind` (u8 or u16) into
+    /// f32: the batch is cut into runs of whole rows, as a pooling with a
+    /// 1x1 window would be.
+    pub(crate) fn widen_launch(&self, shape: [usize; 4], kind: PixelKind) -> Result<Launch<'static, WidenParams>> {
+        let widen = Widen::of(kind).ok_or_else(|| Error::Gpu("internal: f32 needs no widening".into()))?;
+        let row = shape[2] * shape[3];
+        let problem = Problem {
+            m: shape[0],
+            h: shape[1],
+            in_row_elems: row,
+            oh: shape[1],
+            out_row_elems: row,
+            sh: 1,
+            ekh: 1,
+            pad_top: 0,
+            units_per_group: (WIDEN_WG * widen.per_invocation()) as usize,
+            units_per_out_row: row,
+            mode: PaddingMode::Zeros,
+            whole: false,
+        };
+        let chunks = self.plan(&problem)?;
+        let max_dim = self.max_groups_per_dim;
+        let steps = chunks
+            .iter()
+            .map(|ch| {
+                let count = ch.batch * ch.in_rows * row;
+                let (x, y) = fold(count.div_ceil(problem.units_per_group) as u64, max_dim)?;
+                Ok(Step {
+                    params: WidenParams {
+                        count: u32_of("chunk values", count)?,
+                        row_pitch: x * WIDEN_WG,
+                        ..Default::default()
+                    },
+                    groups: (x, y, 1),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Launch {
+            pipeline: self
+                .pipelines
+                .get(&self.device, super::kernels::Family::Widen, widen.constants()),
+            bindings: Bindings::Pool,
+            input: kind,
+            weights: None,
+            problem,
+            chunks,
+            steps,
+            out_shape: shape,
         })
     }
 }

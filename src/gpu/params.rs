@@ -125,3 +125,15 @@ pub struct PoolParams {
     /// Padding to a multiple of 16 bytes.
     pub _pad: [u32; 3],
 }
+
+/// Mirrors `WidenParams` in `shaders/common.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct WidenParams {
+    /// Values of this chunk.
+    pub count: u32,
+    /// Invocations per row of the folded 2-D dispatch.
+    pub row_pitch: u32,
+    /// Padding to a multiple of 16 bytes.
+    pub _pad: [u32; 2],
+}

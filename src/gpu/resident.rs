@@ -10,7 +10,8 @@ use crate::error::{Error, Result};
 use crate::shape::{checked_elems, Conv2dGeometry, Pool2dGeometry};
 
 use super::context::GpuContext;
-use super::run::{fill, read_back};
+use super::pixels::{HostData, Pixel, PixelKind};
+use super::run::{fill, read_back, Sink, Source};
 
 /// A float32 NHWC batch held on one engine's GPU. Made by
 /// [`crate::Engine::upload`] or by a device-resident operation
@@ -95,6 +96,28 @@ impl GpuContext {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: mapped,
         }))
+    }
+
+    /// Copies host images to a new device-resident f32 array: f32 as they
+    /// are, u8 and u16 as their own bytes, widened on the device.
+    pub(crate) fn upload_pixels<T: Pixel>(self: &Arc<Self>, images: ArrayView4<T>) -> Result<GpuArray> {
+        if T::KIND == PixelKind::F32 {
+            let images = images.as_standard_layout();
+            let values: &[f32] = bytemuck::cast_slice(images.as_slice().expect("standard layout"));
+            return self.upload(ArrayView4::from_shape(images.dim(), values).expect("same shape"));
+        }
+        self.check_alive()?;
+        let shape = [images.dim().0, images.dim().1, images.dim().2, images.dim().3];
+        let buffer = self.resident_buffer(shape, false)?;
+        let images = images.as_standard_layout();
+        let launch = self.widen_launch(shape, T::KIND)?;
+        let data = HostData::of(images.as_slice().expect("standard layout"));
+        self.run(&launch, Source::Host(data), Sink::Device(&buffer), false)?;
+        Ok(GpuArray {
+            ctx: self.clone(),
+            buffer,
+            shape,
+        })
     }
 
     /// Copies host images to a new device-resident array.

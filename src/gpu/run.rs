@@ -16,6 +16,7 @@ use super::buffers::{Buffers, ChunkSlots, IN_FLIGHT};
 use super::chunk::{Chunk, Problem};
 use super::context::GpuContext;
 use super::kernels::Bindings;
+use super::pixels::{HostData, PixelKind};
 
 /// One chunk ready to dispatch.
 pub(crate) struct Step<P> {
@@ -31,6 +32,9 @@ pub(crate) struct Launch<'a, P> {
     pub pipeline: wgpu::ComputePipeline,
     /// Its bind-group layout.
     pub bindings: Bindings,
+    /// The element type the kernel reads from a host input (f32 for all
+    /// but the widening kernel).
+    pub input: PixelKind,
     /// Kernels and bias of a convolution.
     pub weights: Option<(&'a [f32], &'a [f32])>,
     /// The sizes the chunks were planned from.
@@ -73,8 +77,9 @@ impl<P> Launch<'_, P> {
 /// Where a call's input is.
 #[derive(Clone, Copy)]
 pub(crate) enum Source<'a> {
-    /// Host memory, NHWC, in standard layout.
-    Host(&'a [f32]),
+    /// Host memory, NHWC, in standard layout: f32 for every kernel, u8 or
+    /// u16 for the widening kernel.
+    Host(HostData<'a>),
     /// A device buffer holding the NHWC input from offset 0.
     Device(&'a wgpu::Buffer),
 }
@@ -116,6 +121,16 @@ impl GpuContext {
         profile: bool,
     ) -> Result<Option<f64>> {
         self.check_alive()?;
+        let input = match source {
+            Source::Host(data) => data.kind,
+            Source::Device(_) => PixelKind::F32,
+        };
+        if input != launch.input {
+            return Err(Error::Gpu(format!(
+                "internal: a {input:?} input for a kernel that reads {:?}",
+                launch.input
+            )));
+        }
         if let Sink::Host(out) = &sink {
             if out.len() != launch.out_elems() {
                 return Err(Error::Gpu(format!(
@@ -276,6 +291,11 @@ impl GpuContext {
         let (in_start, in_len) = (launch.in_start(chunk), launch.in_len(chunk));
         let (out_start, out_len) = (launch.out_start(chunk), launch.out_len(chunk));
         let in_bytes = in_len as u64 * 4;
+        // The upload of a host input in its own type, in whole u32 words.
+        let up_bytes = match source {
+            Source::Host(data) => (in_len * data.kind.bytes()).next_multiple_of(4) as u64,
+            Source::Device(_) => in_bytes,
+        };
         let out_bytes = out_len as u64 * 4;
         let mut encoder = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
 
@@ -301,27 +321,28 @@ impl GpuContext {
             Source::Host(data) if in_bytes > 0 => {
                 let up = s
                     .upload
-                    .acquire(dev, in_bytes, cap, self.timeout, self.unified)
+                    .acquire(dev, up_bytes, cap, self.timeout, self.unified)
                     .map_err(Error::Gpu)?
                     .clone();
                 {
+                    let values = data.values(in_start, in_len);
                     let mut view = up
-                        .slice(0..in_bytes)
+                        .slice(0..up_bytes)
                         .get_mapped_range_mut()
                         .map_err(|e| Error::Gpu(format!("writing an upload: {e}")))?;
-                    copy_in(view.slice(..), bytemuck::cast_slice(&data[in_start..in_start + in_len]));
+                    copy_in(view.slice(..values.len()), values);
                 }
                 up.unmap();
-                self.uploaded.fetch_add(in_bytes, Ordering::Relaxed);
+                self.uploaded.fetch_add(up_bytes, Ordering::Relaxed);
                 if self.unified {
                     // Unified memory: the shader reads the upload itself.
                     up
                 } else {
                     let input = s
                         .input
-                        .ensure(dev, in_bytes, cap, U::STORAGE | U::COPY_DST, "images")
+                        .ensure(dev, up_bytes, cap, U::STORAGE | U::COPY_DST, "images")
                         .clone();
-                    encoder.copy_buffer_to_buffer(&up, 0, &input, 0, in_bytes);
+                    encoder.copy_buffer_to_buffer(&up, 0, &input, 0, up_bytes);
                     input
                 }
             }

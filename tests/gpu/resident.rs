@@ -161,3 +161,74 @@ fn an_empty_batch_stays_empty() {
         .unwrap();
     assert_eq!(d.download().unwrap().dim(), (0, 4, 4, 5));
 }
+
+/// 8- and 16-bit pixels cross as their own bytes and are widened on the
+/// device: exactly `mapv(f32::from)`, with the extremes of each type, value
+/// counts that end mid-word, chunked (2 KiB bindings: bands of rows, each
+/// starting a fresh word) and not, through mapped buffers and through
+/// staging copies.
+#[test]
+fn u8_and_u16_uploads_widen_exactly_and_move_their_own_bytes() {
+    let engines = [
+        (None, None),
+        (Some(2048), None),
+        (None, Some(false)),
+        (Some(2048), Some(false)),
+    ]
+    .map(|(max_binding_bytes, mapped_buffers)| {
+        gpu_engine_with(GpuOptions {
+            max_binding_bytes,
+            mapped_buffers,
+            ..Default::default()
+        })
+    });
+    if engines.iter().any(Option::is_none) {
+        return;
+    }
+    // 3 x 13 x 11 x 3 = 1287 values: not a multiple of 4 or of 2, and an
+    // image row (33 values) that ends mid-word.
+    let shape = (3, 13, 11, 3);
+    let u8s = Array4::from_shape_fn(shape, |(n, y, x, c)| match (n * 31 + y * 7 + x * 3 + c) % 67 {
+        0 => 0u8,
+        1 => 255,
+        v => (v * 37 % 256) as u8,
+    });
+    let u16s = Array4::from_shape_fn(shape, |(n, y, x, c)| match (n * 31 + y * 7 + x * 3 + c) % 67 {
+        0 => 0u16,
+        1 => u16::MAX,
+        v => (v * 977 % 65536) as u16,
+    });
+    let conv = Conv2dSpec::new(Padding::Same);
+    let k = array([3, 3, 3, 4], 33);
+    for e in engines.iter().flatten() {
+        let e = e.clone().with_verify(false);
+        let ctx = e.gpu().unwrap();
+        let (u0, _) = ctx.transfer_bytes();
+        let d = e.upload_pixels(&u8s).unwrap();
+        let (u1, _) = ctx.transfer_bytes();
+        assert_eq!(d.download().unwrap(), u8s.mapv(f32::from));
+        // A quarter of the f32 bytes, each chunk padded to a whole word.
+        let f32_bytes = (u8s.len() * 4) as u64;
+        assert!(u1 - u0 >= f32_bytes / 4 && u1 - u0 < f32_bytes / 4 + 64, "{}", u1 - u0);
+        let d16 = e.upload_pixels(&u16s).unwrap();
+        assert_eq!(d16.download().unwrap(), u16s.mapv(f32::from));
+        // A strided view is read in its logical order.
+        let t = u8s.view().permuted_axes([0, 2, 1, 3]);
+        assert_eq!(e.upload_pixels(t).unwrap().download().unwrap(), t.mapv(f32::from));
+        // f32 through the same entry point is the plain upload.
+        let f = u16s.mapv(|v| f32::from(v) * 0.5 - 3.25);
+        assert_eq!(e.upload_pixels(&f).unwrap().download().unwrap(), f);
+        // The widened array feeds a conv exactly as the host's f32 would.
+        let want = e.conv2d(&u8s.mapv(f32::from), &k, &conv).unwrap();
+        let got = e.conv2d_resident(&d, &k, &conv).unwrap().download().unwrap();
+        assert_eq!(bits(&got), bits(&want));
+    }
+    // Empty batches and a CPU engine.
+    let e = engines[0].as_ref().unwrap();
+    let d = e.upload_pixels(&Array4::<u8>::zeros((0, 4, 4, 3))).unwrap();
+    assert_eq!(d.download().unwrap().dim(), (0, 4, 4, 3));
+    let d = e.upload_pixels(&Array4::<u16>::zeros((2, 0, 4, 3))).unwrap();
+    assert_eq!(d.download().unwrap().dim(), (2, 0, 4, 3));
+    let err = Engine::cpu().upload_pixels(&u8s).unwrap_err();
+    assert!(err.to_string().contains("GPU"), "{err}");
+}

@@ -8,6 +8,7 @@ pub(crate) mod conv_tiled;
 pub(crate) mod pool;
 pub(crate) mod pool_argmax;
 pub(crate) mod pool_tiled;
+pub(crate) mod widen;
 
 use crate::epilogue::Activation;
 use crate::shape::{Conv2dGeometry, PaddingMode};
@@ -37,10 +38,12 @@ pub enum Family {
     PoolTiled,
     /// [`pool_argmax`].
     PoolArgmax,
+    /// [`widen`].
+    Widen,
 }
 
 /// The shader files; `Family::shader` indexes it.
-pub const SHADERS: [Shader; 4] = [
+pub const SHADERS: [Shader; 5] = [
     Shader {
         label: "conv2d",
         source: concat!(
@@ -75,6 +78,14 @@ pub const SHADERS: [Shader; 4] = [
         ),
         trusted: false,
     },
+    Shader {
+        label: "widen",
+        source: concat!(
+            include_str!("../../../shaders/common.wgsl"),
+            include_str!("../../../shaders/widen.wgsl")
+        ),
+        trusted: false,
+    },
 ];
 
 /// A shader as the device gets it: `shaders/common.wgsl` (params structs,
@@ -98,6 +109,7 @@ impl Family {
             Family::ConvDirect => 1,
             Family::Pool | Family::PoolTiled => 2,
             Family::PoolArgmax => 3,
+            Family::Widen => 4,
         }
     }
 
@@ -117,6 +129,7 @@ impl Family {
             Family::Pool => "pool2d",
             Family::PoolTiled => "pool2d_tiled",
             Family::PoolArgmax => "pool2d_argmax",
+            Family::Widen => "widen",
         }
     }
 
@@ -124,7 +137,8 @@ impl Family {
     pub fn bindings(self) -> Bindings {
         match self {
             Family::ConvTiled | Family::ConvDirect => Bindings::Conv,
-            Family::Pool | Family::PoolTiled | Family::PoolArgmax => Bindings::Pool,
+            // Params, input, output: the pooling layout.
+            Family::Pool | Family::PoolTiled | Family::PoolArgmax | Family::Widen => Bindings::Pool,
         }
     }
 }

@@ -1,0 +1,79 @@
+//! The element types a batch can be uploaded as: f32 as it is, and 8- and
+//! 16-bit unsigned pixels (what PNG and most `.npy` images hold), which
+//! cross to the device as their own bytes and are widened to f32 there.
+
+use bytemuck::Pod;
+
+/// The element type of an upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PixelKind {
+    /// 32-bit float, uploaded as it is.
+    F32,
+    /// 8-bit unsigned, widened on the device.
+    U8,
+    /// 16-bit unsigned, widened on the device.
+    U16,
+}
+
+impl PixelKind {
+    /// Bytes per value.
+    pub fn bytes(self) -> usize {
+        match self {
+            PixelKind::F32 => 4,
+            PixelKind::U8 => 1,
+            PixelKind::U16 => 2,
+        }
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for u8 {}
+    impl Sealed for u16 {}
+}
+
+/// An element type [`crate::Engine::upload_pixels`] takes: `f32`, `u8` or
+/// `u16`. Every `u8` and `u16` value is an `f32` exactly, so a widened
+/// upload holds what `mapv(f32::from)` on the host would give.
+pub trait Pixel: Pod + sealed::Sealed {
+    /// The element type.
+    const KIND: PixelKind;
+}
+
+impl Pixel for f32 {
+    const KIND: PixelKind = PixelKind::F32;
+}
+
+impl Pixel for u8 {
+    const KIND: PixelKind = PixelKind::U8;
+}
+
+impl Pixel for u16 {
+    const KIND: PixelKind = PixelKind::U16;
+}
+
+/// Host input of a call: its values as bytes, and their type.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HostData<'a> {
+    /// The element type.
+    pub kind: PixelKind,
+    /// The values, native byte order.
+    pub bytes: &'a [u8],
+}
+
+impl<'a> HostData<'a> {
+    /// Values of type `T`.
+    pub fn of<T: Pixel>(values: &'a [T]) -> Self {
+        HostData {
+            kind: T::KIND,
+            bytes: bytemuck::cast_slice(values),
+        }
+    }
+
+    /// The bytes of values `[start, start + len)`.
+    pub fn values(&self, start: usize, len: usize) -> &'a [u8] {
+        let b = self.kind.bytes();
+        &self.bytes[start * b..(start + len) * b]
+    }
+}
