@@ -512,6 +512,110 @@ impl Engine {
         self.resident_context("upload")?.upload(images)
     }
 
+    /// [`Engine::conv2d`] of `f32`, `u8` or `u16` images. On a GPU, 8- and
+    /// 16-bit images cross the bus as their own bytes and are widened to
+    /// f32 on the device ([`Engine::upload_pixels`]); where the batch does
+    /// not fit one device buffer, and on the CPU, they are widened on the
+    /// host. The result is that of `conv2d(images.mapv(f32::from), ..)`,
+    /// bit for bit.
+    ///
+    /// ```
+    /// use convpool::{Conv2dSpec, Engine, Padding};
+    /// use ndarray::Array4;
+    ///
+    /// let pixels = Array4::<u8>::from_elem((1, 4, 4, 1), 255);
+    /// let kernels = Array4::<f32>::from_elem((3, 3, 1, 1), 1.0);
+    /// let out = Engine::cpu().conv2d_pixels(&pixels, &kernels, &Conv2dSpec::new(Padding::Valid)).unwrap();
+    /// assert_eq!(out[[0, 0, 0, 0]], 9.0 * 255.0);
+    /// ```
+    pub fn conv2d_pixels<'a, T: Pixel>(
+        &self,
+        images: impl AsArray<'a, T, Ix4>,
+        kernels: impl AsArray<'a, f32, Ix4>,
+        spec: &Conv2dSpec,
+    ) -> Result<Array4<f32>> {
+        self.conv2d_pixels_any(images.into(), kernels.into(), None, spec)
+    }
+
+    /// [`Engine::conv2d_bias`] of `f32`, `u8` or `u16` images, as
+    /// [`Engine::conv2d_pixels`].
+    pub fn conv2d_bias_pixels<'a, T: Pixel>(
+        &self,
+        images: impl AsArray<'a, T, Ix4>,
+        kernels: impl AsArray<'a, f32, Ix4>,
+        bias: impl AsArray<'a, f32, Ix1>,
+        spec: &Conv2dSpec,
+    ) -> Result<Array4<f32>> {
+        self.conv2d_pixels_any(images.into(), kernels.into(), Some(bias.into()), spec)
+    }
+
+    fn conv2d_pixels_any<T: Pixel>(
+        &self,
+        images: ArrayView4<T>,
+        kernels: ArrayView4<f32>,
+        bias: Option<ArrayView1<f32>>,
+        spec: &Conv2dSpec,
+    ) -> Result<Array4<f32>> {
+        let host = |x: ArrayView4<f32>| match bias {
+            Some(b) => self.conv2d_bias(x, kernels, b, spec),
+            None => self.conv2d(x, kernels, spec),
+        };
+        self.on_pixels(
+            images,
+            // Every argument is checked before the upload touches the GPU.
+            |shape| {
+                let g = spec.resolve(shape, dims(&kernels))?;
+                check_bias(bias.map(|b| b.len()), &g)?;
+                crate::cpu::check_output_fits(g.output_shape())
+            },
+            |d| self.conv2d_resident_any(d, kernels, bias, spec),
+            host,
+        )
+    }
+
+    /// [`Engine::pool2d`] of `f32`, `u8` or `u16` images, as
+    /// [`Engine::conv2d_pixels`].
+    pub fn pool2d_pixels<'a, T: Pixel>(
+        &self,
+        images: impl AsArray<'a, T, Ix4>,
+        spec: &Pool2dSpec,
+    ) -> Result<Array4<f32>> {
+        self.on_pixels(
+            images.into(),
+            |shape| crate::cpu::check_output_fits(spec.resolve(shape)?.output_shape()),
+            |d| self.pool2d_resident(d, spec),
+            |x| self.pool2d(x, spec),
+        )
+    }
+
+    /// Runs an operation on pixels of any [`Pixel`] type: f32 as they are;
+    /// 8- and 16-bit ones widened on the GPU after a validated upload of
+    /// their own bytes (`resident`), or on the host where that fails with a
+    /// GPU error (a batch larger than one device buffer) and on the CPU.
+    fn on_pixels<T: Pixel>(
+        &self,
+        images: ArrayView4<T>,
+        validate: impl FnOnce([usize; 4]) -> Result<()>,
+        resident: impl FnOnce(&GpuArray) -> Result<GpuArray>,
+        host: impl FnOnce(ArrayView4<f32>) -> Result<Array4<f32>>,
+    ) -> Result<Array4<f32>> {
+        if let Some(f) = T::as_f32(images.view()) {
+            return host(f);
+        }
+        if self.is_gpu() {
+            validate(dims(&images))?;
+            match self
+                .upload_pixels(images)
+                .and_then(|d| resident(&d))
+                .and_then(|d| d.download())
+            {
+                Err(Error::Gpu(_)) => {}
+                result => return result,
+            }
+        }
+        host(images.mapv(T::to_f32).view())
+    }
+
     /// [`Engine::upload`] of `f32`, `u8` or `u16` images. 8- and 16-bit
     /// pixels cross to the device as their own bytes (a quarter or half of
     /// the f32 bytes) and are widened to f32 there; every such value is an
@@ -657,13 +761,47 @@ fn describe_adapter(ctx: &GpuContext) -> String {
     format!("{} ({}, {})", a.name, a.backend, a.device_type)
 }
 
-fn dims(a: &ArrayView4<f32>) -> [usize; 4] {
+fn dims<T>(a: &ArrayView4<T>) -> [usize; 4] {
     let (m, h, w, c) = a.dim();
     [m, h, w, c]
 }
 
 #[cfg(test)]
 mod tests {
+
+    /// On the CPU the pixel calls widen on the host: the f32 call's result
+    /// on `mapv(f32::from)`, bit for bit, for every engine kind.
+    #[test]
+    fn pixel_calls_on_the_cpu_equal_f32_calls() {
+        use crate::{Conv2dSpec, Padding, Pool2dSpec, PoolMode};
+        let px = Array4::from_shape_fn((2, 9, 7, 3), |(n, y, x, c)| {
+            ((n * 71 + y * 13 + x * 5 + c * 3) % 256) as u8
+        });
+        let f = px.mapv(f32::from);
+        let k = Array4::from_shape_fn((3, 3, 3, 5), |(i, j, c, o)| {
+            (i + 2 * j + 3 * c + 5 * o) as f32 * 0.01 - 0.2
+        });
+        let b = ndarray::Array1::from_iter((0..5).map(|i| i as f32));
+        let conv = Conv2dSpec::new(Padding::Same);
+        let pool = Pool2dSpec::new(PoolMode::Max, 2, 2);
+        for e in [Engine::cpu(), Engine::cpu_reference()] {
+            assert_eq!(
+                e.conv2d_pixels(&px, &k, &conv).unwrap(),
+                e.conv2d(&f, &k, &conv).unwrap()
+            );
+            assert_eq!(
+                e.conv2d_bias_pixels(&px.mapv(u16::from), &k, &b, &conv).unwrap(),
+                e.conv2d_bias(&f, &k, &b, &conv).unwrap()
+            );
+            assert_eq!(e.pool2d_pixels(&px, &pool).unwrap(), e.pool2d(&f, &pool).unwrap());
+            assert_eq!(e.pool2d_pixels(&f, &pool).unwrap(), e.pool2d(&f, &pool).unwrap());
+            let err = e
+                .conv2d_pixels(&px, k.slice(ndarray::s![.., .., ..2, ..]), &conv)
+                .unwrap_err();
+            assert!(matches!(err, Error::ChannelMismatch { .. }), "{err}");
+        }
+    }
+
     use super::*;
 
     #[test]

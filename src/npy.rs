@@ -109,8 +109,47 @@ fn read_f16(path: &Path, header: &Header, big_endian: bool) -> Result<ArrayD<f32
     ArrayD::from_shape_vec(shape, values).map_err(|e| npy_error(path, e.to_string()))
 }
 
+/// An array read from a `.npy` file: 8- and 16-bit unsigned integers as
+/// they are (a GPU engine uploads their own bytes and widens them there,
+/// [`crate::Engine::conv2d_pixels`]), every other real dtype as f32.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NpyArray {
+    /// Any real dtype but uint8 and uint16, converted to f32.
+    F32(ArrayD<f32>),
+    /// uint8.
+    U8(ArrayD<u8>),
+    /// uint16.
+    U16(ArrayD<u16>),
+}
+
+impl NpyArray {
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            NpyArray::F32(a) => a.shape(),
+            NpyArray::U8(a) => a.shape(),
+            NpyArray::U16(a) => a.shape(),
+        }
+    }
+
+    /// The values as f32 (exact for uint8 and uint16).
+    pub fn into_f32(self) -> ArrayD<f32> {
+        match self {
+            NpyArray::F32(a) => a,
+            NpyArray::U8(a) => a.mapv(f32::from),
+            NpyArray::U16(a) => a.mapv(f32::from),
+        }
+    }
+}
+
 /// Reads a `.npy` file of any real numeric dtype as f32.
 pub fn read_f32(path: impl AsRef<Path>) -> Result<ArrayD<f32>> {
+    read(path).map(NpyArray::into_f32)
+}
+
+/// Reads a `.npy` file of any real numeric dtype, keeping uint8 and uint16
+/// as they are; C order either way.
+pub fn read(path: impl AsRef<Path>) -> Result<NpyArray> {
     let path = path.as_ref();
     let file = File::open(path).map_err(|e| io_error(path, e))?;
     let file_len = file.metadata().map_err(|e| io_error(path, e))?.len();
@@ -154,17 +193,17 @@ pub fn read_f32(path: impl AsRef<Path>) -> Result<ArrayD<f32>> {
     }
     let array = match code {
         // No conversion: the array read is the result (no second copy).
-        "f4" => read_typed::<f32>(path)?,
-        "f8" => read_typed::<f64>(path)?.mapv(|v| v as f32),
-        "f2" | "e" => read_f16(path, &header, big)?,
-        "u1" | "B" => read_typed::<u8>(path)?.mapv(f32::from),
-        "i1" | "b" => read_typed::<i8>(path)?.mapv(f32::from),
-        "u2" => read_typed::<u16>(path)?.mapv(f32::from),
-        "i2" => read_typed::<i16>(path)?.mapv(f32::from),
-        "u4" => read_typed::<u32>(path)?.mapv(|v| v as f32),
-        "i4" => read_typed::<i32>(path)?.mapv(|v| v as f32),
-        "u8" => read_typed::<u64>(path)?.mapv(|v| v as f32),
-        "i8" => read_typed::<i64>(path)?.mapv(|v| v as f32),
+        "f4" => NpyArray::F32(read_typed::<f32>(path)?),
+        "f8" => NpyArray::F32(read_typed::<f64>(path)?.mapv(|v| v as f32)),
+        "f2" | "e" => NpyArray::F32(read_f16(path, &header, big)?),
+        "u1" | "B" => NpyArray::U8(standard(read_typed::<u8>(path)?)),
+        "i1" | "b" => NpyArray::F32(read_typed::<i8>(path)?.mapv(f32::from)),
+        "u2" => NpyArray::U16(standard(read_typed::<u16>(path)?)),
+        "i2" => NpyArray::F32(read_typed::<i16>(path)?.mapv(f32::from)),
+        "u4" => NpyArray::F32(read_typed::<u32>(path)?.mapv(|v| v as f32)),
+        "i4" => NpyArray::F32(read_typed::<i32>(path)?.mapv(|v| v as f32)),
+        "u8" => NpyArray::F32(read_typed::<u64>(path)?.mapv(|v| v as f32)),
+        "i8" => NpyArray::F32(read_typed::<i64>(path)?.mapv(|v| v as f32)),
         _ => {
             let kind = match code.as_bytes().first() {
                 Some(b'b') | Some(b'?') => "boolean",
@@ -180,12 +219,19 @@ pub fn read_f32(path: impl AsRef<Path>) -> Result<ArrayD<f32>> {
             ));
         }
     };
-    // Fortran-order files arrive with Fortran strides; callers want C order.
-    Ok(if array.is_standard_layout() {
+    Ok(match array {
+        NpyArray::F32(a) => NpyArray::F32(standard(a)),
+        a => a,
+    })
+}
+
+/// Fortran-order files arrive with Fortran strides; callers want C order.
+fn standard<T: Clone>(array: ArrayD<T>) -> ArrayD<T> {
+    if array.is_standard_layout() {
         array
     } else {
         array.as_standard_layout().into_owned()
-    })
+    }
 }
 
 /// Writes `array` as a little-endian f32 `.npy`, atomically: the data goes to

@@ -555,3 +555,49 @@ fn a_broken_npy_header_is_one_line() {
     );
     assert!(!y.exists());
 }
+
+/// uint8 and uint16 `.npy` images are read as they are (a GPU uploads their
+/// own bytes and widens them there) and give what the same values as f32
+/// give, bit for bit, on the GPU and on the CPU; Fortran order included.
+#[test]
+fn uint8_and_uint16_images_equal_their_f32_values_on_every_device() {
+    let d = tmp();
+    let file = |name: &str| p(d.path(), name);
+    let px: Array4<u8> = Array::from_shape_fn((2, 9, 8, 3), |(n, y, x, c)| {
+        ((n * 71 + y * 13 + x * 5 + c * 3) % 256) as u8
+    });
+    write_npy(file("u8.npy"), &px).unwrap();
+    write_npy(file("u16.npy"), &px.mapv(|v| u16::from(v) * 257)).unwrap();
+    write_npy(file("f8.npy"), &px.mapv(f32::from)).unwrap();
+    write_npy(file("f16.npy"), &px.mapv(|v| f32::from(u16::from(v) * 257))).unwrap();
+    write_npy(file("u8f.npy"), &px.t().as_standard_layout().t()).unwrap();
+    write_npy(file("k.npy"), &kernels()).unwrap();
+    let gpu_required = std::env::var("CONVPOOL_REQUIRE_GPU").is_ok_and(|v| v == "1");
+    for device in ["cpu", "gpu"] {
+        let go = |op: &[&str], input: &str, out: &str| {
+            let (i, o) = (file(input), file(out));
+            let mut args = op.to_vec();
+            args.extend(["--images", s(&i), "--device", device, "--out", s(&o)]);
+            let r = run(&args);
+            if !r.status.success() {
+                let err = String::from_utf8_lossy(&r.stderr).to_string();
+                assert!(
+                    device == "gpu" && !gpu_required && err.contains("no GPU adapter"),
+                    "{err}"
+                );
+                return None;
+            }
+            Some(read_npy::<_, ArrayD<f32>>(&o).unwrap())
+        };
+        let k = file("k.npy");
+        let conv = ["conv", "--kernels", s(&k), "--padding", "same", "--activation", "relu"];
+        let pool = ["pool", "--window", "3,3", "--stride", "2,2", "--mode", "avg"];
+        for op in [&conv[..], &pool[..]] {
+            let Some(want8) = go(op, "f8.npy", "a.npy") else { return };
+            assert_eq!(go(op, "u8.npy", "b.npy").unwrap(), want8, "{device} {op:?}");
+            assert_eq!(go(op, "u8f.npy", "c.npy").unwrap(), want8, "{device} {op:?}");
+            let want16 = go(op, "f16.npy", "d.npy").unwrap();
+            assert_eq!(go(op, "u16.npy", "e.npy").unwrap(), want16, "{device} {op:?}");
+        }
+    }
+}

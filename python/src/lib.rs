@@ -12,9 +12,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use convpool::compat::SeedPadding;
 use convpool::shape::{images_nhwc, kernels_hwio};
 use convpool::{
-    Activation, Conv2dSpec, Device, Engine, EngineOptions, Error, Padding, PaddingMode, Pool2dSpec, PoolMode, Window,
+    Activation, Conv2dSpec, Device, Engine, EngineOptions, Error, Padding, PaddingMode, Pixel, Pool2dSpec, PoolMode,
+    Window,
 };
-use ndarray::{Array4, ArrayView4, ArrayViewD, Axis, Ix1, Ix2, Ix3, Ix4};
+use ndarray::{Array4, ArrayView1, ArrayView4, ArrayViewD, Axis, Ix1, Ix2, Ix3, Ix4};
 use numpy::{IntoPyArray, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -100,6 +101,40 @@ fn as_f32<'py>(name: &str, obj: &Bound<'py, PyAny>) -> PyResult<F32<'py>> {
     readonly(&converted)
 }
 
+/// Images as the engine takes them: float32 (any other dtype converted by
+/// [`as_f32`]), or, on a GPU engine, uint8 and uint16 arrays as they are:
+/// their own bytes cross the bus and the device widens them (exact).
+enum Images<'py> {
+    F32(F32<'py>),
+    U8(PyReadonlyArrayDyn<'py, u8>),
+    U16(PyReadonlyArrayDyn<'py, u16>),
+}
+
+/// A view of [`Images`], to hand to a computation without the GIL.
+enum ImagesView<'a> {
+    F32(ArrayViewD<'a, f32>),
+    U8(ArrayViewD<'a, u8>),
+    U16(ArrayViewD<'a, u16>),
+}
+
+impl Images<'_> {
+    fn view(&self) -> ImagesView<'_> {
+        match self {
+            Images::F32(a) => ImagesView::F32(a.view()),
+            Images::U8(a) => ImagesView::U8(a.as_array()),
+            Images::U16(a) => ImagesView::U16(a.as_array()),
+        }
+    }
+
+    fn shape(&self) -> Vec<usize> {
+        match self.view() {
+            ImagesView::F32(a) => a.shape().to_vec(),
+            ImagesView::U8(a) => a.shape().to_vec(),
+            ImagesView::U16(a) => a.shape().to_vec(),
+        }
+    }
+}
+
 fn shape_text(shape: &[usize]) -> String {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
     if dims.len() == 1 {
@@ -110,7 +145,7 @@ fn shape_text(shape: &[usize]) -> String {
 }
 
 /// An NHWC view of `(m, h, w)` or `(m, h, w, c)` images, without a copy.
-fn images4<'a>(view: ArrayViewD<'a, f32>) -> convpool::Result<ArrayView4<'a, f32>> {
+fn images4<T>(view: ArrayViewD<'_, T>) -> convpool::Result<ArrayView4<'_, T>> {
     images_nhwc(view.shape())?;
     Ok(match view.ndim() {
         3 => view.into_dimensionality::<Ix3>().expect("rank 3").insert_axis(Axis(3)),
@@ -378,7 +413,7 @@ impl PyEngine {
     fn run_conv(
         &self,
         py: Python<'_>,
-        x: &F32<'_>,
+        x: &Images<'_>,
         k: &F32<'_>,
         b: Option<&F32<'_>>,
         spec: &Conv2dSpec,
@@ -397,18 +432,49 @@ impl PyEngine {
         };
         let engine = &self.engine;
         let out = compute(py, || {
-            let (x4, k4) = (images4(xv)?, kernels4(kv)?);
-            match &bv {
-                Some(b) => engine.conv2d_bias(x4, k4, b, spec),
-                None => engine.conv2d(x4, k4, spec),
+            let k4 = kernels4(kv)?;
+            match xv {
+                ImagesView::F32(x) => conv_pixels(engine, images4(x)?, k4, bv.as_ref(), spec),
+                ImagesView::U8(x) => conv_pixels(engine, images4(x)?, k4, bv.as_ref(), spec),
+                ImagesView::U16(x) => conv_pixels(engine, images4(x)?, k4, bv.as_ref(), spec),
             }
         })?;
         Ok((out, rank))
     }
 
-    fn run_pool(&self, py: Python<'_>, x: &F32<'_>, spec: &Pool2dSpec, return_indices: bool) -> PyResult<Py<PyAny>> {
-        let xv = x.view();
+    /// The images argument: uint8 and uint16 arrays kept as they are on a
+    /// GPU engine; everything else as float32.
+    fn images<'py>(&self, obj: &Bound<'py, PyAny>) -> PyResult<Images<'py>> {
+        let readonly = |e: numpy::BorrowError| PyValueError::new_err(format!("images: {e}"));
+        if self.engine.is_gpu() {
+            if let Ok(a) = obj.cast::<PyArrayDyn<u8>>() {
+                return a.try_readonly().map(Images::U8).map_err(readonly);
+            }
+            if let Ok(a) = obj.cast::<PyArrayDyn<u16>>() {
+                return a.try_readonly().map(Images::U16).map_err(readonly);
+            }
+        }
+        as_f32("images", obj).map(Images::F32)
+    }
+
+    fn run_pool(&self, py: Python<'_>, x: &Images<'_>, spec: &Pool2dSpec, return_indices: bool) -> PyResult<Py<PyAny>> {
         let engine = &self.engine;
+        if !return_indices {
+            let xv = x.view();
+            let out = compute(py, || match xv {
+                ImagesView::F32(x) => engine.pool2d(images4(x)?, spec),
+                ImagesView::U8(x) => engine.pool2d_pixels(images4(x)?, spec),
+                ImagesView::U16(x) => engine.pool2d_pixels(images4(x)?, spec),
+            })?;
+            return Ok(out.into_pyarray(py).into_any().unbind());
+        }
+        // The argmax reads float32: callers asking for it pass float32.
+        let Images::F32(f) = x else {
+            return Err(PyRuntimeError::new_err(
+                "convpool internal error: integer images for the argmax",
+            ));
+        };
+        let xv = f.view();
         if return_indices {
             if spec.mode != PoolMode::Max {
                 return Err(PyValueError::new_err(format!(
@@ -487,7 +553,7 @@ impl PyEngine {
         activation: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         let spec = conv_args(py, padding, stride, dilation, padding_mode, groups, activation).spec()?;
-        let (x, k) = (as_f32("images", images)?, as_f32("kernels", kernels)?);
+        let (x, k) = (self.images(images)?, as_f32("kernels", kernels)?);
         let b = match bias {
             Some(b) if !b.is_none() => Some(as_f32("bias", &b)?),
             _ => None,
@@ -527,7 +593,12 @@ impl PyEngine {
             dilation,
         );
         let spec = args.spec()?;
-        self.run_pool(py, &as_f32("images", images)?, &spec, return_indices)
+        let x = if return_indices {
+            Images::F32(as_f32("images", images)?)
+        } else {
+            self.images(images)?
+        };
+        self.run_pool(py, &x, &spec, return_indices)
     }
 
     /// Task 0: valid convolution of grayscale images `(m, h, w)` with a
@@ -634,8 +705,8 @@ impl PyEngine {
         };
         let (kh, kw) = pair("kernel_shape", kernel_shape)?;
         let (sh, sw) = pair("stride", stride)?;
-        let x = as_f32("images", images)?;
-        need_rank("images", x.view().shape(), 4, "(m, h, w, c)")?;
+        let x = self.images(images)?;
+        need_rank("images", &x.shape(), 4, "(m, h, w, c)")?;
         let spec = Pool2dSpec::new(mode, kh, kw).with_stride(sh, sw);
         self.run_pool(py, &x, &spec, false)
     }
@@ -722,9 +793,9 @@ impl PyEngine {
         kernels_rank: (usize, &str),
         spec: Conv2dSpec,
     ) -> PyResult<Py<PyAny>> {
-        let x = as_f32("images", images)?;
+        let x = self.images(images)?;
         let k = as_f32("kernel", kernels)?;
-        need_rank("images", x.view().shape(), images_rank.0, images_rank.1)?;
+        need_rank("images", &x.shape(), images_rank.0, images_rank.1)?;
         need_rank(
             if kernels_rank.0 == 4 { "kernels" } else { "kernel" },
             k.view().shape(),
@@ -733,6 +804,20 @@ impl PyEngine {
         )?;
         let (out, rank) = self.run_conv(py, &x, &k, None, &spec)?;
         Ok(conv_output(py, out, rank))
+    }
+}
+
+/// A convolution of images of any [`Pixel`] type, with or without a bias.
+fn conv_pixels<T: Pixel>(
+    engine: &Engine,
+    x: ArrayView4<'_, T>,
+    k: ArrayView4<'_, f32>,
+    bias: Option<&ArrayView1<'_, f32>>,
+    spec: &Conv2dSpec,
+) -> convpool::Result<Array4<f32>> {
+    match bias {
+        Some(b) => engine.conv2d_bias_pixels(x, k, b, spec),
+        None => engine.conv2d_pixels(x, k, spec),
     }
 }
 

@@ -3,6 +3,7 @@
 //! cross to the device as their own bytes and are widened to f32 there.
 
 use bytemuck::Pod;
+use ndarray::ArrayView4;
 
 /// The element type of an upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -39,18 +40,40 @@ mod sealed {
 pub trait Pixel: Pod + sealed::Sealed {
     /// The element type.
     const KIND: PixelKind;
+    /// The value as f32 (exact for every type here).
+    fn to_f32(self) -> f32;
+    /// The view itself where the type is f32 (no copy), else `None`.
+    fn as_f32(view: ArrayView4<'_, Self>) -> Option<ArrayView4<'_, f32>>;
 }
 
 impl Pixel for f32 {
     const KIND: PixelKind = PixelKind::F32;
+    fn to_f32(self) -> f32 {
+        self
+    }
+    fn as_f32(view: ArrayView4<'_, f32>) -> Option<ArrayView4<'_, f32>> {
+        Some(view)
+    }
 }
 
 impl Pixel for u8 {
     const KIND: PixelKind = PixelKind::U8;
+    fn to_f32(self) -> f32 {
+        f32::from(self)
+    }
+    fn as_f32(_: ArrayView4<'_, Self>) -> Option<ArrayView4<'_, f32>> {
+        None
+    }
 }
 
 impl Pixel for u16 {
     const KIND: PixelKind = PixelKind::U16;
+    fn to_f32(self) -> f32 {
+        f32::from(self)
+    }
+    fn as_f32(_: ArrayView4<'_, Self>) -> Option<ArrayView4<'_, f32>> {
+        None
+    }
 }
 
 /// Host input of a call: its values as bytes, and their type.

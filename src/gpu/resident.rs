@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::shape::{checked_elems, Conv2dGeometry, Pool2dGeometry};
 
 use super::context::GpuContext;
-use super::pixels::{HostData, Pixel, PixelKind};
+use super::pixels::{HostData, Pixel};
 use super::run::{fill, read_back, Sink, Source};
 
 /// A float32 NHWC batch held on one engine's GPU. Made by
@@ -101,10 +101,8 @@ impl GpuContext {
     /// Copies host images to a new device-resident f32 array: f32 as they
     /// are, u8 and u16 as their own bytes, widened on the device.
     pub(crate) fn upload_pixels<T: Pixel>(self: &Arc<Self>, images: ArrayView4<T>) -> Result<GpuArray> {
-        if T::KIND == PixelKind::F32 {
-            let images = images.as_standard_layout();
-            let values: &[f32] = bytemuck::cast_slice(images.as_slice().expect("standard layout"));
-            return self.upload(ArrayView4::from_shape(images.dim(), values).expect("same shape"));
+        if let Some(f) = T::as_f32(images.view()) {
+            return self.upload(f);
         }
         self.check_alive()?;
         let shape = [images.dim().0, images.dim().1, images.dim().2, images.dim().3];

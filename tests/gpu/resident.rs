@@ -232,3 +232,63 @@ fn u8_and_u16_uploads_widen_exactly_and_move_their_own_bytes() {
     let err = Engine::cpu().upload_pixels(&u8s).unwrap_err();
     assert!(err.to_string().contains("GPU"), "{err}");
 }
+
+/// The host calls of 8- and 16-bit images: what the f32 calls give on the
+/// widened images, bit for bit, with a quarter (half) of the image bytes
+/// uploaded; bad arguments are refused before anything is uploaded.
+#[test]
+fn pixel_calls_equal_f32_calls_and_upload_fewer_bytes() {
+    let Some(e) = gpu(None) else { return };
+    let ctx = e.gpu().unwrap();
+    let px = Array4::from_shape_fn((2, 19, 17, 3), |(n, y, x, c)| {
+        ((n * 71 + y * 13 + x * 5 + c * 3) % 256) as u8
+    });
+    let px16 = px.mapv(|v| u16::from(v) * 257);
+    let k = array([3, 3, 3, 8], 34);
+    let b = Array1::from_iter((0..8).map(|i| i as f32 - 3.5));
+    let conv = Conv2dSpec::new(Padding::Same).with_activation(Some(Activation::Relu));
+    let pool = Pool2dSpec::new(PoolMode::Avg, 3, 3).with_stride(2, 2);
+    let uploaded = |f: &dyn Fn() -> Array4<f32>| {
+        let (u0, _) = ctx.transfer_bytes();
+        let out = f();
+        (out, ctx.transfer_bytes().0 - u0)
+    };
+    let f = px.mapv(f32::from);
+    let (want, f32_up) = uploaded(&|| e.conv2d_bias(&f, &k, &b, &conv).unwrap());
+    let (got, u8_up) = uploaded(&|| e.conv2d_bias_pixels(&px, &k, &b, &conv).unwrap());
+    assert_eq!(bits(&got), bits(&want));
+    let weights = (k.len() + b.len()) as u64 * 4;
+    assert_eq!(f32_up, f.len() as u64 * 4 + weights);
+    assert_eq!(u8_up, (f.len() as u64).next_multiple_of(4) + weights);
+    let f16 = px16.mapv(f32::from);
+    assert_eq!(
+        bits(&e.conv2d_pixels(&px16, &k, &conv).unwrap()),
+        bits(&e.conv2d(&f16, &k, &conv).unwrap())
+    );
+    assert_eq!(
+        bits(&e.pool2d_pixels(&px16, &pool).unwrap()),
+        bits(&e.pool2d(&f16, &pool).unwrap())
+    );
+    // f32 through the pixel calls is the f32 call.
+    assert_eq!(
+        bits(&e.conv2d_pixels(&f, &k, &conv).unwrap()),
+        bits(&e.conv2d(&f, &k, &conv).unwrap())
+    );
+    // Refused before the upload: nothing crosses the bus.
+    let (u0, d0) = ctx.transfer_bytes();
+    let err = e.conv2d_pixels(&px, &array([3, 3, 4, 8], 35), &conv).unwrap_err();
+    assert!(matches!(err, Error::ChannelMismatch { .. }), "{err}");
+    let err = e.conv2d_bias_pixels(&px, &k, &Array1::zeros(3), &conv).unwrap_err();
+    assert!(err.to_string().contains("bias"), "{err}");
+    let err = e
+        .pool2d_pixels(&px, &Pool2dSpec::new(PoolMode::Max, 40, 2))
+        .unwrap_err();
+    assert!(!matches!(err, Error::Gpu(_)), "{err}");
+    assert_eq!(ctx.transfer_bytes(), (u0, d0));
+    // In verify mode the chain is checked against the reference too.
+    let v = e.clone().with_verify(true);
+    assert_eq!(
+        bits(&v.conv2d_pixels(&px, &k, &conv).unwrap()),
+        bits(&e.conv2d(&f, &k, &conv).unwrap())
+    );
+}

@@ -8,12 +8,14 @@ use clap::{Args, Parser, Subcommand};
 
 mod filter;
 use convpool::error::Shape;
+use convpool::npy::NpyArray;
 use convpool::shape::{images_nhwc, kernels_hwio};
+use convpool::Pixel;
 use convpool::{
     npy, Activation, Conv2dSpec, Device, Engine, EngineOptions, Error, Padding, PaddingMode, Pool2dSpec, PoolMode,
     Window,
 };
-use ndarray::{Array4, ArrayD, Axis, Ix4};
+use ndarray::{Array1, Array4, ArrayD, Axis, Ix4};
 
 /// 2-D convolution and pooling over batches of images, on the GPU (wgpu) or the CPU.
 ///
@@ -190,7 +192,7 @@ fn shape_of(a: &ArrayD<f32>) -> Shape {
     Shape::from(a.shape())
 }
 
-fn to4(a: ArrayD<f32>, dims: [usize; 4]) -> Array4<f32> {
+fn to4<T>(a: ArrayD<T>, dims: [usize; 4]) -> Array4<T> {
     a.into_shape_with_order(dims.to_vec())
         .expect("same element count")
         .into_dimensionality::<Ix4>()
@@ -203,6 +205,21 @@ fn engine(common: &Common) -> Result<Engine, Error> {
         verify: common.verify,
         ..Default::default()
     })
+}
+
+/// A convolution of f32, u8 or u16 images (the last two widened on the GPU
+/// after an upload of their own bytes).
+fn conv_pixels<T: Pixel>(
+    engine: &Engine,
+    images: &Array4<T>,
+    kernels: &Array4<f32>,
+    bias: Option<&Array1<f32>>,
+    spec: &Conv2dSpec,
+) -> Result<Array4<f32>, Error> {
+    match bias {
+        Some(b) => engine.conv2d_bias_pixels(images, kernels, b, spec),
+        None => engine.conv2d_pixels(images, kernels, spec),
+    }
 }
 
 fn conv(args: &ConvArgs) -> Result<String, Error> {
@@ -218,7 +235,8 @@ fn conv(args: &ConvArgs) -> Result<String, Error> {
         .with_groups(args.groups)
         .with_activation(activation);
     c.device.parse::<Device>()?;
-    let images = npy::read_f32(&c.images)?;
+    // uint8 and uint16 images stay as they are: a GPU uploads their bytes.
+    let images = npy::read(&c.images)?;
     let kernels = npy::read_f32(&args.kernels)?;
     let bias = match &args.bias {
         Some(path) => {
@@ -233,7 +251,7 @@ fn conv(args: &ConvArgs) -> Result<String, Error> {
         }
         None => None,
     };
-    let (images_shape, kernels_shape) = (shape_of(&images), shape_of(&kernels));
+    let (images_shape, kernels_shape) = (Shape::from(images.shape()), shape_of(&kernels));
     let nhwc = images_nhwc(images.shape())?;
     let hwio = kernels_hwio(kernels.shape())?;
     // Validate everything before a device is opened.
@@ -253,10 +271,12 @@ fn conv(args: &ConvArgs) -> Result<String, Error> {
     }
     let engine = engine(c)?;
     let start = Instant::now();
-    let (images, kernels) = (to4(images, nhwc), to4(kernels, hwio));
-    let out = match &bias {
-        Some(b) => engine.conv2d_bias(&images, &kernels, b, &spec)?,
-        None => engine.conv2d(&images, &kernels, &spec)?,
+    let kernels = to4(kernels, hwio);
+    let b = bias.as_ref();
+    let out = match images {
+        NpyArray::F32(x) => conv_pixels(&engine, &to4(x, nhwc), &kernels, b, &spec)?,
+        NpyArray::U8(x) => conv_pixels(&engine, &to4(x, nhwc), &kernels, b, &spec)?,
+        NpyArray::U16(x) => conv_pixels(&engine, &to4(x, nhwc), &kernels, b, &spec)?,
     };
     let secs = start.elapsed().as_secs_f64();
     // The seed's shapes: a 2-D or 3-D kernel gives (m, oh, ow).
@@ -305,19 +325,20 @@ fn pool(args: &PoolArgs) -> Result<String, Error> {
         spec = spec.with_stride(sh, sw);
     }
     c.device.parse::<Device>()?;
-    let images = npy::read_f32(&c.images)?;
-    let images_shape = shape_of(&images);
+    let images = npy::read(&c.images)?;
+    let images_shape = Shape::from(images.shape());
     let nhwc = images_nhwc(images.shape())?;
     spec.resolve(nhwc)?;
     let engine = engine(c)?;
     let start = Instant::now();
-    let images = to4(images, nhwc);
-    let (out, indices) = match &args.indices {
-        Some(_) => {
-            let (v, i) = engine.max_pool2d_with_indices(&images, &spec)?;
+    let (out, indices) = match (&args.indices, images) {
+        (Some(_), images) => {
+            let (v, i) = engine.max_pool2d_with_indices(&to4(images.into_f32(), nhwc), &spec)?;
             (v, Some(i))
         }
-        None => (engine.pool2d(&images, &spec)?, None),
+        (None, NpyArray::F32(x)) => (engine.pool2d_pixels(&to4(x, nhwc), &spec)?, None),
+        (None, NpyArray::U8(x)) => (engine.pool2d_pixels(&to4(x, nhwc), &spec)?, None),
+        (None, NpyArray::U16(x)) => (engine.pool2d_pixels(&to4(x, nhwc), &spec)?, None),
     };
     let secs = start.elapsed().as_secs_f64();
     if let (Some(path), Some(i)) = (&args.indices, &indices) {
