@@ -14,7 +14,7 @@ use ndarray::{s, Array2, Array3, Array4, ArrayD, ArrayView4, Axis, CowArray, Ix4
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::gpu::GpuArray;
+use crate::gpu::{GpuArray, Pixel};
 use crate::shape::{kernels_hwio, Conv2dSpec, Padding, PaddingMode, Pool2dSpec, PoolMode};
 
 /// A filter kernel by name.
@@ -318,13 +318,34 @@ impl Pipeline {
     /// that chain, runs call by call through the host instead, where large
     /// inputs are chunked and the engine's CPU fallback applies.
     pub fn run(&self, engine: &Engine, batch: Array4<f32>) -> Result<Array4<f32>> {
+        self.run_any(engine, batch.view())
+    }
+
+    /// [`Pipeline::run`] of 8- or 16-bit samples: on a GPU they cross as
+    /// their own bytes and are widened there (exact), on the CPU they are
+    /// widened on the host; the result is `run` of the f32 values.
+    pub fn run_samples(&self, engine: &Engine, batch: &Samples) -> Result<Array4<f32>> {
+        match batch {
+            Samples::U8(b) => self.run_any(engine, b.view()),
+            Samples::U16(b) => self.run_any(engine, b.view()),
+        }
+    }
+
+    fn run_any<T: Pixel>(&self, engine: &Engine, batch: ArrayView4<T>) -> Result<Array4<f32>> {
         if engine.is_gpu() {
-            match self.run_on(engine, Data::Host(batch.view().into()), true) {
+            let on_device = engine
+                .upload_pixels(batch)
+                .and_then(|d| self.run_on(engine, Data::Device(d), true));
+            match on_device {
                 Err(Error::Gpu(_)) => {}
                 result => return result,
             }
         }
-        self.run_on(engine, Data::Host(batch.view().into()), false)
+        let host = match T::as_f32(batch.view()) {
+            Some(f) => CowArray::from(f),
+            None => CowArray::from(batch.mapv(T::to_f32)),
+        };
+        self.run_on(engine, Data::Host(host), false)
     }
 
     /// The pipeline with every step on the device (`resident`) or through
@@ -491,6 +512,42 @@ pub fn value_range(pixels: &Array3<f32>) -> (f32, f32) {
 /// Stacks images of one size and channel count into a batch; none, or
 /// images of different shapes, are an error naming the shapes.
 pub fn stack(images: &[&Image]) -> Result<Array4<f32>> {
+    check_stack(images)?;
+    let views: Vec<_> = images.iter().map(|i| i.pixels.view()).collect();
+    ndarray::stack(Axis(0), &views).map_err(|e| Error::invalid("images", e.to_string()))
+}
+
+/// [`stack`] as the images' own 8- or 16-bit samples, `(m, h, w, c)` u16
+/// (u8 values in 8-bit images): what a GPU uploads as its own bytes.
+pub fn stack_samples(images: &[&Image]) -> Result<Samples> {
+    check_stack(images)?;
+    if images.iter().any(|i| i.sixteen_bit != images[0].sixteen_bit) {
+        return Err(Error::invalid(
+            "images",
+            "a batch of samples holds images of one bit depth (8 and 16 bits given)",
+        ));
+    }
+    let (h, w, c) = images[0].pixels.dim();
+    let shape = (images.len(), h, w, c);
+    // Each pixel is a whole number in the format's range: `as` is exact.
+    let at = |(n, y, x, ch): (usize, usize, usize, usize)| images[n].pixels[[y, x, ch]];
+    Ok(if images[0].sixteen_bit {
+        Samples::U16(Array4::from_shape_fn(shape, |i| at(i) as u16))
+    } else {
+        Samples::U8(Array4::from_shape_fn(shape, |i| at(i) as u8))
+    })
+}
+
+/// A batch of images in their own sample type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Samples {
+    /// 8-bit images.
+    U8(Array4<u8>),
+    /// 16-bit images.
+    U16(Array4<u16>),
+}
+
+fn check_stack(images: &[&Image]) -> Result<()> {
     let Some(first) = images.first() else {
         return Err(Error::invalid("images", "no image to stack"));
     };
@@ -504,8 +561,7 @@ pub fn stack(images: &[&Image]) -> Result<Array4<f32>> {
             ),
         ));
     }
-    let views: Vec<_> = images.iter().map(|i| i.pixels.view()).collect();
-    ndarray::stack(Axis(0), &views).map_err(|e| Error::invalid("images", e.to_string()))
+    Ok(())
 }
 
 /// Image `i` of a batch result.

@@ -322,3 +322,54 @@ fn stacking_images_of_different_sizes_is_an_error() {
     assert!(filter::stack(&[]).is_err());
     assert_eq!(filter::stack(&[&a, &a]).unwrap().shape()[0], 2);
 }
+
+/// The filter's GPU batches travel as the images' own 8- or 16-bit samples
+/// and are widened on the device: the result is the f32 batch's, bit for
+/// bit, on every device, with a quarter (half) of the image bytes uploaded.
+#[test]
+fn sample_batches_equal_f32_batches_and_upload_fewer_bytes() {
+    let gray = filter::load_image(&photo("camera.png")).unwrap();
+    assert!(!gray.sixteen_bit);
+    let mut deep = gray.clone();
+    deep.pixels = gray.pixels.mapv(|v| v * 257.0);
+    deep.sixteen_bit = true;
+    let pipeline = |kernels: Vec<FilterKernel>| filter::Pipeline {
+        kernels,
+        pool: Some(convpool::Pool2dSpec::new(convpool::PoolMode::Max, 2, 2)),
+        padding: Padding::Same,
+        border: PaddingMode::Reflect,
+        scale: None,
+    };
+    // Sobel's magnitude is taken on the host, mid-chain; the blur and the
+    // pooling stay on the device from the upload to the download.
+    let sobel = pipeline(vec![FilterKernel::Gaussian(5, 1.2), FilterKernel::Sobel]);
+    let blur = pipeline(vec![FilterKernel::Gaussian(5, 1.2), FilterKernel::Sharpen]);
+    let mut engines = vec![convpool::Engine::cpu()];
+    let gpu_required = std::env::var("CONVPOOL_REQUIRE_GPU").is_ok_and(|v| v == "1");
+    match convpool::Engine::new(convpool::Device::Gpu) {
+        Ok(e) => engines.push(e),
+        Err(e) => assert!(!gpu_required, "{e}"),
+    }
+    let bits = |a: &Array4<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    for engine in &engines {
+        for (im, bytes) in [(&gray, 1), (&deep, 2)] {
+            let samples = filter::stack_samples(&[im, im]).unwrap();
+            for p in [&sobel, &blur] {
+                let want = p.run(engine, filter::stack(&[im, im]).unwrap()).unwrap();
+                let got = p.run_samples(engine, &samples).unwrap();
+                assert_eq!(bits(&got), bits(&want), "{} {bytes}", engine.describe());
+            }
+            if let Some(g) = engine.gpu() {
+                let before = g.transfer_bytes().0;
+                blur.run_samples(engine, &samples).unwrap();
+                // The samples, then two small kernels' weights.
+                let up = g.transfer_bytes().0 - before;
+                let values = 2 * im.pixels.len() as u64;
+                assert!(up >= values * bytes && up < values * bytes + 4096, "{up}");
+            }
+        }
+    }
+    // Mixed depths do not make one batch of samples.
+    let err = filter::stack_samples(&[&gray, &deep]).unwrap_err().to_string();
+    assert!(err.contains("bit depth"), "{err}");
+}

@@ -176,7 +176,13 @@ pub fn run(args: &FilterArgs) -> Result<i32, Error> {
             return;
         }
         let images: Vec<&Image> = pending.iter().map(|(_, im)| im).collect();
-        let result = filter::stack(&images).and_then(|batch| pipeline.run(&engine, batch));
+        // On a GPU the samples cross as their own bytes (a quarter or half
+        // of f32's); the CPU reads the f32 batch.
+        let result = if engine.is_gpu() {
+            filter::stack_samples(&images).and_then(|batch| pipeline.run_samples(&engine, &batch))
+        } else {
+            filter::stack(&images).and_then(|batch| pipeline.run(&engine, batch))
+        };
         for (b, (i, im)) in pending.iter().enumerate() {
             let written = result.as_ref().map_err(clone_error).and_then(|batch| {
                 let values = filter::image_of(batch, b);
