@@ -11,7 +11,10 @@
 #
 # (cudnn_v2.py times cuDNN on the v2 workloads, cnn_depthwise3x3 and
 # cnn_conv3x3_bias_relu, which the shared cudnn_bench.py does not know;
-# convpool's `bench --suite all` above already includes them.)
+# convpool's `bench --suite all` above already includes them, and the two
+# chain workloads: chain_seed_u8_resident, the seed's conv then pool of
+# 8-bit images uploaded as their own bytes, widened on the device and kept
+# there, against chain_seed_f32_host, the same as two f32 host calls.)
 #
 # and run `bash .devrun/device-bench.sh` with carry [".gl", ".devrun"].
 # About 12 minutes at most (the timeouts below and in gpu-bench.sh), most

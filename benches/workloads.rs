@@ -22,7 +22,7 @@ const NAMES: [&str; 6] = [
 fn inputs(w: &Workload) -> (Array4<f32>, Array4<f32>) {
     let images = random_array(w.input_shape(true), 1);
     let kernels = match w.op {
-        Op::Conv { kernels, .. } => random_array(kernels, 2),
+        Op::Conv { kernels, .. } | Op::Chain { kernels, .. } => random_array(kernels, 2),
         Op::Pool { .. } => Array4::zeros((0, 0, 0, 0)),
     };
     (images, kernels)
@@ -36,6 +36,10 @@ fn run_once(engine: &Engine, w: &Workload, images: &Array4<f32>, kernels: &Array
         }
         Op::Conv { spec, .. } => engine.conv2d(images, kernels, &spec),
         Op::Pool { spec } => engine.pool2d(images, &spec),
+        // Not among NAMES: `convpool bench --suite chain` times the chains.
+        Op::Chain { spec, pool, .. } => engine
+            .conv2d(images, kernels, &spec)
+            .and_then(|y| engine.pool2d(&y, &pool)),
     };
     std::hint::black_box(out.expect("benchmark workloads are valid"));
 }

@@ -26,6 +26,9 @@ pub enum Suite {
     Cnn,
     /// Sized for real GPUs; only in `--suite all`.
     Large,
+    /// The seed's conv-then-pool pipeline on 8-bit images, kept on the
+    /// device against two host calls; in `--suite chain` and `all`.
+    Chain,
 }
 
 /// What a workload computes.
@@ -44,6 +47,19 @@ pub enum Op {
     Pool {
         /// Window, stride, padding, mode.
         spec: Pool2dSpec,
+    },
+    /// A convolution, then a pooling of its output, of 8-bit images.
+    Chain {
+        /// `(kh, kw, c, nc)`.
+        kernels: [usize; 4],
+        /// The convolution.
+        spec: Conv2dSpec,
+        /// The pooling.
+        pool: Pool2dSpec,
+        /// On a GPU: the u8 samples uploaded once ([`Engine::upload_pixels`]),
+        /// both steps on the device, one download. Otherwise two host calls
+        /// of the images as f32, as a numpy user would make them.
+        resident: bool,
     },
 }
 
@@ -92,6 +108,22 @@ fn pool(name: &'static str, suite: Suite, images: [usize; 4], quick_m: usize, sp
         images,
         quick_m,
         op: Op::Pool { spec },
+    }
+}
+
+/// seed_multi then seed_pool_max on its output, of 8-bit images.
+fn chain(name: &'static str, resident: bool) -> Workload {
+    Workload {
+        name,
+        suite: Suite::Chain,
+        images: [10000, 32, 32, 3],
+        quick_m: 1000,
+        op: Op::Chain {
+            kernels: [3, 3, 3, 16],
+            spec: Conv2dSpec::new(Padding::Same).with_activation(Some(Activation::Relu)),
+            pool: Pool2dSpec::new(PoolMode::Max, 2, 2).with_stride(2, 2),
+            resident,
+        },
     }
 }
 
@@ -162,6 +194,8 @@ pub fn workloads() -> Vec<Workload> {
         pool("cnn_maxpool", Cnn, [8, 112, 112, 64], 2, maxpool3),
         conv("image_blur", Cnn, [1, 4096, 4096, 1], 1, [5, 5, 1, 1], Same, 1),
         conv("cnn_conv3x3_b64", Large, [64, 56, 56, 64], 2, [3, 3, 64, 64], Same, 1),
+        chain("chain_seed_u8_resident", true),
+        chain("chain_seed_f32_host", false),
     ]
 }
 
@@ -177,6 +211,11 @@ impl Workload {
         Ok(match self.op {
             Op::Conv { kernels, spec, .. } => spec.resolve(input, kernels)?.output_shape(),
             Op::Pool { spec } => spec.resolve(input)?.output_shape(),
+            Op::Chain {
+                kernels, spec, pool, ..
+            } => pool
+                .resolve(spec.resolve(input, kernels)?.output_shape())?
+                .output_shape(),
         })
     }
 
@@ -185,23 +224,36 @@ impl Workload {
     pub fn flops(&self, input: [usize; 4]) -> Result<f64> {
         Ok(match self.op {
             Op::Conv { kernels, spec, .. } => spec.resolve(input, kernels)?.flops(),
-            Op::Pool { spec } => {
-                let g = spec.resolve(input)?;
-                g.output_shape().iter().product::<usize>() as f64 * (g.kh * g.kw) as f64
+            Op::Pool { spec } => pool_flops(&spec, input)?,
+            Op::Chain {
+                kernels, spec, pool, ..
+            } => {
+                let g = spec.resolve(input, kernels)?;
+                g.flops() + pool_flops(&pool, g.output_shape())?
             }
         })
     }
 
-    /// Bytes that must move at least once: input, kernels, bias and
-    /// output, f32.
+    /// Bytes that must move at least once: input (f32, or u8 for a
+    /// resident chain), kernels, bias and output (f32).
     pub fn min_bytes(&self, input: [usize; 4]) -> Result<f64> {
         let out: usize = self.output_shape(input)?.iter().product();
         let kernel: usize = match self.op {
             Op::Conv { kernels, bias, .. } => kernels.iter().product::<usize>() + if bias { kernels[3] } else { 0 },
             Op::Pool { .. } => 0,
+            Op::Chain { kernels, .. } => kernels.iter().product(),
         };
-        Ok(4.0 * (input.iter().product::<usize>() + kernel + out) as f64)
+        let input_bytes = match self.op {
+            Op::Chain { resident: true, .. } => 1,
+            _ => 4,
+        };
+        Ok((input_bytes * input.iter().product::<usize>() + 4 * (kernel + out)) as f64)
     }
+}
+
+fn pool_flops(spec: &Pool2dSpec, input: [usize; 4]) -> Result<f64> {
+    let g = spec.resolve(input)?;
+    Ok(g.output_shape().iter().product::<usize>() as f64 * (g.kh * g.kw) as f64)
 }
 
 /// Deterministic pseudo-random values in [-1, 1), filled in parallel.
@@ -285,8 +337,17 @@ pub fn run(engine: &Engine, w: &Workload, quick: bool, repeats: usize) -> Result
     let input = w.input_shape(quick);
     let images = random_array(input, 1);
     let kernels = match w.op {
-        Op::Conv { kernels, .. } => random_array(kernels, 2),
+        Op::Conv { kernels, .. } | Op::Chain { kernels, .. } => random_array(kernels, 2),
         Op::Pool { .. } => Array4::zeros((0, 0, 0, 0)),
+    };
+    // 8-bit images for a chain, and the same values as f32.
+    let (pixels, images) = match w.op {
+        Op::Chain { .. } => {
+            let pixels = images.mapv(|v| ((v + 1.0) * 127.5) as u8);
+            let images = pixels.mapv(f32::from);
+            (pixels, images)
+        }
+        _ => (Array4::zeros((0, 0, 0, 0)), images),
     };
     let bias = match w.op {
         Op::Conv {
@@ -302,11 +363,26 @@ pub fn run(engine: &Engine, w: &Workload, quick: bool, repeats: usize) -> Result
                 None => engine.conv2d_timed(&images, &kernels, &spec)?.1,
             },
             Op::Pool { spec } => engine.pool2d_timed(&images, &spec)?.1,
+            Op::Chain {
+                spec, pool, resident, ..
+            } => {
+                let out = match engine.gpu() {
+                    Some(_) if resident => {
+                        let d = engine.upload_pixels(&pixels)?;
+                        let d = engine.conv2d_resident(&d, &kernels, &spec)?;
+                        engine.pool2d_resident(&d, &pool)?.download()?
+                    }
+                    _ if resident => engine.pool2d(&engine.conv2d_pixels(&pixels, &kernels, &spec)?, &pool)?,
+                    _ => engine.pool2d(&engine.conv2d(&images, &kernels, &spec)?, &pool)?,
+                };
+                std::hint::black_box(out);
+                None
+            }
         };
         Ok((start.elapsed().as_secs_f64(), kernel))
     };
     let isa = match w.op {
-        Op::Conv { kernels, spec, .. } => engine.conv2d_isa(input, kernels, &spec)?,
+        Op::Conv { kernels, spec, .. } | Op::Chain { kernels, spec, .. } => engine.conv2d_isa(input, kernels, &spec)?,
         Op::Pool { spec } => engine.pool2d_isa(input, &spec)?,
     };
     once()?;
@@ -407,5 +483,46 @@ impl WithSimd for FmaChains {
         }
         let sum = x.into_iter().fold(s.zero(), |a, v| s.add(a, v));
         s.to_array(sum)[..S::LANES].iter().sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The chain workloads' sizes, by hand: seed_multi (3x3, 3 -> 16
+    /// channels, same) then a 2x2 max pool of its output.
+    #[test]
+    fn chain_workloads_count_both_steps() {
+        let all = workloads();
+        let get = |name: &str| *all.iter().find(|w| w.name == name).unwrap();
+        let (dev, host) = (get("chain_seed_u8_resident"), get("chain_seed_f32_host"));
+        let input = dev.input_shape(true);
+        assert_eq!(input, [1000, 32, 32, 3]);
+        assert_eq!(dev.output_shape(input).unwrap(), [1000, 16, 16, 16]);
+        let conv_flops = 2.0 * 1000.0 * 32.0 * 32.0 * 27.0 * 16.0;
+        let pool_flops = 1000.0 * 16.0 * 16.0 * 16.0 * 4.0;
+        assert_eq!(dev.flops(input).unwrap(), conv_flops + pool_flops);
+        let (pixels, kernels, out) = (
+            1000.0 * 32.0 * 32.0 * 3.0,
+            3.0 * 3.0 * 3.0 * 16.0,
+            1000.0 * 16.0 * 16.0 * 16.0,
+        );
+        assert_eq!(dev.min_bytes(input).unwrap(), pixels + 4.0 * (kernels + out));
+        assert_eq!(host.min_bytes(input).unwrap(), 4.0 * (pixels + kernels + out));
+        assert!(all.iter().filter(|w| w.suite == Suite::Chain).count() == 2);
+    }
+
+    /// A chain runs and times on the CPU (both variants).
+    #[test]
+    fn chain_workloads_run_on_the_cpu() {
+        let e = Engine::cpu();
+        for w in workloads().into_iter().filter(|w| w.suite == Suite::Chain) {
+            let mut small = w;
+            small.quick_m = 2;
+            let m = run(&e, &small, true, 1).unwrap();
+            assert_eq!(m.m, 2);
+            assert!(m.median_s > 0.0 && m.kernel_median_s.is_none());
+        }
     }
 }

@@ -292,3 +292,31 @@ fn pixel_calls_equal_f32_calls_and_upload_fewer_bytes() {
         bits(&e.conv2d(&f, &k, &conv).unwrap())
     );
 }
+
+/// The benchmark's chain workloads run on the GPU (the resident one through
+/// the widened upload), at a small batch.
+#[test]
+fn the_chain_workloads_run_on_the_gpu() {
+    let Some(e) = gpu(None) else { return };
+    for mut w in convpool::bench::workloads()
+        .into_iter()
+        .filter(|w| w.suite == convpool::bench::Suite::Chain)
+    {
+        w.quick_m = 3;
+        let ctx = e.gpu().unwrap();
+        let (u0, _) = ctx.transfer_bytes();
+        let m = convpool::bench::run(&e, &w, true, 1).unwrap();
+        let up = ctx.transfer_bytes().0 - u0;
+        assert_eq!(m.m, 3);
+        // Two runs (warm-up and one timed): u8 samples for the resident
+        // chain, f32 images and the conv's output for the host one.
+        let pixels = 3 * 32 * 32 * 3;
+        let kernels = 3 * 3 * 3 * 16 * 4 + 4;
+        let per_run = if w.name.contains("resident") {
+            pixels + kernels
+        } else {
+            4 * pixels + kernels + 4 * 3 * 32 * 32 * 16
+        };
+        assert_eq!(up, 2 * per_run as u64, "{}", w.name);
+    }
+}

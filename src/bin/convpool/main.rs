@@ -78,8 +78,9 @@ struct FilterArgs {
 
 #[derive(Args, Debug)]
 struct BenchArgs {
-    /// seed | cnn | all (all adds cnn_conv3x3_b64, sized for real GPUs).
-    /// Default: seed and cnn.
+    /// seed | cnn | chain | all (all adds cnn_conv3x3_b64, sized for real
+    /// GPUs, and the chain: the seed's conv then pool of 8-bit images kept
+    /// on the device, against two host calls). Default: seed and cnn.
     #[arg(long)]
     suite: Option<String>,
     /// Run only these workloads (repeatable).
@@ -392,11 +393,12 @@ fn bench(args: &BenchArgs) -> Result<String, Error> {
         None => &[Suite::Seed, Suite::Cnn],
         Some("seed") => &[Suite::Seed],
         Some("cnn") => &[Suite::Cnn],
-        Some("all") => &[Suite::Seed, Suite::Cnn, Suite::Large],
+        Some("chain") => &[Suite::Chain],
+        Some("all") => &[Suite::Seed, Suite::Cnn, Suite::Large, Suite::Chain],
         Some(other) => {
             return Err(Error::invalid(
                 "suite",
-                format!("expected seed, cnn or all, got {other:?}"),
+                format!("expected seed, cnn, chain or all, got {other:?}"),
             ))
         }
     };
