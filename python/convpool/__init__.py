@@ -20,7 +20,9 @@ HWIO ``(kh, kw, c, nc)``, ``(kh, kw, c)`` or ``(kh, kw)``. Convolution is
 cross-correlation, as in the exercise and every deep-learning framework.
 
 Numbers: inputs of any real dtype (uint8 images, int64 kernels, float64 ...)
-are converted to float32 once; a float32 array is read in place. Outputs are
+are converted to float32 once; a float32 array is read in place. On a GPU
+engine, uint8 and uint16 images are not converted here: their own bytes
+cross to the device, which widens them (exactly). Outputs are
 float32 (argmax indices int64). Results match a float64 reference within
 SPEC.md's tolerance (max pooling exactly).
 
