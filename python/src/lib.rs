@@ -2,7 +2,9 @@
 //! package (python/convpool/__init__.py re-exports it).
 //!
 //! Arrays come in as any real numpy dtype (converted to float32 once, here;
-//! a float32 array is read in place, strided or not) and go out as float32
+//! a float32 array is read in place, strided or not; on a GPU engine uint8
+//! and uint16 images are read in place too and widened on the device) and
+//! go out as float32
 //! (int64 for argmax indices) without a copy. Every call releases the GIL
 //! while it computes, and no Rust panic crosses into Python: each entry point
 //! runs under `catch_unwind`.
