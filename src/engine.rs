@@ -512,11 +512,12 @@ impl Engine {
         self.resident_context("upload")?.upload(images)
     }
 
-    /// [`Engine::conv2d`] of `f32`, `u8` or `u16` images. On a GPU, 8- and
-    /// 16-bit images cross the bus as their own bytes and are widened to
-    /// f32 on the device ([`Engine::upload_pixels`]); where the batch does
-    /// not fit one device buffer, and on the CPU, they are widened on the
-    /// host. The result is that of `conv2d(images.mapv(f32::from), ..)`,
+    /// [`Engine::conv2d`] of `f32`, `u8` or `u16` images. On a GPU with its
+    /// own memory, 8- and 16-bit images cross the bus as their own bytes
+    /// and are widened to f32 on the device ([`Engine::upload_pixels`]);
+    /// where the batch does not fit one device buffer, on a GPU that shares
+    /// the host's memory ([`GpuContext::mapped_buffers`]) and on the CPU,
+    /// they are widened on the host. The result is that of `conv2d(images.mapv(f32::from), ..)`,
     /// bit for bit.
     ///
     /// ```
@@ -589,9 +590,12 @@ impl Engine {
     }
 
     /// Runs an operation on pixels of any [`Pixel`] type: f32 as they are;
-    /// 8- and 16-bit ones widened on the GPU after a validated upload of
-    /// their own bytes (`resident`), or on the host where that fails with a
-    /// GPU error (a batch larger than one device buffer) and on the CPU.
+    /// 8- and 16-bit ones widened on a GPU with its own memory after a
+    /// validated upload of their own bytes (`resident`), or on the host
+    /// where that fails with a GPU error (a batch larger than one device
+    /// buffer), on the CPU, and on a GPU that shares the host's memory
+    /// (mapped buffers: an integrated GPU, lavapipe), where no bus is saved
+    /// and the extra device pass made the calls slower (benches/RESULTS.md).
     fn on_pixels<T: Pixel>(
         &self,
         images: ArrayView4<T>,
@@ -602,7 +606,7 @@ impl Engine {
         if let Some(f) = T::as_f32(images.view()) {
             return host(f);
         }
-        if self.is_gpu() {
+        if self.gpu().is_some_and(|ctx| !ctx.mapped_buffers()) {
             validate(dims(&images))?;
             match self
                 .upload_pixels(images)

@@ -21,8 +21,8 @@ cross-correlation, as in the exercise and every deep-learning framework.
 
 Numbers: inputs of any real dtype (uint8 images, int64 kernels, float64 ...)
 are converted to float32 once; a float32 array is read in place. On a GPU
-engine, uint8 and uint16 images are not converted here: their own bytes
-cross to the device, which widens them (exactly). Outputs are
+engine, uint8 and uint16 images are not converted here: a GPU with its own
+memory receives their own bytes and widens them (exactly). Outputs are
 float32 (argmax indices int64). Results match a float64 reference within
 SPEC.md's tolerance (max pooling exactly).
 

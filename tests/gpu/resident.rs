@@ -234,11 +234,22 @@ fn u8_and_u16_uploads_widen_exactly_and_move_their_own_bytes() {
 }
 
 /// The host calls of 8- and 16-bit images: what the f32 calls give on the
-/// widened images, bit for bit, with a quarter (half) of the image bytes
-/// uploaded; bad arguments are refused before anything is uploaded.
+/// widened images, bit for bit. A GPU with its own memory (staging copies)
+/// uploads a quarter (half) of the image bytes; one that maps the host's
+/// memory widens on the host (no bus to save). Bad arguments are refused
+/// before anything is uploaded.
 #[test]
 fn pixel_calls_equal_f32_calls_and_upload_fewer_bytes() {
-    let Some(e) = gpu(None) else { return };
+    let engine = |mapped| {
+        gpu_engine_with(GpuOptions {
+            mapped_buffers: Some(mapped),
+            ..Default::default()
+        })
+        .map(|e| e.with_verify(false))
+    };
+    let (Some(e), Some(mapped)) = (engine(false), engine(true)) else {
+        return;
+    };
     let ctx = e.gpu().unwrap();
     let px = Array4::from_shape_fn((2, 19, 17, 3), |(n, y, x, c)| {
         ((n * 71 + y * 13 + x * 5 + c * 3) % 256) as u8
@@ -274,6 +285,18 @@ fn pixel_calls_equal_f32_calls_and_upload_fewer_bytes() {
         bits(&e.conv2d_pixels(&f, &k, &conv).unwrap()),
         bits(&e.conv2d(&f, &k, &conv).unwrap())
     );
+    // Shared memory (lavapipe, integrated GPUs): the same bits, widened on
+    // the host, so the f32 bytes are uploaded.
+    let m = mapped.gpu().unwrap();
+    if m.adapter().software {
+        assert!(m.mapped_buffers());
+    }
+    if m.mapped_buffers() {
+        let (u0, _) = m.transfer_bytes();
+        let got = mapped.conv2d_bias_pixels(&px, &k, &b, &conv).unwrap();
+        assert_eq!(m.transfer_bytes().0 - u0, f32_up);
+        assert_eq!(bits(&got), bits(&want));
+    }
     // Refused before the upload: nothing crosses the bus.
     let (u0, d0) = ctx.transfer_bytes();
     let err = e.conv2d_pixels(&px, &array([3, 3, 4, 8], 35), &conv).unwrap_err();
