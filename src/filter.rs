@@ -529,12 +529,16 @@ pub fn stack_samples(images: &[&Image]) -> Result<Samples> {
     }
     let (h, w, c) = images[0].pixels.dim();
     let shape = (images.len(), h, w, c);
-    // Each pixel is a whole number in the format's range: `as` is exact.
-    let at = |(n, y, x, ch): (usize, usize, usize, usize)| images[n].pixels[[y, x, ch]];
+    // One pass over the images in order; each pixel is a whole number in
+    // the format's range, so `as` is exact.
+    fn collect<T>(images: &[&Image], shape: (usize, usize, usize, usize), to: fn(f32) -> T) -> Array4<T> {
+        let values = images.iter().flat_map(|i| i.pixels.iter().map(|&v| to(v))).collect();
+        Array4::from_shape_vec(shape, values).expect("images of one shape")
+    }
     Ok(if images[0].sixteen_bit {
-        Samples::U16(Array4::from_shape_fn(shape, |i| at(i) as u16))
+        Samples::U16(collect(images, shape, |v| v as u16))
     } else {
-        Samples::U8(Array4::from_shape_fn(shape, |i| at(i) as u8))
+        Samples::U8(collect(images, shape, |v| v as u8))
     })
 }
 

@@ -291,11 +291,6 @@ impl GpuContext {
         let (in_start, in_len) = (launch.in_start(chunk), launch.in_len(chunk));
         let (out_start, out_len) = (launch.out_start(chunk), launch.out_len(chunk));
         let in_bytes = in_len as u64 * 4;
-        // The upload of a host input in its own type, in whole u32 words.
-        let up_bytes = match source {
-            Source::Host(data) => (in_len * data.kind.bytes()).next_multiple_of(4) as u64,
-            Source::Device(_) => in_bytes,
-        };
         let out_bytes = out_len as u64 * 4;
         let mut encoder = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
 
@@ -319,6 +314,8 @@ impl GpuContext {
                 input
             }
             Source::Host(data) if in_bytes > 0 => {
+                // The input in its own type, in whole u32 words.
+                let up_bytes = (in_len * data.kind.bytes()).next_multiple_of(4) as u64;
                 let up = s
                     .upload
                     .acquire(dev, up_bytes, cap, self.timeout, self.unified)
