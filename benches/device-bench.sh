@@ -11,10 +11,12 @@
 #
 # (cudnn_v2.py times cuDNN on the v2 workloads, cnn_depthwise3x3 and
 # cnn_conv3x3_bias_relu, which the shared cudnn_bench.py does not know;
-# convpool's `bench --suite all` above already includes them, and the two
+# convpool's `bench --suite all` above already includes them, and the three
 # chain workloads: chain_seed_u8_resident, the seed's conv then pool of
 # 8-bit images uploaded as their own bytes, widened on the device and kept
-# there, against chain_seed_f32_host, the same as two f32 host calls.)
+# there; chain_seed_u8_host, the same as two host calls, the first of the
+# 8-bit images (widened on the device chunk by chunk); and
+# chain_seed_f32_host, two f32 host calls.)
 #
 # and run `bash .devrun/device-bench.sh` with carry [".gl", ".devrun"].
 # About 12 minutes at most (the timeouts below and in gpu-bench.sh), most

@@ -56,11 +56,23 @@ pub enum Op {
         spec: Conv2dSpec,
         /// The pooling.
         pool: Pool2dSpec,
-        /// On a GPU: the u8 samples uploaded once ([`Engine::upload_pixels`]),
-        /// both steps on the device, one download. Otherwise two host calls
-        /// of the images as f32, as a numpy user would make them.
-        resident: bool,
+        /// How the steps run and what crosses to the device.
+        path: ChainPath,
     },
+}
+
+/// How a chain workload runs its two steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainPath {
+    /// On a GPU: the u8 samples uploaded once ([`Engine::upload_pixels`]),
+    /// both steps on the device, one download (elsewhere as `PixelHost`).
+    Resident,
+    /// Two host calls, the first of the u8 samples
+    /// ([`Engine::conv2d_pixels`]: widened on the device, chunk by chunk,
+    /// on a GPU with its own memory).
+    PixelHost,
+    /// Two host calls of the images as f32, as a numpy user would make them.
+    F32Host,
 }
 
 /// One named benchmark workload.
@@ -112,7 +124,7 @@ fn pool(name: &'static str, suite: Suite, images: [usize; 4], quick_m: usize, sp
 }
 
 /// seed_multi then seed_pool_max on its output, of 8-bit images.
-fn chain(name: &'static str, resident: bool) -> Workload {
+fn chain(name: &'static str, path: ChainPath) -> Workload {
     Workload {
         name,
         suite: Suite::Chain,
@@ -122,7 +134,7 @@ fn chain(name: &'static str, resident: bool) -> Workload {
             kernels: [3, 3, 3, 16],
             spec: Conv2dSpec::new(Padding::Same).with_activation(Some(Activation::Relu)),
             pool: Pool2dSpec::new(PoolMode::Max, 2, 2).with_stride(2, 2),
-            resident,
+            path,
         },
     }
 }
@@ -194,8 +206,9 @@ pub fn workloads() -> Vec<Workload> {
         pool("cnn_maxpool", Cnn, [8, 112, 112, 64], 2, maxpool3),
         conv("image_blur", Cnn, [1, 4096, 4096, 1], 1, [5, 5, 1, 1], Same, 1),
         conv("cnn_conv3x3_b64", Large, [64, 56, 56, 64], 2, [3, 3, 64, 64], Same, 1),
-        chain("chain_seed_u8_resident", true),
-        chain("chain_seed_f32_host", false),
+        chain("chain_seed_u8_resident", ChainPath::Resident),
+        chain("chain_seed_u8_host", ChainPath::PixelHost),
+        chain("chain_seed_f32_host", ChainPath::F32Host),
     ]
 }
 
@@ -234,8 +247,8 @@ impl Workload {
         })
     }
 
-    /// Bytes that must move at least once: input (f32, or u8 for a
-    /// resident chain), kernels, bias and output (f32).
+    /// Bytes that must move at least once: input (f32, or u8 for a chain
+    /// of the u8 samples), kernels, bias and output (f32).
     pub fn min_bytes(&self, input: [usize; 4]) -> Result<f64> {
         let out: usize = self.output_shape(input)?.iter().product();
         let kernel: usize = match self.op {
@@ -244,7 +257,10 @@ impl Workload {
             Op::Chain { kernels, .. } => kernels.iter().product(),
         };
         let input_bytes = match self.op {
-            Op::Chain { resident: true, .. } => 1,
+            Op::Chain {
+                path: ChainPath::Resident | ChainPath::PixelHost,
+                ..
+            } => 1,
             _ => 4,
         };
         Ok((input_bytes * input.iter().product::<usize>() + 4 * (kernel + out)) as f64)
@@ -363,17 +379,17 @@ pub fn run(engine: &Engine, w: &Workload, quick: bool, repeats: usize) -> Result
                 None => engine.conv2d_timed(&images, &kernels, &spec)?.1,
             },
             Op::Pool { spec } => engine.pool2d_timed(&images, &spec)?.1,
-            Op::Chain {
-                spec, pool, resident, ..
-            } => {
-                let out = match engine.gpu() {
-                    Some(_) if resident => {
+            Op::Chain { spec, pool, path, .. } => {
+                let out = match path {
+                    ChainPath::Resident if engine.is_gpu() => {
                         let d = engine.upload_pixels(&pixels)?;
                         let d = engine.conv2d_resident(&d, &kernels, &spec)?;
                         engine.pool2d_resident(&d, &pool)?.download()?
                     }
-                    _ if resident => engine.pool2d(&engine.conv2d_pixels(&pixels, &kernels, &spec)?, &pool)?,
-                    _ => engine.pool2d(&engine.conv2d(&images, &kernels, &spec)?, &pool)?,
+                    ChainPath::Resident | ChainPath::PixelHost => {
+                        engine.pool2d(&engine.conv2d_pixels(&pixels, &kernels, &spec)?, &pool)?
+                    }
+                    ChainPath::F32Host => engine.pool2d(&engine.conv2d(&images, &kernels, &spec)?, &pool)?,
                 };
                 std::hint::black_box(out);
                 None
@@ -496,7 +512,11 @@ mod tests {
     fn chain_workloads_count_both_steps() {
         let all = workloads();
         let get = |name: &str| *all.iter().find(|w| w.name == name).unwrap();
-        let (dev, host) = (get("chain_seed_u8_resident"), get("chain_seed_f32_host"));
+        let (dev, pixel_host, host) = (
+            get("chain_seed_u8_resident"),
+            get("chain_seed_u8_host"),
+            get("chain_seed_f32_host"),
+        );
         let input = dev.input_shape(true);
         assert_eq!(input, [1000, 32, 32, 3]);
         assert_eq!(dev.output_shape(input).unwrap(), [1000, 16, 16, 16]);
@@ -509,11 +529,13 @@ mod tests {
             1000.0 * 16.0 * 16.0 * 16.0,
         );
         assert_eq!(dev.min_bytes(input).unwrap(), pixels + 4.0 * (kernels + out));
+        assert_eq!(pixel_host.min_bytes(input).unwrap(), pixels + 4.0 * (kernels + out));
         assert_eq!(host.min_bytes(input).unwrap(), 4.0 * (pixels + kernels + out));
-        assert!(all.iter().filter(|w| w.suite == Suite::Chain).count() == 2);
+        assert_eq!(host.flops(input).unwrap(), conv_flops + pool_flops);
+        assert_eq!(all.iter().filter(|w| w.suite == Suite::Chain).count(), 3);
     }
 
-    /// A chain runs and times on the CPU (both variants).
+    /// A chain runs and times on the CPU (every variant).
     #[test]
     fn chain_workloads_run_on_the_cpu() {
         let e = Engine::cpu();

@@ -4,13 +4,13 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 
-use ndarray::{Array4, ArrayView1, ArrayView4, AsArray, Ix1, Ix4};
+use ndarray::{Array4, ArrayView1, ArrayView4, AsArray, CowArray, Ix1, Ix4};
 
 use crate::check;
 use crate::cpu::{fast, reference, Isa};
 use crate::epilogue::Activation;
 use crate::error::{Error, Result, Shape};
-use crate::gpu::{GpuArray, GpuContext, GpuOptions, Pixel};
+use crate::gpu::{GpuArray, GpuContext, GpuOptions, Pixel, PixelKind};
 use crate::shape::{Conv2dSpec, Pool2dSpec, PoolMode};
 
 /// Which hardware an [`Engine`] runs on.
@@ -333,9 +333,9 @@ impl Engine {
     /// The one conv entry point; `timed` asks the GPU for timestamps
     /// (queries resolved into each chunk's readback), which only the
     /// `_timed` calls pay for.
-    fn conv2d_any(
+    fn conv2d_any<T: Pixel>(
         &self,
-        images: ArrayView4<f32>,
+        images: ArrayView4<T>,
         kernels: ArrayView4<f32>,
         bias: Option<ArrayView1<f32>>,
         spec: &Conv2dSpec,
@@ -351,16 +351,19 @@ impl Engine {
             return Ok((Array4::zeros(g.output_shape()), None));
         }
         let (out, kernel_seconds) = match &self.backend {
-            Backend::Reference => return Ok((reference::conv2d_bias(images, kernels, bias, &g), None)),
-            Backend::Cpu(isa) => (fast::conv2d_bias(*isa, images, kernels, bias, &g), None),
+            Backend::Reference => return Ok((reference::conv2d_bias(widened(images).view(), kernels, bias, &g), None)),
+            Backend::Cpu(isa) => (fast::conv2d_bias(*isa, widened(images).view(), kernels, bias, &g), None),
             Backend::Gpu(ctx) => self.on_gpu(
                 "conv2d",
-                || ctx.conv2d(images, kernels, bias, &g, timed),
-                |isa| (fast::conv2d_bias(isa, images, kernels, bias, &g), None),
+                || match host_widening::<T>(ctx) {
+                    true => ctx.conv2d(widened(images).view(), kernels, bias, &g, timed),
+                    false => ctx.conv2d(images, kernels, bias, &g, timed),
+                },
+                |isa| (fast::conv2d_bias(isa, widened(images).view(), kernels, bias, &g), None),
             )?,
         };
         if self.verify {
-            let want = reference::conv2d_bias(images, kernels, bias, &g);
+            let want = reference::conv2d_bias(widened(images).view(), kernels, bias, &g);
             self.check("conv2d", &out, &want, conv_tolerance(&g, &want), false)?;
         }
         Ok((out, kernel_seconds))
@@ -450,9 +453,9 @@ impl Engine {
     }
 
     /// The one pooling entry point; `timed` as for `conv2d_any`.
-    fn pool2d_any(
+    fn pool2d_any<T: Pixel>(
         &self,
-        images: ArrayView4<f32>,
+        images: ArrayView4<T>,
         spec: &Pool2dSpec,
         timed: bool,
     ) -> Result<(Array4<f32>, Option<f64>)> {
@@ -462,16 +465,19 @@ impl Engine {
             return Ok((Array4::zeros(g.output_shape()), None));
         }
         let (out, kernel_seconds) = match &self.backend {
-            Backend::Reference => return Ok((reference::pool2d(images, &g), None)),
-            Backend::Cpu(isa) => (fast::pool2d(*isa, images, &g), None),
+            Backend::Reference => return Ok((reference::pool2d(widened(images).view(), &g), None)),
+            Backend::Cpu(isa) => (fast::pool2d(*isa, widened(images).view(), &g), None),
             Backend::Gpu(ctx) => self.on_gpu(
                 "pool2d",
-                || ctx.pool2d(images, &g, timed),
-                |isa| (fast::pool2d(isa, images, &g), None),
+                || match host_widening::<T>(ctx) {
+                    true => ctx.pool2d(widened(images).view(), &g, timed),
+                    false => ctx.pool2d(images, &g, timed),
+                },
+                |isa| (fast::pool2d(isa, widened(images).view(), &g), None),
             )?,
         };
         if self.verify {
-            let want = reference::pool2d(images, &g);
+            let want = reference::pool2d(widened(images).view(), &g);
             let (tol, exact) = pool_tolerance(&g, &want);
             self.check("pool2d", &out, &want, tol, exact)?;
         }
@@ -514,11 +520,12 @@ impl Engine {
 
     /// [`Engine::conv2d`] of `f32`, `u8` or `u16` images. On a GPU with its
     /// own memory, 8- and 16-bit images cross the bus as their own bytes
-    /// and are widened to f32 on the device ([`Engine::upload_pixels`]);
-    /// where the batch does not fit one device buffer, on a GPU that shares
-    /// the host's memory ([`GpuContext::mapped_buffers`]) and on the CPU,
-    /// they are widened on the host. The result is that of `conv2d(images.mapv(f32::from), ..)`,
-    /// bit for bit.
+    /// (a quarter or half of the f32 bytes) and are widened to f32 on the
+    /// device, chunk by chunk, so a batch of any size goes. On a GPU that
+    /// shares the host's memory ([`GpuContext::mapped_buffers`]) and on the
+    /// CPU they are widened on the host ([`GpuOptions::device_widening`]
+    /// chooses on a GPU). The result is that of
+    /// `conv2d(images.mapv(f32::from), ..)`, bit for bit.
     ///
     /// ```
     /// use convpool::{Conv2dSpec, Engine, Padding};
@@ -535,7 +542,8 @@ impl Engine {
         kernels: impl AsArray<'a, f32, Ix4>,
         spec: &Conv2dSpec,
     ) -> Result<Array4<f32>> {
-        self.conv2d_pixels_any(images.into(), kernels.into(), None, spec)
+        self.conv2d_any(images.into(), kernels.into(), None, spec, false)
+            .map(|(out, _)| out)
     }
 
     /// [`Engine::conv2d_bias`] of `f32`, `u8` or `u16` images, as
@@ -547,31 +555,8 @@ impl Engine {
         bias: impl AsArray<'a, f32, Ix1>,
         spec: &Conv2dSpec,
     ) -> Result<Array4<f32>> {
-        self.conv2d_pixels_any(images.into(), kernels.into(), Some(bias.into()), spec)
-    }
-
-    fn conv2d_pixels_any<T: Pixel>(
-        &self,
-        images: ArrayView4<T>,
-        kernels: ArrayView4<f32>,
-        bias: Option<ArrayView1<f32>>,
-        spec: &Conv2dSpec,
-    ) -> Result<Array4<f32>> {
-        let host = |x: ArrayView4<f32>| match bias {
-            Some(b) => self.conv2d_bias(x, kernels, b, spec),
-            None => self.conv2d(x, kernels, spec),
-        };
-        self.on_pixels(
-            images,
-            // Every argument is checked before the upload touches the GPU.
-            |shape| {
-                let g = spec.resolve(shape, dims(&kernels))?;
-                check_bias(bias.map(|b| b.len()), &g)?;
-                crate::cpu::check_output_fits(g.output_shape())
-            },
-            |d| self.conv2d_resident_any(d, kernels, bias, spec),
-            host,
-        )
+        self.conv2d_any(images.into(), kernels.into(), Some(bias.into()), spec, false)
+            .map(|(out, _)| out)
     }
 
     /// [`Engine::pool2d`] of `f32`, `u8` or `u16` images, as
@@ -581,43 +566,7 @@ impl Engine {
         images: impl AsArray<'a, T, Ix4>,
         spec: &Pool2dSpec,
     ) -> Result<Array4<f32>> {
-        self.on_pixels(
-            images.into(),
-            |shape| crate::cpu::check_output_fits(spec.resolve(shape)?.output_shape()),
-            |d| self.pool2d_resident(d, spec),
-            |x| self.pool2d(x, spec),
-        )
-    }
-
-    /// Runs an operation on pixels of any [`Pixel`] type: f32 as they are;
-    /// 8- and 16-bit ones widened on a GPU with its own memory after a
-    /// validated upload of their own bytes (`resident`), or on the host
-    /// where that fails with a GPU error (a batch larger than one device
-    /// buffer), on the CPU, and on a GPU that shares the host's memory
-    /// (mapped buffers: an integrated GPU, lavapipe), where no bus is saved
-    /// and the extra device pass made the calls slower (benches/RESULTS.md).
-    fn on_pixels<T: Pixel>(
-        &self,
-        images: ArrayView4<T>,
-        validate: impl FnOnce([usize; 4]) -> Result<()>,
-        resident: impl FnOnce(&GpuArray) -> Result<GpuArray>,
-        host: impl FnOnce(ArrayView4<f32>) -> Result<Array4<f32>>,
-    ) -> Result<Array4<f32>> {
-        if let Some(f) = T::as_f32(images.view()) {
-            return host(f);
-        }
-        if self.gpu().is_some_and(|ctx| !ctx.mapped_buffers()) {
-            validate(dims(&images))?;
-            match self
-                .upload_pixels(images)
-                .and_then(|d| resident(&d))
-                .and_then(|d| d.download())
-            {
-                Err(Error::Gpu(_)) => {}
-                result => return result,
-            }
-        }
-        host(images.mapv(T::to_f32).view())
+        self.pool2d_any(images.into(), spec, false).map(|(out, _)| out)
     }
 
     /// [`Engine::upload`] of `f32`, `u8` or `u16` images. 8- and 16-bit
@@ -729,6 +678,23 @@ impl Engine {
             tolerance,
         })
     }
+}
+
+/// `images` as f32: the view itself for f32, else widened on the host
+/// (exact: every u8 and u16 value is an f32).
+fn widened<T: Pixel>(images: ArrayView4<'_, T>) -> CowArray<'_, f32, Ix4> {
+    match T::as_f32(images) {
+        Some(f) => f.into(),
+        None => images.mapv(T::to_f32).into(),
+    }
+}
+
+/// Whether 8- and 16-bit host pixels are widened on the host for this GPU
+/// ([`GpuOptions::device_widening`]): by default where it maps the host's
+/// memory (an integrated GPU, lavapipe), as there is no bus to save and the
+/// extra device pass made the calls slower (benches/RESULTS.md).
+fn host_widening<T: Pixel>(ctx: &GpuContext) -> bool {
+    T::KIND != PixelKind::F32 && !ctx.device_widening()
 }
 
 /// Verify mode's tolerance for a convolution (SPEC's, plus the activation's).

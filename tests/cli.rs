@@ -573,12 +573,14 @@ fn uint8_and_uint16_images_equal_their_f32_values_on_every_device() {
     write_npy(file("u8f.npy"), &px.t().as_standard_layout().t()).unwrap();
     write_npy(file("k.npy"), &kernels()).unwrap();
     let gpu_required = std::env::var("CONVPOOL_REQUIRE_GPU").is_ok_and(|v| v == "1");
-    for device in ["cpu", "gpu"] {
+    // On the GPU: the default, and host calls' pixels widened on the device
+    // (chunk by chunk) and on the host.
+    for (device, widen) in [("cpu", ""), ("gpu", ""), ("gpu", "device"), ("gpu", "host")] {
         let go = |op: &[&str], input: &str, out: &str| {
             let (i, o) = (file(input), file(out));
             let mut args = op.to_vec();
             args.extend(["--images", s(&i), "--device", device, "--out", s(&o)]);
-            let r = run(&args);
+            let r = bin().args(&args).env("CONVPOOL_GPU_WIDEN", widen).output().unwrap();
             if !r.status.success() {
                 let err = String::from_utf8_lossy(&r.stderr).to_string();
                 assert!(
@@ -594,10 +596,28 @@ fn uint8_and_uint16_images_equal_their_f32_values_on_every_device() {
         let pool = ["pool", "--window", "3,3", "--stride", "2,2", "--mode", "avg"];
         for op in [&conv[..], &pool[..]] {
             let Some(want8) = go(op, "f8.npy", "a.npy") else { return };
-            assert_eq!(go(op, "u8.npy", "b.npy").unwrap(), want8, "{device} {op:?}");
-            assert_eq!(go(op, "u8f.npy", "c.npy").unwrap(), want8, "{device} {op:?}");
+            assert_eq!(go(op, "u8.npy", "b.npy").unwrap(), want8, "{device} {widen} {op:?}");
+            assert_eq!(go(op, "u8f.npy", "c.npy").unwrap(), want8, "{device} {widen} {op:?}");
             let want16 = go(op, "f16.npy", "d.npy").unwrap();
-            assert_eq!(go(op, "u16.npy", "e.npy").unwrap(), want16, "{device} {op:?}");
+            assert_eq!(go(op, "u16.npy", "e.npy").unwrap(), want16, "{device} {widen} {op:?}");
         }
     }
+    // A setting that is neither is refused, naming the variable.
+    let r = bin()
+        .args([
+            "pool",
+            "--images",
+            s(&file("u8.npy")),
+            "--window",
+            "2,2",
+            "--device",
+            "gpu",
+        ])
+        .args(["--out", s(&file("f.npy"))])
+        .env("CONVPOOL_GPU_WIDEN", "sideways")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success() && err.contains("CONVPOOL_GPU_WIDEN"), "{err}");
+    assert!(!file("f.npy").exists());
 }

@@ -163,8 +163,13 @@ pub struct ChunkSlots {
     pub params: Slot,
     /// Mapped staging memory the chunk's input is written into.
     pub upload: UploadSlot,
-    /// Image chunk.
+    /// Image chunk (f32).
     pub input: Slot,
+    /// An 8- or 16-bit image chunk on the device, before its widening into
+    /// `input` (a GPU with its own memory).
+    pub raw: Slot,
+    /// The widening's params uniform.
+    pub widen_params: Slot,
     /// Output chunk.
     pub output: Slot,
     /// Mappable copy of the output chunk (and its timestamps after it).
@@ -196,6 +201,7 @@ impl Buffers {
         self.kernels.trim(KEEP_BYTES);
         for c in &mut self.chunks {
             c.input.trim(KEEP_BYTES);
+            c.raw.trim(KEEP_BYTES);
             c.output.trim(KEEP_BYTES);
             c.staging.trim(KEEP_BYTES);
             c.upload.trim(KEEP_BYTES);

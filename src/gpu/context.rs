@@ -47,6 +47,14 @@ pub struct GpuOptions {
     /// (`0` turns it off); on by default where the adapter allows it, never
     /// on a discrete GPU, where mapped memory is slow for the GPU to use.
     pub mapped_buffers: Option<bool>,
+    /// Where the 8- and 16-bit images of a host call
+    /// ([`crate::Engine::conv2d_pixels`], [`crate::Engine::pool2d_pixels`])
+    /// are widened to f32: on the device after an upload of their own bytes
+    /// (`true`), or on the host before an f32 upload (`false`). `None`: on
+    /// the device, except where the GPU binds mapped host memory
+    /// ([`GpuOptions::mapped_buffers`]), since there no bus is saved;
+    /// `CONVPOOL_GPU_WIDEN` (`device` or `host`) overrides that default.
+    pub device_widening: Option<bool>,
 }
 
 /// How long a call waits for one chunk on the GPU by default: far past any
@@ -71,6 +79,26 @@ fn timeout(options: &GpuOptions) -> Result<Duration> {
             )),
         },
         _ => Ok(DEFAULT_GPU_TIMEOUT),
+    }
+}
+
+/// Where host calls widen 8- and 16-bit pixels, from `options` or
+/// `CONVPOOL_GPU_WIDEN`; by default on the device unless the GPU binds
+/// mapped host memory.
+fn device_widening(options: &GpuOptions, unified: bool) -> Result<bool> {
+    if let Some(on) = options.device_widening {
+        return Ok(on);
+    }
+    match std::env::var("CONVPOOL_GPU_WIDEN") {
+        Ok(text) if !text.trim().is_empty() => match text.trim().to_ascii_lowercase().as_str() {
+            "device" => Ok(true),
+            "host" => Ok(false),
+            _ => Err(Error::invalid(
+                "CONVPOOL_GPU_WIDEN",
+                format!("expected device or host, got {text:?}"),
+            )),
+        },
+        _ => Ok(!unified),
     }
 }
 
@@ -192,6 +220,9 @@ pub struct GpuContext {
     /// The GPU reads uploads from, and writes outputs into, host-mapped
     /// buffers ([`GpuOptions::mapped_buffers`]).
     pub(crate) unified: bool,
+    /// 8- and 16-bit host pixels are widened on the device
+    /// ([`GpuOptions::device_widening`]).
+    pub(crate) device_widening: bool,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -282,6 +313,7 @@ impl GpuContext {
             .unwrap_or(u32::MAX)
             .min(limits.max_compute_workgroups_per_dimension)
             .max(1);
+        let device_widening = device_widening(options, unified)?;
         let pipelines = Pipelines::new(&device);
         Ok(Arc::new(GpuContext {
             device,
@@ -302,6 +334,7 @@ impl GpuContext {
             timeout,
             lost,
             unified,
+            device_widening,
         }))
     }
 
@@ -309,6 +342,12 @@ impl GpuContext {
     /// ([`GpuOptions::mapped_buffers`]; unified-memory and CPU adapters).
     pub fn mapped_buffers(&self) -> bool {
         self.unified
+    }
+
+    /// Whether 8- and 16-bit host pixels are widened on the device
+    /// ([`GpuOptions::device_widening`]).
+    pub fn device_widening(&self) -> bool {
+        self.device_widening
     }
 
     /// Bytes moved between host and device by this context so far, as

@@ -18,7 +18,7 @@ use super::kernels::widen::{Widen, WIDEN_WG};
 use super::kernels::{Bindings, ConvKernel, ConvRules, PoolKernel};
 use super::params::WidenParams;
 use super::params::{ConvParams, PoolParams};
-use super::pixels::{HostData, PixelKind};
+use super::pixels::{HostData, Pixel, PixelKind};
 use super::run::{Launch, Sink, Source, Step};
 
 /// Largest input or output chunk, bytes, of a call that does not fit one
@@ -150,9 +150,11 @@ impl GpuContext {
     /// Convolution on the GPU from and to the host. `g` must come from
     /// [`crate::Conv2dSpec::resolve`]. With `profile`, also returns the
     /// summed kernel time in seconds when the device records timestamps.
-    pub(crate) fn conv2d(
+    /// 8- and 16-bit images are uploaded as their own bytes and widened on
+    /// the device, chunk by chunk.
+    pub(crate) fn conv2d<T: Pixel>(
         &self,
-        images: ArrayView4<f32>,
+        images: ArrayView4<T>,
         kernels: ArrayView4<f32>,
         bias: Option<&[f32]>,
         g: &Conv2dGeometry,
@@ -180,10 +182,10 @@ impl GpuContext {
     }
 
     /// Runs a launch on host images into a fresh host array.
-    fn to_host<P: bytemuck::Pod>(
+    fn to_host<P: bytemuck::Pod, T: Pixel>(
         &self,
         launch: &Launch<'_, P>,
-        images: ArrayView4<f32>,
+        images: ArrayView4<T>,
         profile: bool,
     ) -> Result<(Array4<f32>, Option<f64>)> {
         let images = images.as_standard_layout();
@@ -301,9 +303,9 @@ impl GpuContext {
 
     /// Pooling on the GPU. `g` must come from [`crate::Pool2dSpec::resolve`].
     /// `profile` as for [`GpuContext::conv2d`].
-    pub(crate) fn pool2d(
+    pub(crate) fn pool2d<T: Pixel>(
         &self,
-        images: ArrayView4<f32>,
+        images: ArrayView4<T>,
         g: &Pool2dGeometry,
         profile: bool,
     ) -> Result<(Array4<f32>, Option<f64>)> {
@@ -457,26 +459,12 @@ impl GpuContext {
             whole: false,
         };
         let chunks = self.plan(&problem)?;
-        let max_dim = self.max_groups_per_dim;
         let steps = chunks
             .iter()
-            .map(|ch| {
-                let count = ch.batch * ch.in_rows * row;
-                let (x, y) = fold(count.div_ceil(problem.units_per_group) as u64, max_dim)?;
-                Ok(Step {
-                    params: WidenParams {
-                        count: u32_of("chunk values", count)?,
-                        row_pitch: x * WIDEN_WG,
-                        ..Default::default()
-                    },
-                    groups: (x, y, 1),
-                })
-            })
+            .map(|ch| self.widen_step(widen, ch.batch * ch.in_rows * row))
             .collect::<Result<Vec<_>>>()?;
         Ok(Launch {
-            pipeline: self
-                .pipelines
-                .get(&self.device, super::kernels::Family::Widen, widen.constants()),
+            pipeline: self.widen_pipeline(widen),
             bindings: Bindings::Pool,
             input: kind,
             weights: None,
@@ -484,6 +472,27 @@ impl GpuContext {
             chunks,
             steps,
             out_shape: shape,
+        })
+    }
+
+    /// The widening kernel's pipeline.
+    pub(crate) fn widen_pipeline(&self, widen: Widen) -> wgpu::ComputePipeline {
+        self.pipelines
+            .get(&self.device, super::kernels::Family::Widen, widen.constants())
+    }
+
+    /// The widening of `count` values in one dispatch: its params and
+    /// workgroups.
+    pub(crate) fn widen_step(&self, widen: Widen, count: usize) -> Result<Step<WidenParams>> {
+        let per_group = (WIDEN_WG * widen.per_invocation()) as usize;
+        let (x, y) = fold(count.div_ceil(per_group) as u64, self.max_groups_per_dim)?;
+        Ok(Step {
+            params: WidenParams {
+                count: u32_of("chunk values", count)?,
+                row_pitch: x * WIDEN_WG,
+                ..Default::default()
+            },
+            groups: (x, y, 1),
         })
     }
 }

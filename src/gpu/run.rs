@@ -2,7 +2,9 @@
 //! (pipeline, weights, chunks and their params) is executed chunk by chunk
 //! with up to [`IN_FLIGHT`] chunks in flight, reading its input from the
 //! host or from a device buffer and writing its output to the host or to a
-//! device buffer.
+//! device buffer. A host input of 8- or 16-bit pixels for a kernel that
+//! reads f32 is uploaded as its own bytes and widened on the device, chunk
+//! by chunk, ahead of the kernel.
 
 use std::mem::MaybeUninit;
 use std::sync::atomic::Ordering;
@@ -15,7 +17,9 @@ use crate::error::{Error, Result};
 use super::buffers::{Buffers, ChunkSlots, IN_FLIGHT};
 use super::chunk::{Chunk, Problem};
 use super::context::GpuContext;
+use super::kernels::widen::Widen;
 use super::kernels::Bindings;
+use super::params::WidenParams;
 use super::pixels::{HostData, PixelKind};
 
 /// One chunk ready to dispatch.
@@ -102,6 +106,17 @@ struct Ends<'s, 'a> {
     weights: Option<&'s (wgpu::Buffer, wgpu::Buffer)>,
     /// Timestamps asked for.
     profile: bool,
+    /// The widening pass ahead of each chunk's kernel, for 8- or 16-bit
+    /// host pixels.
+    widening: Option<&'s Widening>,
+}
+
+/// The widening of a call's 8- or 16-bit host input into the f32 its
+/// kernel reads: one dispatch per chunk, into the chunk's input buffer.
+struct Widening {
+    pipeline: wgpu::ComputePipeline,
+    /// Per chunk of the call.
+    steps: Vec<Step<WidenParams>>,
 }
 
 /// Bytes of the timestamps of one chunk (two u64), after its output in the
@@ -125,12 +140,23 @@ impl GpuContext {
             Source::Host(data) => data.kind,
             Source::Device(_) => PixelKind::F32,
         };
-        if input != launch.input {
-            return Err(Error::Gpu(format!(
-                "internal: a {input:?} input for a kernel that reads {:?}",
-                launch.input
-            )));
-        }
+        let widening = match Widen::of(input) {
+            Some(widen) if launch.input == PixelKind::F32 => Some(Widening {
+                pipeline: self.widen_pipeline(widen),
+                steps: launch
+                    .chunks
+                    .iter()
+                    .map(|c| self.widen_step(widen, launch.in_len(c)))
+                    .collect::<Result<_>>()?,
+            }),
+            _ if input == launch.input => None,
+            _ => {
+                return Err(Error::Gpu(format!(
+                    "internal: a {input:?} input for a kernel that reads {:?}",
+                    launch.input
+                )))
+            }
+        };
         if let Sink::Host(out) = &sink {
             if out.len() != launch.out_elems() {
                 return Err(Error::Gpu(format!(
@@ -144,7 +170,7 @@ impl GpuContext {
         let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let mut buffers = self.take_buffers();
         let profile = profile && self.timestamps && matches!(sink, Sink::Host(_));
-        let result = self.run_chunks(&mut buffers, launch, source, &mut sink, profile);
+        let result = self.run_chunks(&mut buffers, launch, source, &mut sink, profile, widening.as_ref());
         let scoped = pollster::block_on(validation.pop()).or_else(|| pollster::block_on(oom.pop()));
         if let Some(e) = scoped {
             // The buffers may be in any state after an error: drop them.
@@ -187,6 +213,7 @@ impl GpuContext {
         source: Source<'_>,
         sink: &mut Sink<'_>,
         profile: bool,
+        widening: Option<&Widening>,
     ) -> Result<Option<f64>> {
         use wgpu::BufferUsages as U;
         let dev = &self.device;
@@ -221,6 +248,7 @@ impl GpuContext {
                     sink: &*sink,
                     weights: weights.as_ref(),
                     profile,
+                    widening,
                 };
                 pending[i] = Some(self.submit_chunk(&mut b.chunks[i % in_flight], launch, i, &ends)?);
             }
@@ -282,6 +310,7 @@ impl GpuContext {
             sink,
             weights,
             profile,
+            widening,
         } = *ends;
         use wgpu::BufferUsages as U;
         let dev = &self.device;
@@ -331,16 +360,63 @@ impl GpuContext {
                 }
                 up.unmap();
                 self.uploaded.fetch_add(up_bytes, Ordering::Relaxed);
-                if self.unified {
-                    // Unified memory: the shader reads the upload itself.
+                // Unified memory: the shader reads the upload itself.
+                let staged = if self.unified {
                     up
                 } else {
-                    let input = s
-                        .input
+                    let slot = if widening.is_some() { &mut s.raw } else { &mut s.input };
+                    let staged = slot
                         .ensure(dev, up_bytes, cap, U::STORAGE | U::COPY_DST, "images")
                         .clone();
-                    encoder.copy_buffer_to_buffer(&up, 0, &input, 0, up_bytes);
-                    input
+                    encoder.copy_buffer_to_buffer(&up, 0, &staged, 0, up_bytes);
+                    staged
+                };
+                match widening {
+                    None => staged,
+                    Some(w) => {
+                        let input = s
+                            .input
+                            .ensure(dev, in_bytes, cap, U::STORAGE | U::COPY_DST, "images")
+                            .clone();
+                        let step = &w.steps[i];
+                        let params = s
+                            .widen_params
+                            .ensure(
+                                dev,
+                                size_of::<WidenParams>() as u64,
+                                u64::MAX,
+                                U::UNIFORM | U::COPY_DST,
+                                "params",
+                            )
+                            .clone();
+                        self.queue.write_buffer(&params, 0, bytemuck::bytes_of(&step.params));
+                        let bind_group = dev.create_bind_group(&wgpu::BindGroupDescriptor {
+                            label: None,
+                            layout: self.pipelines.layout(Bindings::Pool),
+                            entries: &[
+                                wgpu::BindGroupEntry {
+                                    binding: 0,
+                                    resource: params.as_entire_binding(),
+                                },
+                                wgpu::BindGroupEntry {
+                                    binding: 1,
+                                    resource: prefix(&staged, up_bytes),
+                                },
+                                wgpu::BindGroupEntry {
+                                    binding: 2,
+                                    resource: prefix(&input, in_bytes),
+                                },
+                            ],
+                        });
+                        // Its own pass, outside the kernel's timestamps.
+                        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+                        pass.set_pipeline(&w.pipeline);
+                        pass.set_bind_group(0, &bind_group, &[]);
+                        let (x, y, z) = step.groups;
+                        pass.dispatch_workgroups(x, y, z);
+                        drop(pass);
+                        input
+                    }
                 }
             }
             Source::Host(_) => s.input.ensure(dev, 16, cap, U::STORAGE | U::COPY_DST, "images").clone(),

@@ -316,15 +316,93 @@ fn pixel_calls_equal_f32_calls_and_upload_fewer_bytes() {
     );
 }
 
+/// Host calls widen 8- and 16-bit pixels on the device chunk by chunk:
+/// with 2 KiB bindings a call runs as many chunks, each uploaded as its own
+/// bytes (starting mid-word: rows of 39 bytes) and widened ahead of its
+/// kernel, through staging copies and through mapped buffers, and equals the
+/// f32 call bit for bit.
+#[test]
+fn chunked_pixel_calls_widen_each_chunk_on_the_device() {
+    for mapped in [false, true] {
+        let Some(e) = gpu_engine_with(GpuOptions {
+            max_binding_bytes: Some(2048),
+            mapped_buffers: Some(mapped),
+            device_widening: Some(true),
+            ..Default::default()
+        })
+        .map(|e| e.with_verify(false)) else {
+            return;
+        };
+        let ctx = e.gpu().unwrap();
+        assert!(ctx.device_widening());
+        let px = Array4::from_shape_fn((3, 23, 13, 3), |(n, y, x, c)| {
+            ((n * 89 + y * 31 + x * 7 + c * 101) % 256) as u8
+        });
+        let f = px.mapv(f32::from);
+        let k = array([3, 3, 3, 5], 36);
+        let b = Array1::from_iter((0..5).map(|i| 40.0 * i as f32 - 90.0));
+        let conv = Conv2dSpec::new(Padding::Same).with_activation(Some(Activation::Relu));
+        let chunks = ctx
+            .plan_conv(&conv.resolve([3, 23, 13, 3], [3, 3, 3, 5]).unwrap())
+            .unwrap();
+        assert!(chunks.len() > 3, "{} chunks", chunks.len());
+        let uploaded = |f: &dyn Fn() -> Array4<f32>| {
+            let (u0, _) = ctx.transfer_bytes();
+            let out = f();
+            (out, ctx.transfer_bytes().0 - u0)
+        };
+        let (want, f32_up) = uploaded(&|| e.conv2d_bias(&f, &k, &b, &conv).unwrap());
+        let (got, u8_up) = uploaded(&|| e.conv2d_bias_pixels(&px, &k, &b, &conv).unwrap());
+        assert_eq!(bits(&got), bits(&want), "mapped {mapped}");
+        // Each chunk's bytes, rounded up to whole words.
+        let weights = (k.len() + b.len()) as u64 * 4;
+        let images = (f32_up - weights) / 4;
+        assert!(
+            (images..=images + 3 * chunks.len() as u64).contains(&(u8_up - weights)),
+            "{u8_up} bytes for {images} pixels in {} chunks",
+            chunks.len()
+        );
+        let px16 = px.mapv(|v| u16::from(v) * 255 + 7);
+        let f16 = px16.mapv(f32::from);
+        for pool in [
+            Pool2dSpec::new(PoolMode::Max, 3, 2).with_stride(2, 1),
+            Pool2dSpec::new(PoolMode::Avg, 2, 2),
+        ] {
+            assert_eq!(
+                bits(&e.pool2d_pixels(&px16, &pool).unwrap()),
+                bits(&e.pool2d(&f16, &pool).unwrap())
+            );
+            assert_eq!(
+                bits(&e.pool2d_pixels(&px, &pool).unwrap()),
+                bits(&e.pool2d(&f, &pool).unwrap())
+            );
+        }
+        let v = e.clone().with_verify(true);
+        assert_eq!(
+            bits(&v.conv2d_pixels(&px16, &k, &conv).unwrap()),
+            bits(&e.conv2d(&f16, &k, &conv).unwrap())
+        );
+    }
+}
+
 /// The benchmark's chain workloads run on the GPU (the resident one through
-/// the widened upload), at a small batch.
+/// the widened upload), at a small batch, on the default engine and on one
+/// that widens host calls' pixels on the device.
 #[test]
 fn the_chain_workloads_run_on_the_gpu() {
     let Some(e) = gpu(None) else { return };
-    for mut w in convpool::bench::workloads()
-        .into_iter()
-        .filter(|w| w.suite == convpool::bench::Suite::Chain)
-    {
+    let Some(widening) = gpu_engine_with(GpuOptions {
+        device_widening: Some(true),
+        ..Default::default()
+    }) else {
+        return;
+    };
+    for (e, mut w) in [e, widening.with_verify(false)].into_iter().flat_map(|e| {
+        convpool::bench::workloads()
+            .into_iter()
+            .filter(|w| w.suite == convpool::bench::Suite::Chain)
+            .map(move |w| (e.clone(), w))
+    }) {
         w.quick_m = 3;
         let ctx = e.gpu().unwrap();
         let (u0, _) = ctx.transfer_bytes();
@@ -332,13 +410,15 @@ fn the_chain_workloads_run_on_the_gpu() {
         let up = ctx.transfer_bytes().0 - u0;
         assert_eq!(m.m, 3);
         // Two runs (warm-up and one timed): u8 samples for the resident
-        // chain, f32 images and the conv's output for the host one.
+        // chain; the images (u8 where this GPU widens on the device) and
+        // the conv's output for the host ones.
         let pixels = 3 * 32 * 32 * 3;
         let kernels = 3 * 3 * 3 * 16 * 4 + 4;
-        let per_run = if w.name.contains("resident") {
-            pixels + kernels
-        } else {
-            4 * pixels + kernels + 4 * 3 * 32 * 32 * 16
+        let conv_out = 4 * 3 * 32 * 32 * 16;
+        let per_run = match w.name {
+            "chain_seed_u8_resident" => pixels + kernels,
+            "chain_seed_u8_host" if ctx.device_widening() => pixels + kernels + conv_out,
+            _ => 4 * pixels + kernels + conv_out,
         };
         assert_eq!(up, 2 * per_run as u64, "{}", w.name);
     }
