@@ -2,9 +2,11 @@
 # On a lent NVIDIA device machine (../shared/device/README.md): the shared
 # script first (convpool's GPU benchmark and cuDNN's on the same workloads),
 # then convpool again with the other kernel choices (4x4 conv register
-# blocks, tiled pooling) on the workloads they change, so that one device
-# session settles both defaults (each conv workload with 8x8 and with 4x4
-# blocks forced, overlapping pooling with the tiled kernel). Prepare as that
+# blocks, the conv kernel's staging, tiled pooling, host-widened u8 calls)
+# on the workloads they change, so that one device session settles those
+# defaults (each conv workload with 8x8 and with 4x4 blocks forced and with
+# each staging, overlapping pooling with the tiled kernel, the chain suite
+# with u8 widened on the host). Prepare as that
 # README says, plus:
 #
 #   cp benches/device-bench.sh benches/cudnn_v2.py .devrun/
@@ -19,8 +21,9 @@
 # chain_seed_f32_host, two f32 host calls.)
 #
 # and run `bash .devrun/device-bench.sh` with carry [".gl", ".devrun"].
-# About 12 minutes at most (the timeouts below and in gpu-bench.sh), most
-# likely 2 to 3.
+# Most likely 3 to 4 minutes. The timeouts (below and in gpu-bench.sh) add
+# up to more than one 10-minute command, but each run writes its files
+# under $OUT as it ends, and they come back even from a command cut short.
 set -u
 bash .devrun/gpu-bench.sh
 # The shared script sets these for itself only.
@@ -33,11 +36,20 @@ conv=(--workload cnn_conv3x3_b64 --workload cnn_conv3x3 --workload cnn_conv1x1 -
 alt() { # NAME ENV... -- ARGS...: convpool's GPU benchmark with ENV set, into $out/convpool-gpu-NAME.*
   local name=$1; shift
   local envs=(); while [ "$1" != -- ]; do envs+=("$1"); shift; done; shift
-  env "${envs[@]}" timeout 90 ./.devrun/convpool bench --device gpu "$@" --json \
+  env "${envs[@]}" timeout 40 ./.devrun/convpool bench --device gpu "$@" --json \
     >"$out/convpool-gpu-$name.json" 2>"$out/convpool-gpu-$name.log"
   echo "convpool bench (${envs[*]}) exit $?"; tail -n 6 "$out/convpool-gpu-$name.log"
 }
 alt block8 CONVPOOL_CONV_BLOCK=8 -- "${conv[@]}"
 alt block4 CONVPOOL_CONV_BLOCK=4 -- "${conv[@]}"
+# The tiled conv kernel's staging (buffers x steps per slice): the default
+# on a hardware GPU is the most pipelined that fits (2x16 where the
+# workgroup memory allows); these runs say whether that is right.
+alt staging1x8 CONVPOOL_CONV_STAGING=1x8 -- "${conv[@]}"
+alt staging2x8 CONVPOOL_CONV_STAGING=2x8 -- "${conv[@]}"
+alt staging2x16 CONVPOOL_CONV_STAGING=2x16 -- "${conv[@]}"
+# Host calls of u8 images widened on the device (the default on a discrete
+# GPU) or on the host first.
+alt widenhost CONVPOOL_GPU_WIDEN=host -- --suite chain
 alt tiledpool CONVPOOL_POOL_KERNEL=tiled -- --workload cnn_maxpool
 timeout 90 python3 .devrun/cudnn_v2.py --json "$out/cudnn-v2.json" 2>&1 | tee "$out/cudnn-v2.txt"

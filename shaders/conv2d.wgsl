@@ -13,6 +13,21 @@
 // time. Padded cells are read as 0 and still multiplied, so `0 * inf` in a
 // kernel gives NaN exactly as the formula of the CPU reference does.
 //
+// Staging (the host picks STAGES and KT, 8 or 16, per tiling within the
+// device's workgroup memory; the workgroup arrays are sized by them). With
+// STAGES = 1 each slice is loaded straight into the tiles, then multiplied,
+// with a barrier after each. With STAGES = 2 the tiles are double-buffered
+// and each invocation fetches its share of slice s + 1 into registers
+// before it multiplies slice s, so the loads are in flight during the
+// multiply-adds, then stores it into the buffer slice s - 1 was read from:
+// one barrier per slice suffices, since every invocation has finished
+// slice s - 1 once it passes the barrier that ends it.
+//
+// The A tile is stored transposed ([kk][mm]) with scalar stores: its reads,
+// WG_N times more frequent than its stores, are then single vec4s of four
+// rows. A vec4 store would need four rows of one invocation's load, and an
+// invocation loads one or two rows per slice on the wide tilings.
+//
 // Loads: images and kernels are bound as arrays of vec4. When the channel
 // count is a multiple of 4 (VEC_A), four consecutive reduction steps are four
 // consecutive channels of one pixel, 16-byte aligned, fetched with one vec4
@@ -30,18 +45,20 @@
 // activation) is applied in the store.
 //
 // Bounds, by construction (the host creates this module without naga's
-// runtime checks): workgroup and private arrays are indexed by loop
-// counters bounded by constants of the tiling (MAX_TILE_*, ACC_QUADS,
-// MAX_ROWS, which the host's tilings respect; tests/gpu.rs runs each); an
-// image read happens only for a row below m_total whose tap lands inside the
-// image, whose row lies in the chunk's band (the chunk planner uploads every
-// row a band reads); a kernel read only for k < k_total and n < n_end; a
-// write only for m < m_total and n < n_end. Every divisor (gc, kw, ow,
-// oh_chunk, tiles_n) is at least 1 for a planned chunk, and every loop is
-// bounded by the params.
+// runtime checks): workgroup arrays are sized by the tiling's constants
+// (TILE_M * KT / 4 * STAGES quads and so on) and indexed by loop counters
+// bounded by them; the private staging arrays (`pa`, `pb`, `cells`) are
+// indexed by counters clamped to their own lengths (a tiling that would
+// need more is refused by the host: src/gpu/kernels/conv_tiled.rs, whose
+// tests check every tiling it picks); an image read happens only for a row
+// below m_total whose tap lands inside the image, whose row lies in the
+// chunk's band (the chunk planner uploads every row a band reads); a kernel
+// read only for k < k_total and n < n_end; a write only for m < m_total and
+// n < n_end. Every divisor (gc, kw, ow, oh_chunk, tiles_n) is at least 1
+// for a planned chunk, and every loop is bounded by the params.
 //
-// Shapes arrive in `ConvParams` (common.wgsl, mirrored in src/gpu/params.rs);
-// only the tiling is fixed here. Workgroup extents and the three load
+// Shapes arrive in `ConvParams` (common.wgsl, mirrored in src/gpu/params.rs).
+// The tiling (workgroup extents, register block, staging) and the three load
 // variants are pipeline overrides.
 
 
@@ -64,27 +81,41 @@ override POINTWISE: bool = false;
 // Register block: RB x RB outputs per invocation, 4 or 8.
 override RB: u32 = 4u;
 
-const KT: u32 = 8u;
-// Largest tiles the host picks (src/gpu/pipelines.rs): 256 x 4 and 128 x
-// 128; with `rows`, 16 KiB of workgroup memory, WebGPU's default limit.
-const MAX_TILE_M: u32 = 256u;
-const MAX_TILE_N: u32 = 128u;
-const A_TILE_QUADS: u32 = MAX_TILE_M * KT / 4u;
-const B_TILE_QUADS: u32 = KT * MAX_TILE_N / 4u;
+// Reduction steps per slice: 8 or 16.
+override KT: u32 = 8u;
+// Workgroup buffers per tile: 1, or 2 (double-buffered).
+override STAGES: u32 = 1u;
 // Accumulators of the largest register block, in vec4s along columns.
 const ACC_QUADS: u32 = 16u;
-// Rows one invocation loads per slice with VEC_A, at most: TILE_M * KT / 4
-// over the invocations, for every tiling the host picks (256 x 16 tiles on
-// 256 invocations: 2; 256 x 4 on 64: 8).
+// Rows one invocation loads per slice with VEC_A, at most (TILE_M * KT / 4
+// over the invocations); four times as many single floats without it.
 const MAX_ROWS: u32 = 8u;
+// Kernel quads (or four times as many floats) one invocation loads per
+// slice, at most.
+const MAX_BQ: u32 = 4u;
 
-// Element [kk * TILE_M + mm] is a_tile[.. >> 2][.. & 3]; likewise b_tile
-// with [kk * TILE_N + nn]. TILE_M and TILE_N are multiples of 4.
-var<workgroup> a_tile: array<vec4<f32>, A_TILE_QUADS>;
-var<workgroup> b_tile: array<vec4<f32>, B_TILE_QUADS>;
+// Element [kk * TILE_M + mm] of stage t is a_tile[t * TILE_M * KT / 4 + ..
+// >> 2][.. & 3]; likewise b_tile with [kk * TILE_N + nn]. TILE_M and TILE_N
+// are multiples of 4.
+var<workgroup> a_tile: array<vec4<f32>, WG_M * RB * KT / 4u * STAGES>;
+var<workgroup> b_tile: array<vec4<f32>, WG_N * RB * KT / 4u * STAGES>;
 // Per tile row: (first image row of its image in `images`, top input row,
 // left input column, 1 if the row is a real output pixel).
-var<workgroup> rows: array<vec4<i32>, MAX_TILE_M>;
+var<workgroup> rows: array<vec4<i32>, WG_M * RB>;
+
+// Element `at` ([kk * TILE_M + mm]) of the A tile of the stage at quad
+// `t0`, and the four elements of a vec4 of channels kk .. kk + 3.
+fn put_a(t0: u32, at: u32, v: f32) {
+    a_tile[t0 + (at >> 2u)][at & 3u] = v;
+}
+
+fn put_a4(t0: u32, at: u32, v: vec4<f32>) {
+    let tm = WG_M * RB;
+    put_a(t0, at, v.x);
+    put_a(t0, at + tm, v.y);
+    put_a(t0, at + 2u * tm, v.z);
+    put_a(t0, at + 3u * tm, v.w);
+}
 
 fn image_at(i: u32) -> f32 {
     return images[i >> 2u][i & 3u];
@@ -168,118 +199,192 @@ fn main(
     // registers, `cells`) and a slice adds the channel to it: no border
     // arithmetic inside the slice loop while the tap stays the same.
     let row_step = threads / per_slice;
-    let my_rows = (TILE_M + row_step - 1u) / row_step;
+    let my_rows = min((TILE_M + row_step - 1u) / row_step, MAX_ROWS);
     var cells: array<i32, MAX_ROWS>;
     var cells_tap = vec2<u32>(0xffffffffu);
-    for (var k0 = 0u; k0 < p.k_total; k0 += KT) {
-        let k = k0 + k_lane;
-        let live = tap.y < p.kh;
-        if (VEC_A) {
-            if (!POINTWISE && any(cells_tap != tap.yz)) {
-                cells_tap = tap.yz;
-                for (var s = 0u; s < min(my_rows, MAX_ROWS); s++) {
-                    let mm = tid / per_slice + s * row_step;
-                    cells[s] = select(-1, tap_index(min(mm, TILE_M - 1u), tap.yz, ch0), mm < TILE_M && live);
-                }
-            }
-            for (var s = 0u; s < min(my_rows, MAX_ROWS); s++) {
-                let mm = tid / per_slice + s * row_step;
-                if (mm >= TILE_M) {
-                    break;
-                }
-                var v = vec4<f32>(0.0);
-                if (POINTWISE) {
-                    let m = m0 + mm;
-                    if (m < p.m_total && k < p.k_total) {
-                        v = images[(m * p.c + k) >> 2u];
-                    }
-                } else if (cells[s] >= 0) {
-                    v = images[(u32(cells[s]) + tap.x) >> 2u];
-                }
-                let at = k_lane * TILE_M + mm;
-                a_tile[at >> 2u][at & 3u] = v.x;
-                a_tile[(at + TILE_M) >> 2u][at & 3u] = v.y;
-                a_tile[(at + 2u * TILE_M) >> 2u][at & 3u] = v.z;
-                a_tile[(at + 3u * TILE_M) >> 2u][at & 3u] = v.w;
-            }
-        } else {
-            // Single channels: the tap changes every few slices when the
-            // group has few channels, so it is mapped per element.
-            for (var e = tid; e < TILE_M * KT; e += threads) {
-                let mm = e / KT;
-                var v = 0.0;
-                if (POINTWISE) {
-                    let m = m0 + mm;
-                    if (m < p.m_total && k < p.k_total) {
-                        v = image_at(m * p.c + k);
-                    }
-                } else if (live) {
-                    let at = tap_index(mm, tap.yz, ch0);
-                    if (at >= 0) {
-                        v = image_at(u32(at) + tap.x);
+    // Single floats of A and of B this invocation loads per slice.
+    let a_elems = min((TILE_M * KT + threads - 1u) / threads, 4u * MAX_ROWS);
+    let b_quads = min((KT * TILE_N / 4u + threads - 1u) / threads, MAX_BQ);
+    let b_elems = min((KT * TILE_N + threads - 1u) / threads, 4u * MAX_BQ);
+    // With two buffers, one slice in flight in registers: A rows (or
+    // floats, four to a vec4) and B quads (or floats).
+    var pa: array<vec4<f32>, MAX_ROWS>;
+    var pb: array<vec4<f32>, MAX_BQ>;
+    let a_stage = TILE_M * KT / 4u;
+    let b_stage = TILE_N * KT / 4u;
+    let slices = (p.k_total + KT - 1u) / KT;
+    // One buffer: iteration s loads slice s straight into the tiles and
+    // multiplies it. Two: it fetches slice s into registers, multiplies
+    // slice s - 1, then stores slice s into the other buffer (one more
+    // iteration multiplies the last slice).
+    let double = STAGES == 2u;
+    let last = select(slices, slices + 1u, double);
+    for (var s = 0u; s < last; s++) {
+        let k0 = s * KT;
+        let put = (s % STAGES) * a_stage;
+        let put_b = (s % STAGES) * b_stage;
+        if (s < slices) {
+            let k = k0 + k_lane;
+            let live = tap.y < p.kh;
+            if (VEC_A) {
+                if (!POINTWISE && any(cells_tap != tap.yz)) {
+                    cells_tap = tap.yz;
+                    for (var r = 0u; r < my_rows; r++) {
+                        let mm = tid / per_slice + r * row_step;
+                        cells[r] = select(-1, tap_index(min(mm, TILE_M - 1u), tap.yz, ch0), mm < TILE_M && live);
                     }
                 }
-                let at = k_lane * TILE_M + mm;
-                a_tile[at >> 2u][at & 3u] = v;
-            }
-        }
-        // The next slice's step: KT more channels, carried into the kernel
-        // column and row.
-        tap.x += KT;
-        while (tap.x >= p.gc) {
-            tap.x -= p.gc;
-            tap.z += 1u;
-            if (tap.z == p.kw) {
-                tap.z = 0u;
-                tap.y += 1u;
-            }
-        }
-        if (VEC_B) {
-            let quads = TILE_N / 4u;
-            for (var e = tid; e < KT * quads; e += threads) {
-                let nq = e % quads;
-                let kk = e / quads;
-                let k = k0 + kk;
-                let n = n0 + nq * 4u;
-                var v = vec4<f32>(0.0);
-                if (k < p.k_total && n < n_end) {
-                    v = kernels[(k * p.nc + n) >> 2u];
+                for (var r = 0u; r < my_rows; r++) {
+                    let mm = tid / per_slice + r * row_step;
+                    var v = vec4<f32>(0.0);
+                    if (POINTWISE) {
+                        let m = m0 + mm;
+                        if (mm < TILE_M && m < p.m_total && k < p.k_total) {
+                            v = images[(m * p.c + k) >> 2u];
+                        }
+                    } else if (cells[r] >= 0) {
+                        v = images[(u32(cells[r]) + tap.x) >> 2u];
+                    }
+                    if (double) {
+                        pa[r] = v;
+                    } else if (mm < TILE_M) {
+                        put_a4(put, k_lane * TILE_M + mm, v);
+                    }
                 }
-                b_tile[kk * (TILE_N / 4u) + nq] = v;
-            }
-        } else {
-            for (var e = tid; e < KT * TILE_N; e += threads) {
-                let nn = e % TILE_N;
-                let kk = e / TILE_N;
-                let k = k0 + kk;
-                let n = n0 + nn;
-                var v = 0.0;
-                if (k < p.k_total && n < n_end) {
-                    v = kernel_at(k * p.nc + n);
-                }
-                let at = kk * TILE_N + nn;
-                b_tile[at >> 2u][at & 3u] = v;
-            }
-        }
-        workgroupBarrier();
-        for (var kk = 0u; kk < KT; kk++) {
-            // Rows 4 * (q * WG_M + lid.y) .. + 3 and likewise columns.
-            var a: array<vec4<f32>, 2>;
-            var b: array<vec4<f32>, 2>;
-            for (var q = 0u; q < bq; q++) {
-                a[q] = a_tile[kk * (TILE_M / 4u) + q * WG_M + lid.y];
-                b[q] = b_tile[kk * (TILE_N / 4u) + q * WG_N + lid.x];
-            }
-            for (var qa = 0u; qa < bq; qa++) {
-                for (var r = 0u; r < 4u; r++) {
-                    let ar = a[qa][r];
-                    for (var qb = 0u; qb < bq; qb++) {
-                        let i = (4u * qa + r) * bq + qb;
-                        acc[i] = acc[i] + ar * b[qb];
+            } else {
+                // Single channels: the tap changes every few slices when the
+                // group has few channels, so it is mapped per element.
+                for (var j = 0u; j < a_elems; j++) {
+                    let mm = (tid + j * threads) / KT;
+                    var v = 0.0;
+                    if (mm < TILE_M) {
+                        if (POINTWISE) {
+                            let m = m0 + mm;
+                            if (m < p.m_total && k < p.k_total) {
+                                v = image_at(m * p.c + k);
+                            }
+                        } else if (live) {
+                            let at = tap_index(mm, tap.yz, ch0);
+                            if (at >= 0) {
+                                v = image_at(u32(at) + tap.x);
+                            }
+                        }
+                        if (!double) {
+                            put_a(put, k_lane * TILE_M + mm, v);
+                        }
+                    }
+                    if (double) {
+                        pa[j >> 2u][j & 3u] = v;
                     }
                 }
             }
+            // The next slice's step: KT more channels, carried into the
+            // kernel column and row.
+            tap.x += KT;
+            while (tap.x >= p.gc) {
+                tap.x -= p.gc;
+                tap.z += 1u;
+                if (tap.z == p.kw) {
+                    tap.z = 0u;
+                    tap.y += 1u;
+                }
+            }
+            if (VEC_B) {
+                let quads = TILE_N / 4u;
+                for (var j = 0u; j < b_quads; j++) {
+                    let e = tid + j * threads;
+                    let k = k0 + e / quads;
+                    let n = n0 + (e % quads) * 4u;
+                    var v = vec4<f32>(0.0);
+                    if (e < KT * quads && k < p.k_total && n < n_end) {
+                        v = kernels[(k * p.nc + n) >> 2u];
+                    }
+                    if (double) {
+                        pb[j] = v;
+                    } else if (e < b_stage) {
+                        b_tile[put_b + e] = v;
+                    }
+                }
+            } else {
+                for (var j = 0u; j < b_elems; j++) {
+                    let e = tid + j * threads;
+                    let k = k0 + e / TILE_N;
+                    let n = n0 + e % TILE_N;
+                    var v = 0.0;
+                    if (e < KT * TILE_N && k < p.k_total && n < n_end) {
+                        v = kernel_at(k * p.nc + n);
+                    }
+                    if (double) {
+                        pb[j >> 2u][j & 3u] = v;
+                    } else if (e < KT * TILE_N) {
+                        b_tile[put_b + (e >> 2u)][e & 3u] = v;
+                    }
+                }
+            }
         }
+        if (!double) {
+            // The slice just stored is complete.
+            workgroupBarrier();
+        }
+        // Multiply slice s (one buffer) or s - 1 (two).
+        if (!double || s > 0u) {
+            let t = select(s, s - 1u, double) % STAGES;
+            let at0 = t * a_stage;
+            let bt0 = t * b_stage;
+            for (var kk = 0u; kk < KT; kk++) {
+                // Rows 4 * (q * WG_M + lid.y) .. + 3 and likewise columns.
+                var a: array<vec4<f32>, 2>;
+                var b: array<vec4<f32>, 2>;
+                for (var q = 0u; q < bq; q++) {
+                    a[q] = a_tile[at0 + kk * (TILE_M / 4u) + q * WG_M + lid.y];
+                    b[q] = b_tile[bt0 + kk * (TILE_N / 4u) + q * WG_N + lid.x];
+                }
+                for (var qa = 0u; qa < bq; qa++) {
+                    for (var r = 0u; r < 4u; r++) {
+                        let ar = a[qa][r];
+                        for (var qb = 0u; qb < bq; qb++) {
+                            let i = (4u * qa + r) * bq + qb;
+                            acc[i] = acc[i] + ar * b[qb];
+                        }
+                    }
+                }
+            }
+        }
+        // Two buffers: slice s goes into the one slice s - 1 was not read from.
+        if (double && s < slices) {
+            if (VEC_A) {
+                for (var r = 0u; r < my_rows; r++) {
+                    let mm = tid / per_slice + r * row_step;
+                    if (mm < TILE_M) {
+                        put_a4(put, k_lane * TILE_M + mm, pa[r]);
+                    }
+                }
+            } else {
+                for (var j = 0u; j < a_elems; j++) {
+                    let mm = (tid + j * threads) / KT;
+                    if (mm < TILE_M) {
+                        put_a(put, k_lane * TILE_M + mm, pa[j >> 2u][j & 3u]);
+                    }
+                }
+            }
+            if (VEC_B) {
+                for (var j = 0u; j < b_quads; j++) {
+                    let e = tid + j * threads;
+                    if (e < b_stage) {
+                        b_tile[put_b + e] = pb[j];
+                    }
+                }
+            } else {
+                for (var j = 0u; j < b_elems; j++) {
+                    let e = tid + j * threads;
+                    if (e < KT * TILE_N) {
+                        b_tile[put_b + (e >> 2u)][e & 3u] = pb[j >> 2u][j & 3u];
+                    }
+                }
+            }
+        }
+        // One buffer: every invocation is done with it before the next
+        // slice overwrites it. Two: the slice stored is complete.
         workgroupBarrier();
     }
     for (var qa = 0u; qa < bq; qa++) {

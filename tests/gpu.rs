@@ -11,8 +11,8 @@ mod numerics;
 mod resident;
 
 use common::{array, gpu_engine, gpu_engine_with, hostile, padding_strategy};
-use convpool::{Conv2dSpec, Engine, Error, GpuOptions, Padding, Pool2dSpec, PoolMode};
-use ndarray::Array4;
+use convpool::{Activation, Conv2dSpec, Engine, Error, GpuOptions, Padding, PaddingMode, Pool2dSpec, PoolMode};
+use ndarray::{Array1, Array4};
 use proptest::prelude::*;
 use std::sync::OnceLock;
 
@@ -350,6 +350,94 @@ fn wide_layers_agree_on_both_register_blocks() {
         e.to_string().contains("conv_register_block") && e.to_string().contains("4 or 8"),
         "{e}"
     );
+}
+
+/// Every staging of the tiled conv kernel (1 or 2 buffers, 8 or 16 steps
+/// per slice) on both register blocks gives what the reference gives
+/// (verify mode) and what single 8-step slices give, to rounding: vec4 and
+/// single-float loads of images and kernels, pointwise, groups, borders,
+/// dilation, reductions that end mid-slice, the fused epilogue, ragged
+/// tiles, and chunks of a few rows.
+#[test]
+fn every_conv_staging_agrees_with_the_reference() {
+    let cases = [
+        // vec4 images and kernels, 128 or 64 wide tiles, 72 = 64 + 8.
+        ([3, 13, 11, 8], [3, 3, 8, 72], Conv2dSpec::new(Padding::Same), 1),
+        // Three channels (single floats), 27-step reduction, reflect, dilation.
+        (
+            [5, 17, 9, 3],
+            [3, 3, 3, 16],
+            Conv2dSpec::new(Padding::Same)
+                .with_padding_mode(PaddingMode::Reflect)
+                .with_dilation(2, 1),
+            1,
+        ),
+        // Ten output channels: single-float kernel loads; stride 2.
+        ([2, 9, 10, 4], [2, 2, 4, 10], Conv2dSpec::default().with_stride(2, 2), 1),
+        // Pointwise.
+        ([3, 7, 7, 12], [1, 1, 12, 20], Conv2dSpec::default(), 1),
+        // Two groups of 4 -> 20 channels, circular border, relu.
+        (
+            [2, 9, 9, 8],
+            [3, 3, 4, 40],
+            Conv2dSpec::new(Padding::Same)
+                .with_groups(2)
+                .with_padding_mode(PaddingMode::Circular)
+                .with_activation(Some(Activation::Relu)),
+            2,
+        ),
+    ];
+    let mut seen = std::collections::BTreeSet::new();
+    for block in [4, 8] {
+        let engine = |staging, max_binding_bytes| {
+            gpu_engine_with(GpuOptions {
+                conv_register_block: Some(block),
+                conv_staging: Some(staging),
+                max_binding_bytes,
+                ..Default::default()
+            })
+        };
+        let Some(base) = engine((1, 8), None) else { return };
+        for staging in [(1, 8), (2, 8), (1, 16), (2, 16)] {
+            // In chunks of a few rows where the output is large.
+            let e = engine(staging, Some(24_000)).unwrap();
+            let ctx = e.gpu().unwrap();
+            for (i, (x, k, spec, _)) in cases.iter().enumerate() {
+                let xs = array(*x, 40 + i as u64);
+                let ks = array(*k, 50 + i as u64);
+                let bias = Array1::from_iter((0..k[3]).map(|j| j as f32 * 0.25 - 1.0));
+                let want = base.conv2d_bias(&xs, &ks, &bias, spec).unwrap();
+                let g = spec.resolve(*x, *k).unwrap();
+                seen.insert(ctx.describe_conv(&g));
+                let got = e.conv2d_bias(&xs, &ks, &bias, spec).unwrap();
+                assert!(
+                    got.iter()
+                        .zip(want.iter())
+                        .all(|(p, q)| (p - q).abs() <= 1e-5 * (1.0 + q.abs())),
+                    "staging {staging:?} block {block} case {i}: {}",
+                    ctx.describe_conv(&g)
+                );
+            }
+        }
+    }
+    // Each staging ran on a device with room for the most pipelined one on
+    // the 128 x 64 tile (lavapipe's 32 KiB).
+    let Some(e) = gpu_engine() else { return };
+    if e.gpu().unwrap().max_workgroup_bytes() >= 26624 {
+        for staging in ["1x8", "2x8", "1x16", "2x16"] {
+            assert!(
+                seen.iter().any(|d| d.contains(&format!("staging {staging} "))),
+                "{staging}: {seen:?}"
+            );
+        }
+    }
+    // A bad staging is refused before any device is opened.
+    let err = convpool::gpu::GpuContext::new(&GpuOptions {
+        conv_staging: Some((3, 8)),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("conv_staging"), "{err}");
 }
 
 /// A verify-mode GPU engine that pools overlapping windows with the tiled kernel.

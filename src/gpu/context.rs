@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 
 use super::buffers::Buffers;
+use super::kernels::conv_tiled::Staging;
 use super::pipelines::Pipelines;
 
 /// Knobs of the GPU path.
@@ -36,6 +37,14 @@ pub struct GpuOptions {
     /// reads of workgroup memory; 4 otherwise). For comparing the two on a
     /// device. `None` reads the environment variable `CONVPOOL_CONV_BLOCK`.
     pub conv_register_block: Option<u32>,
+    /// The tiled conv kernel's staging as `(stages, kt)`: 1 or 2 workgroup
+    /// buffers per tile (2: double-buffered, one barrier per slice) and 8
+    /// or 16 reduction steps per slice, tried first on every tiling; one
+    /// that does not fit a tiling (the device's workgroup memory, the
+    /// shader's staging registers) takes the next less pipelined. `None`
+    /// reads `CONVPOOL_CONV_STAGING` (`1x8`, `2x8`, `2x16`), else the most
+    /// pipelined that fits on a hardware GPU and `1x8` on a software one.
+    pub conv_staging: Option<(u32, u32)>,
     /// How long a call waits for the GPU to finish a chunk before it gives
     /// up with an error (the device may be hung or lost). `None` reads
     /// `CONVPOOL_GPU_TIMEOUT` (seconds, fractions allowed), else
@@ -140,6 +149,23 @@ fn register_block(options: &GpuOptions) -> Result<Option<u32>> {
     }
 }
 
+/// The conv staging asked for in `options` or `CONVPOOL_CONV_STAGING`.
+fn conv_staging(options: &GpuOptions) -> Result<Option<Staging>> {
+    let (arg, asked) = match options.conv_staging {
+        Some((stages, kt)) => ("conv_staging", Some(format!("{stages}x{kt}"))),
+        None => ("CONVPOOL_CONV_STAGING", std::env::var("CONVPOOL_CONV_STAGING").ok()),
+    };
+    match asked.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(text) => Staging::parse(text).map(Some).ok_or_else(|| Error::InvalidArgument {
+            arg,
+            message: format!(
+                "staging {text:?}: the tiled conv kernel takes 1 or 2 stages of 8 or 16 steps (1x8, 2x8, 2x16)"
+            ),
+        }),
+    }
+}
+
 /// Backends to search: `WGPU_BACKEND` when set (for example `gl`), else the
 /// primary ones (Vulkan, Metal, DX12), so Mesa's GL adapter is not taken by
 /// accident.
@@ -203,6 +229,10 @@ pub struct GpuContext {
     pub(crate) tiled_pooling: bool,
     /// Register block forced on the tiled conv kernel, if any.
     pub(crate) conv_register_block: Option<u32>,
+    /// Forced staging of the tiled conv kernel.
+    pub(crate) conv_staging: Option<Staging>,
+    /// The device's workgroup memory, bytes.
+    pub(crate) workgroup_bytes: u64,
     /// Idle buffer sets; a call takes one (or makes one) and gives it back,
     /// so concurrent calls never share buffers and never wait on each other.
     pub(crate) idle: Mutex<Vec<Buffers>>,
@@ -241,6 +271,7 @@ impl GpuContext {
     /// with the adapter's own limits.
     pub fn new(options: &GpuOptions) -> Result<Arc<Self>> {
         let conv_register_block = register_block(options)?;
+        let conv_staging = conv_staging(options)?;
         let timeout = timeout(options)?;
         let (instance, backends) = instance();
         let filter = options
@@ -327,6 +358,8 @@ impl GpuContext {
                 std::env::var("CONVPOOL_POOL_KERNEL").is_ok_and(|v| v.eq_ignore_ascii_case("tiled"))
             }),
             conv_register_block,
+            conv_staging,
+            workgroup_bytes: limits.max_compute_workgroup_storage_size as u64,
             idle: Mutex::new(Vec::new()),
             max_buffer_bytes: limits.max_buffer_size,
             uploaded: AtomicU64::new(0),
@@ -407,6 +440,12 @@ impl GpuContext {
     /// Largest binding this context uses, bytes.
     pub fn max_binding_bytes(&self) -> u64 {
         self.max_binding_bytes
+    }
+
+    /// The device's workgroup memory, bytes (what the tiled conv kernel's
+    /// staging must fit).
+    pub fn max_workgroup_bytes(&self) -> u64 {
+        self.workgroup_bytes
     }
 
     /// Largest workgroup count per dispatch dimension this context uses.

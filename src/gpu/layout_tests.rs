@@ -141,48 +141,144 @@ fn wgsl_const(file: &str, name: &str) -> u32 {
     }
 }
 
-/// Every tile the host picks fits the shader's workgroup arrays, whose
-/// sizes are constants there: a bigger tile would index past them.
+/// Bytes of the workgroup variables of conv2d.wgsl with `constants`, as
+/// naga sizes them once the pipeline constants are applied.
+fn conv_workgroup_bytes(constants: &super::kernels::Constants) -> u64 {
+    let module = parse("conv2d.wgsl");
+    let info = naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::default(),
+    )
+    .validate(&module)
+    .unwrap();
+    let constants = constants.iter().map(|&(k, v)| (k.to_string(), v as f64)).collect();
+    let (module, _) = naga::back::pipeline_constants::process_overrides(
+        &module,
+        &info,
+        Some((naga::ShaderStage::Compute, "main")),
+        &constants,
+    )
+    .unwrap();
+    let layouter = {
+        let mut l = naga::proc::Layouter::default();
+        l.update(module.to_ctx()).unwrap();
+        l
+    };
+    module
+        .global_variables
+        .iter()
+        .filter(|(_, v)| v.space == naga::AddressSpace::WorkGroup)
+        .map(|(_, v)| layouter[v.ty].size as u64)
+        .sum()
+}
+
+/// Every tiling the host picks fits the shader: its workgroup arrays
+/// (sized by the pipeline constants: the host's count of their bytes is
+/// naga's, and within the device's limit), its staging registers and its
+/// accumulators; a bigger tiling would index past them.
 #[test]
 fn conv_tiles_fit_the_shader() {
-    let max = (
-        wgsl_const("conv2d.wgsl", "MAX_TILE_M"),
-        wgsl_const("conv2d.wgsl", "MAX_TILE_N"),
-    );
-    assert_eq!(ConvTiling::MAX_TILE, max);
+    use super::kernels::conv_tiled::{ConvDevice, Staging, MAX_BQ, MAX_ROWS};
     let acc_quads = wgsl_const("conv2d.wgsl", "ACC_QUADS");
-    let max_rows = wgsl_const("conv2d.wgsl", "MAX_ROWS");
-    let kt = wgsl_const("conv2d.wgsl", "KT");
+    assert_eq!(wgsl_const("conv2d.wgsl", "MAX_ROWS"), MAX_ROWS);
+    assert_eq!(wgsl_const("conv2d.wgsl", "MAX_BQ"), MAX_BQ);
+    let rules = super::kernels::ConvRules {
+        mode: crate::shape::PaddingMode::Zeros,
+        act: 0,
+        has_bias: false,
+    };
     let mut blocks = std::collections::BTreeSet::new();
-    for nc in 1..=300 {
+    let mut stagings = std::collections::BTreeSet::new();
+    let mut checked = std::collections::HashSet::new();
+    for (c, nc) in (1..=300)
+        .map(|nc| (4, nc))
+        .chain([(3, 64), (3, 128), (5, 7), (6, 200), (1, 16)])
+    {
         // Large enough for 8x8 blocks from 64 channels.
-        let g = Conv2dSpec::default().resolve([8, 64, 64, 4], [1, 1, 4, nc]).unwrap();
-        for forced in [None, Some(4), Some(8)] {
-            let t = ConvTiling::for_conv(&g, forced, false);
-            assert!(t.tile_m() <= max.0 && t.tile_n() <= max.1, "nc {nc}: {t:?}");
-            assert_eq!(t.tile_m() % 4, 0, "{t:?}");
-            assert!(t.block * t.block / 4 <= acc_quads, "{t:?}");
-            // The images' vec4 loads need a multiple of KT / 4 invocations.
-            assert_eq!(t.wg_m * t.wg_n % 2, 0, "{t:?}");
-            assert!(t.wg_m * t.wg_n <= 256, "{t:?}");
-            // The cell indices an invocation keeps per slice (vec4 loads:
-            // KT / 4 invocations share a row) fit the shader's registers.
-            let row_step = t.wg_m * t.wg_n / (kt / 4);
-            assert!(t.tile_m().div_ceil(row_step) <= max_rows, "{t:?}");
-            blocks.insert((t.block, nc >= 64));
+        let g = Conv2dSpec::default().resolve([8, 64, 64, c], [1, 1, c, nc]).unwrap();
+        for block in [None, Some(4), Some(8)] {
+            for staging in [
+                None,
+                Some(Staging::SINGLE),
+                Some(Staging { stages: 2, kt: 8 }),
+                Some(Staging { stages: 1, kt: 16 }),
+                Some(Staging::PREFERRED[0]),
+            ] {
+                for (software, workgroup_bytes) in [
+                    (false, 16 << 10),
+                    (false, 32 << 10),
+                    (false, 48 << 10),
+                    (true, 32 << 10),
+                ] {
+                    let dev = ConvDevice {
+                        software,
+                        block,
+                        staging,
+                        workgroup_bytes,
+                    };
+                    let t = ConvTiling::for_conv(&g, &dev);
+                    assert!(t.fits(workgroup_bytes), "nc {nc}: {t:?}");
+                    assert_eq!(t.tile_m() % 4, 0, "{t:?}");
+                    assert_eq!(t.tile_n() % 4, 0, "{t:?}");
+                    assert!(t.block * t.block / 4 <= acc_quads, "{t:?}");
+                    assert!(t.wg_m * t.wg_n <= 256, "{t:?}");
+                    if software && staging.is_none() {
+                        assert_eq!(t.staging, Staging::SINGLE);
+                    }
+                    if let Some(s) = staging {
+                        assert!(t.staging.stages <= s.stages && t.staging.kt <= s.kt, "{t:?}");
+                    }
+                    blocks.insert((t.block, nc >= 64));
+                    stagings.insert((t.staging.stages, t.staging.kt));
+                    if checked.insert(t) {
+                        assert_eq!(conv_workgroup_bytes(&t.constants(rules)), t.workgroup_bytes(), "{t:?}");
+                    }
+                }
+            }
         }
+    }
+    // Every staging is taken somewhere.
+    assert_eq!(stagings.len(), 4, "{stagings:?}");
+    // With 48 KiB, the wide tiles are double-buffered 16-step slices; with
+    // WebGPU's 16 KiB, the 128 x 128 tile stays single (18 KiB doubled).
+    let wide = Conv2dSpec::default().resolve([8, 66, 66, 64], [3, 3, 64, 128]).unwrap();
+    let on = |workgroup_bytes| {
+        ConvTiling::for_conv(
+            &wide,
+            &ConvDevice {
+                workgroup_bytes,
+                ..ConvDevice::DEFAULT
+            },
+        )
+    };
+    assert_eq!(
+        (on(48 << 10).staging, on(48 << 10).tile_n()),
+        (Staging::PREFERRED[0], 128)
+    );
+    assert_eq!(on(16 << 10).staging, Staging::SINGLE);
+    assert_eq!(on(16 << 10).workgroup_bytes(), 10 << 10);
+    assert_eq!(on(48 << 10).workgroup_bytes(), 34 << 10);
+    assert_eq!(Staging::parse("2x16"), Some(Staging::PREFERRED[0]));
+    assert_eq!(Staging::parse(" 1X8 "), Some(Staging::SINGLE));
+    for bad in ["", "2", "3x8", "2x4", "x", "2x16x1"] {
+        assert_eq!(Staging::parse(bad), None, "{bad}");
     }
     // Wide layers get 8x8 blocks and narrow ones 4x4 unless forced.
     assert_eq!(blocks.len(), 4);
     let block = |x: [usize; 4], nc: usize| {
         let g = Conv2dSpec::default().resolve(x, [1, 1, x[3], nc]).unwrap();
-        ConvTiling::for_conv(&g, None, false).block
+        ConvTiling::for_conv(&g, &ConvDevice::DEFAULT).block
     };
     assert_eq!(block([8, 64, 64, 4], 63), 4);
     // A software adapter takes 8x8 blocks on every layer.
     let narrow = Conv2dSpec::default().resolve([1, 5, 5, 4], [1, 1, 4, 8]).unwrap();
-    assert_eq!(ConvTiling::for_conv(&narrow, None, true).block, 8);
-    assert_eq!(ConvTiling::for_conv(&narrow, Some(4), true).block, 4);
+    let soft = |block| ConvDevice {
+        software: true,
+        block,
+        ..ConvDevice::DEFAULT
+    };
+    assert_eq!(ConvTiling::for_conv(&narrow, &soft(None)).block, 8);
+    assert_eq!(ConvTiling::for_conv(&narrow, &soft(Some(4))).block, 4);
     assert_eq!(block([8, 64, 64, 4], 64), 8);
     // 128 x 64 tiles: 256 workgroups from 32768 pixels, not below.
     let groups = ConvTiling::MIN_WIDE_GROUPS;

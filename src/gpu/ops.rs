@@ -11,6 +11,7 @@ use crate::shape::{Conv2dGeometry, PaddingMode, Pool2dGeometry, PoolMode};
 use super::chunk::{plan, Chunk, ChunkLimits, Problem};
 use super::context::GpuContext;
 use super::kernels::conv_direct::DIRECT_WG;
+use super::kernels::conv_tiled::ConvDevice;
 use super::kernels::pool::{pool_lanes, Pool, POOL_WG};
 use super::kernels::pool_argmax::PoolArgmax;
 use super::kernels::pool_tiled::PoolTiling;
@@ -136,7 +137,36 @@ impl GpuContext {
 
     /// The conv kernel (and the tiled one's specialisation) on this context.
     fn conv_kernel(&self, g: &Conv2dGeometry) -> ConvKernel {
-        ConvKernel::for_conv(g, self.conv_register_block, self.summary.software)
+        ConvKernel::for_conv(g, &self.conv_device())
+    }
+
+    /// Which kernel a convolution runs with on this device, in words: the
+    /// direct kernel, or the tiled one's tile, register block, staging
+    /// (`stages x steps per slice`) and workgroup memory. `g` must come from
+    /// [`crate::Conv2dSpec::resolve`].
+    pub fn describe_conv(&self, g: &Conv2dGeometry) -> String {
+        match self.conv_kernel(g) {
+            ConvKernel::Direct(_) => "direct".to_string(),
+            ConvKernel::Tiled(t) => format!(
+                "tiled {}x{} block {} staging {} ({} of {} bytes of workgroup memory)",
+                t.tile_m(),
+                t.tile_n(),
+                t.block,
+                t.staging,
+                t.workgroup_bytes(),
+                self.workgroup_bytes
+            ),
+        }
+    }
+
+    /// What this device allows the tiled conv kernel, and what was forced.
+    pub(crate) fn conv_device(&self) -> ConvDevice {
+        ConvDevice {
+            software: self.summary.software,
+            block: self.conv_register_block,
+            staging: self.conv_staging,
+            workgroup_bytes: self.workgroup_bytes,
+        }
     }
 
     /// The tile of the tiled pooling kernel where it is enabled and applies

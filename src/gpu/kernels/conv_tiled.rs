@@ -5,6 +5,82 @@ use crate::shape::Conv2dGeometry;
 
 use super::{Constants, ConvRules};
 
+/// How the tiled conv kernel stages its reduction: workgroup buffers per
+/// tile and reduction steps per slice (`STAGES`, `KT` in the shader).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Staging {
+    /// 1: one buffer, two barriers per slice; 2: double-buffered, one.
+    pub stages: u32,
+    /// Reduction steps per slice: 8 or 16.
+    pub kt: u32,
+}
+
+impl Staging {
+    /// One buffer of 8-step slices: what fits WebGPU's default 16 KiB of
+    /// workgroup memory on every tiling, and what software adapters take
+    /// (on lavapipe neither more stages nor longer slices measured faster:
+    /// benches/RESULTS.md).
+    pub const SINGLE: Staging = Staging { stages: 1, kt: 8 };
+
+    /// A hardware GPU's choices, most pipelined first: the first one a
+    /// tiling fits (the device's workgroup memory, the shader's staging
+    /// registers) is taken.
+    pub const PREFERRED: [Staging; 3] = [
+        Staging { stages: 2, kt: 16 },
+        Staging { stages: 2, kt: 8 },
+        Staging::SINGLE,
+    ];
+
+    /// Parses `stages x kt` as `CONVPOOL_CONV_STAGING` spells it: `1x8`,
+    /// `2x8` or `2x16` (and `1x16`).
+    pub fn parse(text: &str) -> Option<Staging> {
+        let (stages, kt) = text.trim().split_once(['x', 'X'])?;
+        let s = Staging {
+            stages: stages.trim().parse().ok()?,
+            kt: kt.trim().parse().ok()?,
+        };
+        (matches!(s.stages, 1 | 2) && matches!(s.kt, 8 | 16)).then_some(s)
+    }
+}
+
+impl std::fmt::Display for Staging {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}", self.stages, self.kt)
+    }
+}
+
+/// What a device allows the tiled conv kernel, and what was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvDevice {
+    /// A software adapter (see [`ConvTiling::for_conv`]).
+    pub software: bool,
+    /// A forced register block (4 or 8).
+    pub block: Option<u32>,
+    /// A forced staging, tried first; a tiling it does not fit takes the
+    /// next of [`Staging::PREFERRED`] below it.
+    pub staging: Option<Staging>,
+    /// The device's workgroup memory, bytes.
+    pub workgroup_bytes: u64,
+}
+
+impl ConvDevice {
+    /// WebGPU's defaults: a hardware adapter with 16 KiB of workgroup
+    /// memory and nothing forced.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub const DEFAULT: ConvDevice = ConvDevice {
+        software: false,
+        block: None,
+        staging: None,
+        workgroup_bytes: 16 << 10,
+    };
+}
+
+/// Staging registers of the shader (`MAX_ROWS`, `MAX_BQ`: vec4s per
+/// invocation and slice for the A and B tiles).
+pub const MAX_ROWS: u32 = 8;
+/// See [`MAX_ROWS`].
+pub const MAX_BQ: u32 = 4;
+
 /// The tiled conv kernel's specialisation: register block and workgroup
 /// extents, chosen by output-channel count so a narrow convolution does not
 /// waste most of a wide tile, and its load variants.
@@ -23,43 +99,92 @@ pub struct ConvTiling {
     /// 1x1 kernel, stride 1, no padding: pixel `m` is row `m` of the image
     /// matrix, a plain GEMM.
     pub pointwise: bool,
+    /// Buffers and slice length.
+    pub staging: Staging,
 }
 
 impl ConvTiling {
-    /// Largest tile height and width, as in the shader (its workgroup
-    /// memory is sized for them).
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub const MAX_TILE: (u32, u32) = (256, 128);
-
     /// Workgroups of 8x8-block tiles a convolution needs before it takes
     /// them: two per multiprocessor of a large GPU (an H100 has 132).
     pub const MIN_WIDE_GROUPS: usize = 256;
 
-    /// The specialisation for a convolution; `block` forces the register
-    /// block (4 or 8) instead of the choice by output-channel count and
-    /// size. On a `software` adapter (a CPU running the invocations as SIMD
-    /// lanes, as lavapipe does) every layer takes 8x8 blocks: such a device
-    /// has a handful of cores to fill, not a hundred multiprocessors, and
-    /// each read of workgroup memory is a gather there, so the block that
-    /// does the most multiply-adds per read wins even on narrow layers.
-    pub fn for_conv(g: &Conv2dGeometry, block: Option<u32>, software: bool) -> Self {
-        if let Some(block) = block.or(software.then_some(8)) {
-            return Self::with_block(g, block);
-        }
-        // 8x8 blocks do 64 multiply-adds per four vec4 reads of workgroup
-        // memory (4x4: 16 per two), the usual shape of a fast SGEMM, but
-        // need a tile 64+ wide to keep its columns busy, and their 128-pixel
-        // tiles leave most of a large GPU idle on a small layer, which gets
-        // more, smaller tiles instead.
-        let wide = Self::with_block(g, 8);
-        if g.group_nc() >= 64 && wide.groups(g) >= Self::MIN_WIDE_GROUPS {
-            wide
-        } else {
-            Self::with_block(g, 4)
-        }
+    /// The specialisation for a convolution on `dev`. A forced block (4
+    /// or 8) replaces the choice by output-channel count and size. On a
+    /// software adapter (a CPU running the invocations as SIMD lanes, as
+    /// lavapipe does) every layer takes 8x8 blocks: such a device has a
+    /// handful of cores to fill, not a hundred multiprocessors, and each
+    /// read of workgroup memory is a gather there, so the block that does
+    /// the most multiply-adds per read wins even on narrow layers.
+    pub fn for_conv(g: &Conv2dGeometry, dev: &ConvDevice) -> Self {
+        let tiling = match dev.block.or(dev.software.then_some(8)) {
+            Some(block) => Self::with_block(g, block),
+            None => {
+                // 8x8 blocks do 64 multiply-adds per four vec4 reads of
+                // workgroup memory (4x4: 16 per two), the usual shape of a
+                // fast SGEMM, but need a tile 64+ wide to keep its columns
+                // busy, and their 128-pixel tiles leave most of a large GPU
+                // idle on a small layer, which gets more, smaller tiles
+                // instead.
+                let wide = Self::with_block(g, 8);
+                if g.group_nc() >= 64 && wide.groups(g) >= Self::MIN_WIDE_GROUPS {
+                    wide
+                } else {
+                    Self::with_block(g, 4)
+                }
+            }
+        };
+        tiling.staged(dev)
     }
 
-    /// The specialisation with register block `block`.
+    /// This tiling with the most pipelined staging `dev` allows: the forced
+    /// one or, on a hardware adapter, the first of [`Staging::PREFERRED`],
+    /// where it fits; otherwise those after it.
+    fn staged(self, dev: &ConvDevice) -> Self {
+        let first = match (dev.staging, dev.software) {
+            (Some(forced), _) => forced,
+            (None, true) => Staging::SINGLE,
+            (None, false) => Staging::PREFERRED[0],
+        };
+        let below = Staging::PREFERRED
+            .into_iter()
+            .filter(|s| s.stages <= first.stages && s.kt <= first.kt);
+        std::iter::once(first)
+            .chain(below)
+            .map(|staging| ConvTiling { staging, ..self })
+            .find(|t| t.fits(dev.workgroup_bytes))
+            .unwrap_or(ConvTiling {
+                staging: Staging::SINGLE,
+                ..self
+            })
+    }
+
+    /// Bytes of workgroup memory the shader declares for this tiling: the
+    /// A and B tiles of every stage and the tile rows' coordinates.
+    pub fn workgroup_bytes(&self) -> u64 {
+        let (m, n, kt) = (self.tile_m() as u64, self.tile_n() as u64, self.staging.kt as u64);
+        (m + n) * kt * 4 * self.staging.stages as u64 + m * 16
+    }
+
+    /// Whether this tiling fits `workgroup_bytes` and the shader's staging
+    /// registers, and its invocations divide the slice evenly (the loads
+    /// assume a multiple of KT of them).
+    pub fn fits(&self, workgroup_bytes: u64) -> bool {
+        let threads = self.wg_m * self.wg_n;
+        let kt = self.staging.kt;
+        let a = if self.vec_a {
+            self.tile_m().div_ceil(threads / (kt / 4))
+        } else {
+            (self.tile_m() * kt).div_ceil(threads).div_ceil(4)
+        };
+        let b = if self.vec_b {
+            (kt * self.tile_n() / 4).div_ceil(threads)
+        } else {
+            (kt * self.tile_n()).div_ceil(threads).div_ceil(4)
+        };
+        threads.is_multiple_of(kt) && a <= MAX_ROWS && b <= MAX_BQ && self.workgroup_bytes() <= workgroup_bytes
+    }
+
+    /// The specialisation with register block `block`, singly staged.
     fn with_block(g: &Conv2dGeometry, block: u32) -> Self {
         let (wg_n, wg_m) = match (block, g.group_nc()) {
             (8, 0..=64) => (8, 16),
@@ -75,6 +200,7 @@ impl ConvTiling {
             vec_a: g.group_c().is_multiple_of(4),
             vec_b: g.group_nc().is_multiple_of(4),
             pointwise: g.is_pointwise() && g.groups == 1,
+            staging: Staging::SINGLE,
         }
     }
 
@@ -107,6 +233,8 @@ impl ConvTiling {
             ("VEC_B", u32::from(self.vec_b)),
             ("POINTWISE", u32::from(self.pointwise)),
             ("RB", self.block),
+            ("STAGES", self.staging.stages),
+            ("KT", self.staging.kt),
         ];
         c.extend(rules.constants());
         c

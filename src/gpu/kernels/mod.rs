@@ -185,16 +185,16 @@ pub enum ConvKernel {
 }
 
 impl ConvKernel {
-    /// The kernel for a convolution; `block` and `software` as for
-    /// [`conv_tiled::ConvTiling::for_conv`].
-    pub fn for_conv(g: &Conv2dGeometry, block: Option<u32>, software: bool) -> Self {
+    /// The kernel for a convolution on `dev` (see
+    /// [`conv_tiled::ConvTiling::for_conv`]).
+    pub fn for_conv(g: &Conv2dGeometry, dev: &conv_tiled::ConvDevice) -> Self {
         use conv_direct::{ConvDirect, DIRECT_MAX_NC};
         if g.nc <= DIRECT_MAX_NC {
             ConvKernel::Direct(ConvDirect { per_output: false })
         } else if g.groups > 1 && g.group_c() <= DIRECT_MAX_NC {
             ConvKernel::Direct(ConvDirect { per_output: true })
         } else {
-            ConvKernel::Tiled(conv_tiled::ConvTiling::for_conv(g, block, software))
+            ConvKernel::Tiled(conv_tiled::ConvTiling::for_conv(g, dev))
         }
     }
 
