@@ -424,6 +424,18 @@ pub fn run(engine: &Engine, w: &Workload, quick: bool, repeats: usize) -> Result
     })
 }
 
+/// Which GPU conv kernel a workload's convolution runs with on `engine`
+/// (tile, register block and staging: [`crate::gpu::GpuContext::describe_conv`]);
+/// `None` off the GPU and for a pooling.
+pub fn gpu_conv_kernel(engine: &Engine, w: &Workload, quick: bool) -> Result<Option<String>> {
+    match (engine.gpu(), w.op) {
+        (Some(ctx), Op::Conv { kernels, spec, .. } | Op::Chain { kernels, spec, .. }) => {
+            Ok(Some(ctx.describe_conv(&spec.resolve(w.input_shape(quick), kernels)?)))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// This machine's FMA peak (all threads) and copy bandwidth (read + write).
 #[derive(Debug, Clone, Copy)]
 pub struct Peaks {
@@ -543,6 +555,7 @@ mod tests {
             let mut small = w;
             small.quick_m = 2;
             let m = run(&e, &small, true, 1).unwrap();
+            assert_eq!(gpu_conv_kernel(&e, &small, true).unwrap(), None);
             assert_eq!(m.m, 2);
             assert!(m.median_s > 0.0 && m.kernel_median_s.is_none());
         }

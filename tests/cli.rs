@@ -509,6 +509,8 @@ fn bench_json_names_the_instruction_sets() {
             widest.to_string()
         };
         assert_eq!(r["isa"], want.as_str(), "{r}");
+        // No GPU kernel on the CPU.
+        assert!(r["gpu_kernel"].is_null(), "{r}");
     }
 }
 

@@ -408,6 +408,9 @@ fn the_chain_workloads_run_on_the_gpu() {
         let (u0, _) = ctx.transfer_bytes();
         let m = convpool::bench::run(&e, &w, true, 1).unwrap();
         let up = ctx.transfer_bytes().0 - u0;
+        // seed_multi's conv: 16 output channels, the tiled kernel.
+        let kernel = convpool::bench::gpu_conv_kernel(&e, &w, true).unwrap().unwrap();
+        assert!(kernel.starts_with("tiled ") && kernel.contains(" staging "), "{kernel}");
         assert_eq!(m.m, 3);
         // Two runs (warm-up and one timed): u8 samples for the resident
         // chain; the images (u8 where this GPU widens on the device) and

@@ -467,6 +467,7 @@ fn bench(args: &BenchArgs) -> Result<String, Error> {
     let mut objects = Vec::new();
     for w in &chosen {
         let r = bench::run(&engine, w, args.quick, args.repeats)?;
+        let gpu_kernel = bench::gpu_conv_kernel(&engine, w, args.quick)?;
         say(format!(
             "{:<22} {:>6} {:>8} {:>11.3} {:>11.3} {:>11} {:>9.2} {:>8.2} {:>11.3} {:>6.1}%",
             r.name,
@@ -503,6 +504,7 @@ fn bench(args: &BenchArgs) -> Result<String, Error> {
             "peak_copy_gbps": peaks.copy_gbps,
             "isa": r.isa.map(|isa| isa.name()),
             "peak_fma_isa": peaks.fma_isa.map(|isa| isa.name()),
+            "gpu_kernel": gpu_kernel,
         }));
     }
     let json = serde_json::to_string_pretty(&objects).expect("plain values serialise");
