@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 
 use super::buffers::Buffers;
-use super::kernels::conv_tiled::Staging;
+use super::kernels::conv_tiled::{ConvDevice, Staging};
 use super::pipelines::Pipelines;
 
 /// Knobs of the GPU path.
@@ -228,11 +228,9 @@ pub struct GpuContext {
     /// Whether overlapping pooling windows use the tiled kernel.
     pub(crate) tiled_pooling: bool,
     /// Register block forced on the tiled conv kernel, if any.
-    pub(crate) conv_register_block: Option<u32>,
-    /// Forced staging of the tiled conv kernel.
-    pub(crate) conv_staging: Option<Staging>,
-    /// The device's workgroup memory, bytes.
-    pub(crate) workgroup_bytes: u64,
+    /// What the device allows the tiled conv kernel (its workgroup
+    /// memory, whether it is a software adapter) and what was forced.
+    pub(crate) conv: ConvDevice,
     /// Idle buffer sets; a call takes one (or makes one) and gives it back,
     /// so concurrent calls never share buffers and never wait on each other.
     pub(crate) idle: Mutex<Vec<Buffers>>,
@@ -345,6 +343,12 @@ impl GpuContext {
             .min(limits.max_compute_workgroups_per_dimension)
             .max(1);
         let device_widening = device_widening(options, unified)?;
+        let conv = ConvDevice {
+            software: summary.software,
+            block: conv_register_block,
+            staging: conv_staging,
+            workgroup_bytes: limits.max_compute_workgroup_storage_size as u64,
+        };
         let pipelines = Pipelines::new(&device);
         Ok(Arc::new(GpuContext {
             device,
@@ -357,9 +361,7 @@ impl GpuContext {
             tiled_pooling: options.tiled_pooling.unwrap_or_else(|| {
                 std::env::var("CONVPOOL_POOL_KERNEL").is_ok_and(|v| v.eq_ignore_ascii_case("tiled"))
             }),
-            conv_register_block,
-            conv_staging,
-            workgroup_bytes: limits.max_compute_workgroup_storage_size as u64,
+            conv,
             idle: Mutex::new(Vec::new()),
             max_buffer_bytes: limits.max_buffer_size,
             uploaded: AtomicU64::new(0),
@@ -445,7 +447,7 @@ impl GpuContext {
     /// The device's workgroup memory, bytes (what the tiled conv kernel's
     /// staging must fit).
     pub fn max_workgroup_bytes(&self) -> u64 {
-        self.workgroup_bytes
+        self.conv.workgroup_bytes
     }
 
     /// Largest workgroup count per dispatch dimension this context uses.

@@ -11,7 +11,6 @@ use crate::shape::{Conv2dGeometry, PaddingMode, Pool2dGeometry, PoolMode};
 use super::chunk::{plan, Chunk, ChunkLimits, Problem};
 use super::context::GpuContext;
 use super::kernels::conv_direct::DIRECT_WG;
-use super::kernels::conv_tiled::ConvDevice;
 use super::kernels::pool::{pool_lanes, Pool, POOL_WG};
 use super::kernels::pool_argmax::PoolArgmax;
 use super::kernels::pool_tiled::PoolTiling;
@@ -137,7 +136,7 @@ impl GpuContext {
 
     /// The conv kernel (and the tiled one's specialisation) on this context.
     fn conv_kernel(&self, g: &Conv2dGeometry) -> ConvKernel {
-        ConvKernel::for_conv(g, &self.conv_device())
+        ConvKernel::for_conv(g, &self.conv)
     }
 
     /// Which kernel a convolution runs with on this device, in words: the
@@ -154,18 +153,8 @@ impl GpuContext {
                 t.block,
                 t.staging,
                 t.workgroup_bytes(),
-                self.workgroup_bytes
+                self.conv.workgroup_bytes
             ),
-        }
-    }
-
-    /// What this device allows the tiled conv kernel, and what was forced.
-    pub(crate) fn conv_device(&self) -> ConvDevice {
-        ConvDevice {
-            software: self.summary.software,
-            block: self.conv_register_block,
-            staging: self.conv_staging,
-            workgroup_bytes: self.workgroup_bytes,
         }
     }
 

@@ -390,10 +390,12 @@ impl GpuContext {
                             )
                             .clone();
                         self.queue.write_buffer(&params, 0, bytemuck::bytes_of(&step.params));
-                        let bind_group = dev.create_bind_group(&wgpu::BindGroupDescriptor {
-                            label: None,
-                            layout: self.pipelines.layout(Bindings::Pool),
-                            entries: &[
+                        // Its own pass, outside the kernel's timestamps.
+                        self.dispatch(
+                            &mut encoder,
+                            &w.pipeline,
+                            Bindings::Pool,
+                            &[
                                 wgpu::BindGroupEntry {
                                     binding: 0,
                                     resource: params.as_entire_binding(),
@@ -407,14 +409,9 @@ impl GpuContext {
                                     resource: prefix(&input, in_bytes),
                                 },
                             ],
-                        });
-                        // Its own pass, outside the kernel's timestamps.
-                        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-                        pass.set_pipeline(&w.pipeline);
-                        pass.set_bind_group(0, &bind_group, &[]);
-                        let (x, y, z) = step.groups;
-                        pass.dispatch_workgroups(x, y, z);
-                        drop(pass);
+                            step.groups,
+                            None,
+                        );
                         input
                     }
                 }
@@ -475,11 +472,6 @@ impl GpuContext {
                 resource: prefix(&output, out_bytes),
             }),
         }
-        let bind_group = dev.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: self.pipelines.layout(launch.bindings),
-            entries: &entries,
-        });
         if profile && s.query_set.is_none() {
             s.query_set = Some(dev.create_query_set(&wgpu::QuerySetDescriptor {
                 label: Some("kernel time"),
@@ -487,22 +479,14 @@ impl GpuContext {
                 count: 2,
             }));
         }
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: None,
-                timestamp_writes: s.query_set.as_ref().filter(|_| profile).map(|set| {
-                    wgpu::ComputePassTimestampWrites {
-                        query_set: set,
-                        beginning_of_pass_write_index: Some(0),
-                        end_of_pass_write_index: Some(1),
-                    }
-                }),
-            });
-            pass.set_pipeline(&launch.pipeline);
-            pass.set_bind_group(0, &bind_group, &[]);
-            let (x, y, z) = step.groups;
-            pass.dispatch_workgroups(x, y, z);
-        }
+        self.dispatch(
+            &mut encoder,
+            &launch.pipeline,
+            launch.bindings,
+            &entries,
+            step.groups,
+            s.query_set.as_ref().filter(|_| profile),
+        );
         let resolve = profile.then(|| {
             let resolve = s
                 .query_resolve
@@ -546,6 +530,38 @@ impl GpuContext {
             s.upload.release(index.clone());
         }
         Ok(index)
+    }
+}
+
+impl GpuContext {
+    /// Records one dispatch of `pipeline` over the bindings `entries` in a
+    /// compute pass of its own, with the pass's start and end written into
+    /// `stamps` (queries 0 and 1) when given.
+    fn dispatch(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        pipeline: &wgpu::ComputePipeline,
+        bindings: Bindings,
+        entries: &[wgpu::BindGroupEntry<'_>],
+        (x, y, z): (u32, u32, u32),
+        stamps: Option<&wgpu::QuerySet>,
+    ) {
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: self.pipelines.layout(bindings),
+            entries,
+        });
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: None,
+            timestamp_writes: stamps.map(|set| wgpu::ComputePassTimestampWrites {
+                query_set: set,
+                beginning_of_pass_write_index: Some(0),
+                end_of_pass_write_index: Some(1),
+            }),
+        });
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(x, y, z);
     }
 }
 
