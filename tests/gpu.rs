@@ -440,6 +440,109 @@ fn every_conv_staging_agrees_with_the_reference() {
     assert!(err.to_string().contains("conv_staging"), "{err}");
 }
 
+/// RGB images read as four channels (a zero fourth, appended on the device
+/// ahead of the kernel) give the scalar loads' result bit for bit: every
+/// product with the zero channel is +0, which leaves each sum as it was.
+/// From the host as f32 and as u8 (widened and padded in one pass), from a
+/// device-resident array, chunked and whole; the bus carries the three
+/// channels, and the kernel really read four.
+#[test]
+fn rgb_read_as_four_channels_equals_the_scalar_loads_bit_for_bit() {
+    let cases = [
+        // 3x3 same, bias + relu, one or several chunks.
+        (
+            [3, 17, 13, 3],
+            [3, 3, 3, 16],
+            Conv2dSpec::new(Padding::Same).with_activation(Some(Activation::Relu)),
+        ),
+        // The stem's shape: 7x7 stride 2, 64 channels.
+        ([2, 30, 27, 3], [7, 7, 3, 64], Conv2dSpec::new(Padding::Same).with_stride(2, 2)),
+        // Reflect and circular borders, dilation.
+        (
+            [2, 11, 9, 3],
+            [3, 2, 3, 12],
+            Conv2dSpec::new(Padding::Same)
+                .with_padding_mode(PaddingMode::Reflect)
+                .with_dilation(2, 1),
+        ),
+        (
+            [1, 9, 10, 3],
+            [3, 3, 3, 8],
+            Conv2dSpec::new(Padding::Same).with_padding_mode(PaddingMode::Circular),
+        ),
+    ];
+    let engine = |pad, max_binding_bytes, device_widening| {
+        gpu_engine_with(GpuOptions {
+            conv_pad_rgb: Some(pad),
+            max_binding_bytes,
+            device_widening: Some(device_widening),
+            ..Default::default()
+        })
+    };
+    let Some(scalar) = engine(false, None, true) else { return };
+    let bits = |a: &Array4<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    for (i, (x, k, spec)) in cases.iter().enumerate() {
+        let g = spec.resolve(*x, *k).unwrap();
+        let xs = array(*x, 70 + i as u64);
+        let ks = array(*k, 80 + i as u64);
+        let bias = Array1::from_iter((0..k[3]).map(|j| j as f32 * 0.125 - 0.5));
+        let px = Array4::from_shape_fn(*x, |(n, y, x, c)| ((n * 31 + y * 7 + x * 3 + c * 101) % 256) as u8);
+        let want = scalar.conv2d_bias(&xs, &ks, &bias, spec).unwrap();
+        let want8 = scalar.conv2d_bias(&px.mapv(f32::from), &ks, &bias, spec).unwrap();
+        assert!(!scalar.gpu().unwrap().describe_conv(&g).contains("read as"));
+        // Whole, and in chunks of a few rows (with their halos): bindings of
+        // a third of the output, or the padded kernels or a padded image
+        // (a circular border reads the whole image) where larger.
+        let padded_kernels = (k[0] * k[1] * 4 * k[3] * 4) as u64;
+        let third = ((g.output_shape().iter().product::<usize>() * 4 / 3) as u64)
+            .max(padded_kernels)
+            .max((x[1] * x[2] * 4 * 4) as u64);
+        let third = Some(third.next_multiple_of(16));
+        for (max_binding_bytes, device_widening) in [(None, true), (third, true), (third, false)] {
+            let e = engine(true, max_binding_bytes, device_widening).unwrap();
+            let ctx = e.gpu().unwrap();
+            assert!(ctx.describe_conv(&g).contains("3 channels read as 4"), "{}", ctx.describe_conv(&g));
+            let chunks = ctx.plan_conv(&g).unwrap().len();
+            assert_eq!(chunks > 1, max_binding_bytes.is_some(), "case {i}: {chunks} chunks");
+            let what = format!("case {i}, {chunks} chunks, device widening {device_widening}");
+            let (u0, _) = ctx.transfer_bytes();
+            let got = e.conv2d_bias(&xs, &ks, &bias, spec).unwrap();
+            let up = ctx.transfer_bytes().0 - u0;
+            assert_eq!(bits(&got), bits(&want), "{what}");
+            // Three channels of images (each chunk's rows; halos are read
+            // again), the kernels with their zero rows, the bias.
+            if chunks == 1 {
+                assert_eq!(up, (xs.len() * 4) as u64 + padded_kernels + (k[3] * 4) as u64, "{what}");
+            } else {
+                assert!(up >= (xs.len() * 4) as u64 + padded_kernels, "{what}");
+            }
+            let got8 = e.conv2d_bias_pixels(&px, &ks, &bias, spec).unwrap();
+            assert_eq!(bits(&got8), bits(&want8), "u8, {what}");
+            let d = e.upload(&xs).unwrap();
+            let resident = e.conv2d_bias_resident(&d, &ks, &bias, spec).unwrap();
+            assert_eq!(bits(&resident.download().unwrap()), bits(&want), "resident, {what}");
+        }
+    }
+    // Groups, and layers the direct kernel takes, keep three channels.
+    let e = engine(true, None, true).unwrap();
+    let ctx = e.gpu().unwrap();
+    for (x, k, spec) in [
+        ([1, 8, 8, 3], [3, 3, 3, 4], Conv2dSpec::default()),
+        ([1, 8, 8, 3], [3, 3, 1, 12], Conv2dSpec::default().with_groups(3)),
+        ([1, 8, 8, 6], [3, 3, 2, 12], Conv2dSpec::default().with_groups(3)),
+    ] {
+        let g = spec.resolve(x, k).unwrap();
+        assert!(!ctx.describe_conv(&g).contains("read as"), "{}", ctx.describe_conv(&g));
+        e.conv2d(&array(x, 5), &array(k, 6), &spec).unwrap();
+    }
+    // So do kernels that fit a binding only with three channels.
+    let (x, k) = ([1, 8, 8, 3], [3, 3, 3, 16]);
+    let e = engine(true, Some(3 * 3 * 3 * 16 * 4), true).unwrap();
+    let g = Conv2dSpec::default().resolve(x, k).unwrap();
+    assert!(!e.gpu().unwrap().describe_conv(&g).contains("read as"));
+    e.conv2d(&array(x, 5), &array(k, 6), &Conv2dSpec::default()).unwrap();
+}
+
 /// A verify-mode GPU engine that pools overlapping windows with the tiled kernel.
 fn tiled_engine() -> Option<&'static Engine> {
     static ENGINE: OnceLock<Option<Engine>> = OnceLock::new();

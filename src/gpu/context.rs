@@ -64,6 +64,14 @@ pub struct GpuOptions {
     /// ([`GpuOptions::mapped_buffers`]), since there no bus is saved;
     /// `CONVPOOL_GPU_WIDEN` (`device` or `host`) overrides that default.
     pub device_widening: Option<bool>,
+    /// Whether the tiled conv kernel reads RGB images (three channels, no
+    /// groups) as four, the fourth zero, so each pixel is one vec4 load
+    /// instead of three scalar ones: the padding runs on the device, ahead
+    /// of the kernel, and the bus carries the three channels. `None` reads
+    /// `CONVPOOL_CONV_RGB` (`pad` or `scalar`), else pads on a hardware
+    /// GPU and not on a software adapter (where the fourth channel is a
+    /// third more arithmetic and a load costs the same either way).
+    pub conv_pad_rgb: Option<bool>,
 }
 
 /// How long a call waits for one chunk on the GPU by default: far past any
@@ -108,6 +116,24 @@ fn device_widening(options: &GpuOptions, unified: bool) -> Result<bool> {
             )),
         },
         _ => Ok(!unified),
+    }
+}
+
+/// The RGB padding asked for in `options` or `CONVPOOL_CONV_RGB`.
+fn conv_pad_rgb(options: &GpuOptions) -> Result<Option<bool>> {
+    if let Some(on) = options.conv_pad_rgb {
+        return Ok(Some(on));
+    }
+    match std::env::var("CONVPOOL_CONV_RGB") {
+        Ok(text) if !text.trim().is_empty() => match text.trim().to_ascii_lowercase().as_str() {
+            "pad" => Ok(Some(true)),
+            "scalar" => Ok(Some(false)),
+            _ => Err(Error::invalid(
+                "CONVPOOL_CONV_RGB",
+                format!("expected pad or scalar, got {text:?}"),
+            )),
+        },
+        _ => Ok(None),
     }
 }
 
@@ -270,6 +296,7 @@ impl GpuContext {
     pub fn new(options: &GpuOptions) -> Result<Arc<Self>> {
         let conv_register_block = register_block(options)?;
         let conv_staging = conv_staging(options)?;
+        let pad_rgb = conv_pad_rgb(options)?;
         let timeout = timeout(options)?;
         let (instance, backends) = instance();
         let filter = options
@@ -348,6 +375,7 @@ impl GpuContext {
             block: conv_register_block,
             staging: conv_staging,
             workgroup_bytes: limits.max_compute_workgroup_storage_size as u64,
+            pad_rgb,
         };
         let pipelines = Pipelines::new(&device);
         Ok(Arc::new(GpuContext {

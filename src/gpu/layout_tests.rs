@@ -215,6 +215,7 @@ fn conv_tiles_fit_the_shader() {
                         block,
                         staging,
                         workgroup_bytes,
+                        pad_rgb: None,
                     };
                     let t = ConvTiling::for_conv(&g, &dev);
                     assert!(t.fits(workgroup_bytes), "nc {nc}: {t:?}");

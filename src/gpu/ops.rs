@@ -2,6 +2,8 @@
 //! kernel choice, chunk planning and each chunk's params, as a [`Launch`]
 //! that [`super::run`] executes from and to the host or the device.
 
+use std::borrow::Cow;
+
 use ndarray::{Array4, ArrayView4};
 
 use crate::epilogue::Activation;
@@ -14,7 +16,7 @@ use super::kernels::conv_direct::DIRECT_WG;
 use super::kernels::pool::{pool_lanes, Pool, POOL_WG};
 use super::kernels::pool_argmax::PoolArgmax;
 use super::kernels::pool_tiled::PoolTiling;
-use super::kernels::widen::{Widen, WIDEN_WG};
+use super::kernels::widen::{ChannelPad, Widen, WIDEN_WG};
 use super::kernels::{Bindings, ConvKernel, ConvRules, PoolKernel};
 use super::params::WidenParams;
 use super::params::{ConvParams, PoolParams};
@@ -66,6 +68,18 @@ fn fold(groups: u64, max_dim: u32) -> Result<(u32, u32)> {
     Ok((x as u32, y as u32))
 }
 
+/// HWIO kernels of `pad.from` input channels with zero rows for the
+/// channels `pad` appends (their products with the zero channels are +0,
+/// which leaves every sum as it was).
+fn pad_kernels(kernels: &[f32], pad: ChannelPad, nc: usize) -> Vec<f32> {
+    let (from, to) = (pad.from as usize, pad.to as usize);
+    let mut out = vec![0.0; kernels.len() / from * to];
+    for (tap, src) in kernels.chunks_exact(from * nc).enumerate() {
+        out[tap * to * nc..][..from * nc].copy_from_slice(src);
+    }
+    out
+}
+
 fn conv_problem(g: &Conv2dGeometry, kernel: ConvKernel) -> Problem {
     Problem {
         m: g.m,
@@ -111,7 +125,28 @@ fn pool_problem(g: &Pool2dGeometry, tiled: Option<PoolTiling>) -> Problem {
 impl GpuContext {
     /// The chunks a convolution is split into on this device.
     pub fn plan_conv(&self, g: &Conv2dGeometry) -> Result<Vec<Chunk>> {
-        self.plan(&conv_problem(g, self.conv_kernel(g)))
+        let (g, _) = self.conv_as_run(&g.normalised());
+        self.plan(&conv_problem(&g, self.conv_kernel(&g)))
+    }
+
+    /// The convolution as the kernel runs it: RGB images (three channels,
+    /// no groups) that the tiled kernel would read one value at a time are
+    /// read as four channels, the fourth zero, where the device takes them
+    /// so ([`ConvKernel::pads_rgb`]) and the padded kernels fit a binding;
+    /// with the channels appended.
+    fn conv_as_run(&self, g: &Conv2dGeometry) -> (Conv2dGeometry, Option<ChannelPad>) {
+        let pad = ChannelPad::RGB;
+        let padded = Conv2dGeometry {
+            c: pad.to as usize,
+            ..*g
+        };
+        // Kernels that fit one binding only as they are stay as they are.
+        let kernel_bytes = (padded.kh * padded.kw * padded.c * padded.nc * 4) as u64;
+        if ConvKernel::pads_rgb(g, &self.conv) && kernel_bytes <= self.max_binding_bytes {
+            (padded, Some(pad))
+        } else {
+            (*g, None)
+        }
     }
 
     /// The chunks a pooling is split into on this device.
@@ -144,10 +179,15 @@ impl GpuContext {
     /// (`stages x steps per slice`) and workgroup memory. `g` must come from
     /// [`crate::Conv2dSpec::resolve`].
     pub fn describe_conv(&self, g: &Conv2dGeometry) -> String {
-        match self.conv_kernel(g) {
+        let (g, pad) = self.conv_as_run(&g.normalised());
+        let padded = match pad {
+            Some(p) => format!(", {} channels read as {}", p.from, p.to),
+            None => String::new(),
+        };
+        match self.conv_kernel(&g) {
             ConvKernel::Direct(_) => "direct".to_string(),
             ConvKernel::Tiled(t) => format!(
-                "tiled {}x{} block {} staging {} ({} of {} bytes of workgroup memory)",
+                "tiled {}x{} block {} staging {} ({} of {} bytes of workgroup memory{padded})",
                 t.tile_m(),
                 t.tile_n(),
                 t.block,
@@ -229,6 +269,7 @@ impl GpuContext {
         // A stride on an axis with one output changes nothing: 2^62 must not
         // fail the shaders' 32-bit checks.
         let g = &g.normalised();
+        let (g, pad) = &self.conv_as_run(g);
         check_i32("conv2d rows", g.oh, g.sh, g.kh, g.dh, g.h + g.pads.top)?;
         check_i32("conv2d columns", g.ow, g.sw, g.kw, g.dw, g.w + g.pads.left)?;
         let kernel_bytes = (g.kh * g.kw * g.group_c() * g.nc * 4) as u64;
@@ -312,7 +353,14 @@ impl GpuContext {
             bindings: Bindings::Conv,
             input: PixelKind::F32,
             // The layout always binds a bias; without one the shader reads none.
-            weights: Some((kernels, bias.unwrap_or(&[0.0]))),
+            weights: Some((
+                match pad {
+                    Some(pad) => Cow::Owned(pad_kernels(kernels, *pad, g.nc)),
+                    None => Cow::Borrowed(kernels),
+                },
+                bias.unwrap_or(&[0.0]),
+            )),
+            pad: *pad,
             problem,
             chunks,
             steps,
@@ -450,6 +498,7 @@ impl GpuContext {
             bindings: Bindings::Pool,
             input: PixelKind::F32,
             weights: None,
+            pad: None,
             problem,
             chunks,
             steps,
@@ -461,7 +510,7 @@ impl GpuContext {
     /// f32: the batch is cut into runs of whole rows, as a pooling with a
     /// 1x1 window would be.
     pub(crate) fn widen_launch(&self, shape: [usize; 4], kind: PixelKind) -> Result<Launch<'static, WidenParams>> {
-        let widen = Widen::of(kind).ok_or_else(|| Error::Gpu("internal: f32 needs no widening".into()))?;
+        let widen = Widen::of(kind, None).ok_or_else(|| Error::Gpu("internal: f32 needs no widening".into()))?;
         let row = shape[2] * shape[3];
         let problem = Problem {
             m: shape[0],
@@ -487,6 +536,7 @@ impl GpuContext {
             bindings: Bindings::Pool,
             input: kind,
             weights: None,
+            pad: None,
             problem,
             chunks,
             steps,

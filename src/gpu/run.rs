@@ -4,8 +4,10 @@
 //! host or from a device buffer and writing its output to the host or to a
 //! device buffer. A host input of 8- or 16-bit pixels for a kernel that
 //! reads f32 is uploaded as its own bytes and widened on the device, chunk
-//! by chunk, ahead of the kernel.
+//! by chunk, ahead of the kernel; so are RGB pixels padded to the four
+//! channels a kernel reads as vec4s.
 
+use std::borrow::Cow;
 use std::mem::MaybeUninit;
 use std::sync::atomic::Ordering;
 
@@ -17,7 +19,7 @@ use crate::error::{Error, Result};
 use super::buffers::{Buffers, ChunkSlots, IN_FLIGHT};
 use super::chunk::{Chunk, Problem};
 use super::context::GpuContext;
-use super::kernels::widen::Widen;
+use super::kernels::widen::{ChannelPad, Widen};
 use super::kernels::Bindings;
 use super::params::WidenParams;
 use super::pixels::{HostData, PixelKind};
@@ -39,8 +41,12 @@ pub(crate) struct Launch<'a, P> {
     /// The element type the kernel reads from a host input (f32 for all
     /// but the widening kernel).
     pub input: PixelKind,
-    /// Kernels and bias of a convolution.
-    pub weights: Option<(&'a [f32], &'a [f32])>,
+    /// Kernels and bias of a convolution (kernels padded with zero input
+    /// channels where `pad` is set).
+    pub weights: Option<(Cow<'a, [f32]>, &'a [f32])>,
+    /// Zero channels the kernel reads after each pixel's own: the input has
+    /// `pad.from` channels, the kernel and `problem` count `pad.to`.
+    pub pad: Option<ChannelPad>,
     /// The sizes the chunks were planned from.
     pub problem: Problem,
     /// The chunks, in output order.
@@ -65,6 +71,16 @@ impl<P> Launch<'_, P> {
     /// First input float of chunk `c` in the whole input.
     fn in_start(&self, c: &Chunk) -> usize {
         (c.n0 * self.problem.h + c.in_row0) * self.problem.in_row_elems
+    }
+
+    /// First value and values of chunk `c`'s input as the caller holds it
+    /// (fewer than the kernel reads where channels are padded).
+    fn source_range(&self, c: &Chunk) -> (usize, usize) {
+        let (start, len) = (self.in_start(c), self.in_len(c));
+        match self.pad {
+            Some(pad) => (pad.source_len(start), pad.source_len(len)),
+            None => (start, len),
+        }
     }
 
     /// First output float of chunk `c` in the whole output.
@@ -107,12 +123,13 @@ struct Ends<'s, 'a> {
     /// Timestamps asked for.
     profile: bool,
     /// The widening pass ahead of each chunk's kernel, for 8- or 16-bit
-    /// host pixels.
+    /// host pixels or padded channels.
     widening: Option<&'s Widening>,
 }
 
 /// The widening of a call's 8- or 16-bit host input into the f32 its
-/// kernel reads: one dispatch per chunk, into the chunk's input buffer.
+/// kernel reads, or the padding of its pixels with zero channels: one
+/// dispatch per chunk, into the chunk's input buffer.
 struct Widening {
     pipeline: wgpu::ComputePipeline,
     /// Per chunk of the call.
@@ -140,7 +157,7 @@ impl GpuContext {
             Source::Host(data) => data.kind,
             Source::Device(_) => PixelKind::F32,
         };
-        let widening = match Widen::of(input) {
+        let widening = match Widen::of(input, launch.pad) {
             Some(widen) if launch.input == PixelKind::F32 => Some(Widening {
                 pipeline: self.widen_pipeline(widen),
                 steps: launch
@@ -218,7 +235,7 @@ impl GpuContext {
         use wgpu::BufferUsages as U;
         let dev = &self.device;
         let cap = self.max_binding_bytes;
-        let weights = match launch.weights {
+        let weights = match &launch.weights {
             Some((k, bias)) => {
                 let kb = b
                     .kernels
@@ -317,7 +334,8 @@ impl GpuContext {
         let cap = self.max_binding_bytes;
         let (chunk, step) = (&launch.chunks[i], &launch.steps[i]);
         let whole = launch.chunks.len() == 1;
-        let (in_start, in_len) = (launch.in_start(chunk), launch.in_len(chunk));
+        let in_len = launch.in_len(chunk);
+        let (src_start, src_len) = launch.source_range(chunk);
         let (out_start, out_len) = (launch.out_start(chunk), launch.out_len(chunk));
         let in_bytes = in_len as u64 * 4;
         let out_bytes = out_len as u64 * 4;
@@ -328,30 +346,29 @@ impl GpuContext {
             .ensure(dev, size_of::<P>() as u64, u64::MAX, U::UNIFORM | U::COPY_DST, "params")
             .clone();
         self.queue.write_buffer(&params, 0, bytemuck::bytes_of(&step.params));
-        // A device input that is the chunk's input as it stands is bound as
-        // it is; otherwise the chunk's rows are copied into the slot.
-        let input = match source {
-            Source::Device(buf) if whole => buf.clone(),
+        // The chunk's input as the caller holds it, in whole u32 words: a
+        // device input as it stands when it is the chunk's, else the chunk's
+        // rows copied into a slot (the input slot, or with a pass ahead of
+        // the kernel that pass's).
+        let raw = match source {
+            _ if in_bytes == 0 => None,
+            Source::Device(buf) if whole => Some((buf.clone(), src_len as u64 * 4)),
             Source::Device(buf) => {
-                let input = s
-                    .input
-                    .ensure(dev, in_bytes, cap, U::STORAGE | U::COPY_DST, "images")
-                    .clone();
-                if in_bytes > 0 {
-                    encoder.copy_buffer_to_buffer(buf, in_start as u64 * 4, &input, 0, in_bytes);
-                }
-                input
+                let bytes = src_len as u64 * 4;
+                let slot = if widening.is_some() { &mut s.raw } else { &mut s.input };
+                let staged = slot.ensure(dev, bytes, cap, U::STORAGE | U::COPY_DST, "images").clone();
+                encoder.copy_buffer_to_buffer(buf, src_start as u64 * 4, &staged, 0, bytes);
+                Some((staged, bytes))
             }
-            Source::Host(data) if in_bytes > 0 => {
-                // The input in its own type, in whole u32 words.
-                let up_bytes = (in_len * data.kind.bytes()).next_multiple_of(4) as u64;
+            Source::Host(data) => {
+                let up_bytes = (src_len * data.kind.bytes()).next_multiple_of(4) as u64;
                 let up = s
                     .upload
                     .acquire(dev, up_bytes, cap, self.timeout, self.unified)
                     .map_err(Error::Gpu)?
                     .clone();
                 {
-                    let values = data.values(in_start, in_len);
+                    let values = data.values(src_start, src_len);
                     let mut view = up
                         .slice(0..up_bytes)
                         .get_mapped_range_mut()
@@ -361,62 +378,62 @@ impl GpuContext {
                 up.unmap();
                 self.uploaded.fetch_add(up_bytes, Ordering::Relaxed);
                 // Unified memory: the shader reads the upload itself.
-                let staged = if self.unified {
-                    up
+                if self.unified {
+                    Some((up, up_bytes))
                 } else {
                     let slot = if widening.is_some() { &mut s.raw } else { &mut s.input };
                     let staged = slot
                         .ensure(dev, up_bytes, cap, U::STORAGE | U::COPY_DST, "images")
                         .clone();
                     encoder.copy_buffer_to_buffer(&up, 0, &staged, 0, up_bytes);
-                    staged
-                };
-                match widening {
-                    None => staged,
-                    Some(w) => {
-                        let input = s
-                            .input
-                            .ensure(dev, in_bytes, cap, U::STORAGE | U::COPY_DST, "images")
-                            .clone();
-                        let step = &w.steps[i];
-                        let params = s
-                            .widen_params
-                            .ensure(
-                                dev,
-                                size_of::<WidenParams>() as u64,
-                                u64::MAX,
-                                U::UNIFORM | U::COPY_DST,
-                                "params",
-                            )
-                            .clone();
-                        self.queue.write_buffer(&params, 0, bytemuck::bytes_of(&step.params));
-                        // Its own pass, outside the kernel's timestamps.
-                        self.dispatch(
-                            &mut encoder,
-                            &w.pipeline,
-                            Bindings::Pool,
-                            &[
-                                wgpu::BindGroupEntry {
-                                    binding: 0,
-                                    resource: params.as_entire_binding(),
-                                },
-                                wgpu::BindGroupEntry {
-                                    binding: 1,
-                                    resource: prefix(&staged, up_bytes),
-                                },
-                                wgpu::BindGroupEntry {
-                                    binding: 2,
-                                    resource: prefix(&input, in_bytes),
-                                },
-                            ],
-                            step.groups,
-                            None,
-                        );
-                        input
-                    }
+                    Some((staged, up_bytes))
                 }
             }
-            Source::Host(_) => s.input.ensure(dev, 16, cap, U::STORAGE | U::COPY_DST, "images").clone(),
+        };
+        let input = match (raw, widening) {
+            (None, _) => s.input.ensure(dev, 16, cap, U::STORAGE | U::COPY_DST, "images").clone(),
+            (Some((raw, _)), None) => raw,
+            (Some((raw, raw_bytes)), Some(w)) => {
+                let input = s
+                    .input
+                    .ensure(dev, in_bytes, cap, U::STORAGE | U::COPY_DST, "images")
+                    .clone();
+                let step = &w.steps[i];
+                let params = s
+                    .widen_params
+                    .ensure(
+                        dev,
+                        size_of::<WidenParams>() as u64,
+                        u64::MAX,
+                        U::UNIFORM | U::COPY_DST,
+                        "params",
+                    )
+                    .clone();
+                self.queue.write_buffer(&params, 0, bytemuck::bytes_of(&step.params));
+                // Its own pass, outside the kernel's timestamps.
+                self.dispatch(
+                    &mut encoder,
+                    &w.pipeline,
+                    Bindings::Pool,
+                    &[
+                        wgpu::BindGroupEntry {
+                            binding: 0,
+                            resource: params.as_entire_binding(),
+                        },
+                        wgpu::BindGroupEntry {
+                            binding: 1,
+                            resource: prefix(&raw, raw_bytes),
+                        },
+                        wgpu::BindGroupEntry {
+                            binding: 2,
+                            resource: prefix(&input, in_bytes),
+                        },
+                    ],
+                    step.groups,
+                    None,
+                );
+                input
+            }
         };
         // The timestamps travel in the same readback as the output.
         let readback_bytes = if profile {

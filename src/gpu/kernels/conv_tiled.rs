@@ -61,6 +61,9 @@ pub struct ConvDevice {
     pub staging: Option<Staging>,
     /// The device's workgroup memory, bytes.
     pub workgroup_bytes: u64,
+    /// RGB images read as four channels, forced on or off (see
+    /// [`super::ConvKernel::pads_rgb`]).
+    pub pad_rgb: Option<bool>,
 }
 
 impl ConvDevice {
@@ -72,6 +75,7 @@ impl ConvDevice {
         block: None,
         staging: None,
         workgroup_bytes: 16 << 10,
+        pad_rgb: None,
     };
 }
 
