@@ -48,6 +48,10 @@ alt block4 CONVPOOL_CONV_BLOCK=4 -- "${conv[@]}"
 alt staging1x8 CONVPOOL_CONV_STAGING=1x8 -- "${conv[@]}"
 alt staging2x8 CONVPOOL_CONV_STAGING=2x8 -- "${conv[@]}"
 alt staging2x16 CONVPOOL_CONV_STAGING=2x16 -- "${conv[@]}"
+# RGB layers (the stem, the seed's colour images) read as four channels, a
+# zero fourth appended on the device (the default on a hardware GPU), or
+# with three scalar loads per pixel.
+alt rgbscalar CONVPOOL_CONV_RGB=scalar -- --workload cnn_stem --workload seed_multi
 # Host calls of u8 images widened on the device (the default on a discrete
 # GPU) or on the host first.
 alt widenhost CONVPOOL_GPU_WIDEN=host -- --suite chain

@@ -623,3 +623,51 @@ fn uint8_and_uint16_images_equal_their_f32_values_on_every_device() {
     assert!(!r.status.success() && err.contains("CONVPOOL_GPU_WIDEN"), "{err}");
     assert!(!file("f.npy").exists());
 }
+
+/// `CONVPOOL_CONV_RGB` chooses how the GPU reads RGB images (padded to four
+/// channels or three scalar loads): the same output bits either way, from
+/// u8 and from f32 files; any other value is refused, naming the variable,
+/// with no output file.
+#[test]
+fn rgb_padding_on_the_gpu_changes_no_output_bit() {
+    let d = tmp();
+    let file = |name: &str| p(d.path(), name);
+    let px: Array4<u8> = Array::from_shape_fn((2, 11, 9, 3), |(n, y, x, c)| {
+        ((n * 37 + y * 11 + x * 7 + c * 5) % 256) as u8
+    });
+    write_npy(file("u8.npy"), &px).unwrap();
+    write_npy(file("f32.npy"), &px.mapv(|v| f32::from(v) / 255.0)).unwrap();
+    let k = Array::from_shape_fn((3, 3, 3, 16), |(i, j, c, k)| {
+        ((i * 5 + j * 3 + c + k) % 7) as f32 * 0.25 - 0.75
+    });
+    write_npy(file("k.npy"), &k).unwrap();
+    let gpu_required = std::env::var("CONVPOOL_REQUIRE_GPU").is_ok_and(|v| v == "1");
+    let go = |input: &str, rgb: &str, out: &str| {
+        let (i, o, k) = (file(input), file(out), file("k.npy"));
+        let r = bin()
+            .args(["conv", "--images", s(&i), "--kernels", s(&k), "--padding", "same"])
+            .args(["--padding-mode", "reflect", "--device", "gpu", "--out", s(&o)])
+            .env("CONVPOOL_CONV_RGB", rgb)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&r.stderr).to_string();
+        if !r.status.success() {
+            return Err(err);
+        }
+        Ok(read_npy::<_, ArrayD<f32>>(&o).unwrap())
+    };
+    for input in ["u8.npy", "f32.npy"] {
+        let want = match go(input, "scalar", "a.npy") {
+            Ok(want) => want,
+            Err(err) => {
+                assert!(!gpu_required && err.contains("no GPU adapter"), "{err}");
+                return;
+            }
+        };
+        assert_eq!(go(input, "pad", "b.npy").unwrap(), want, "{input}");
+        assert_eq!(go(input, "", "c.npy").unwrap(), want, "{input}");
+    }
+    let err = go("u8.npy", "vec3", "d.npy").unwrap_err();
+    assert!(err.contains("CONVPOOL_CONV_RGB"), "{err}");
+    assert!(!file("d.npy").exists());
+}

@@ -456,7 +456,11 @@ fn rgb_read_as_four_channels_equals_the_scalar_loads_bit_for_bit() {
             Conv2dSpec::new(Padding::Same).with_activation(Some(Activation::Relu)),
         ),
         // The stem's shape: 7x7 stride 2, 64 channels.
-        ([2, 30, 27, 3], [7, 7, 3, 64], Conv2dSpec::new(Padding::Same).with_stride(2, 2)),
+        (
+            [2, 30, 27, 3],
+            [7, 7, 3, 64],
+            Conv2dSpec::new(Padding::Same).with_stride(2, 2),
+        ),
         // Reflect and circular borders, dilation.
         (
             [2, 11, 9, 3],
@@ -479,7 +483,9 @@ fn rgb_read_as_four_channels_equals_the_scalar_loads_bit_for_bit() {
             ..Default::default()
         })
     };
-    let Some(scalar) = engine(false, None, true) else { return };
+    let Some(scalar) = engine(false, None, true) else {
+        return;
+    };
     let bits = |a: &Array4<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
     for (i, (x, k, spec)) in cases.iter().enumerate() {
         let g = spec.resolve(*x, *k).unwrap();
@@ -501,7 +507,11 @@ fn rgb_read_as_four_channels_equals_the_scalar_loads_bit_for_bit() {
         for (max_binding_bytes, device_widening) in [(None, true), (third, true), (third, false)] {
             let e = engine(true, max_binding_bytes, device_widening).unwrap();
             let ctx = e.gpu().unwrap();
-            assert!(ctx.describe_conv(&g).contains("3 channels read as 4"), "{}", ctx.describe_conv(&g));
+            assert!(
+                ctx.describe_conv(&g).contains("3 channels read as 4"),
+                "{}",
+                ctx.describe_conv(&g)
+            );
             let chunks = ctx.plan_conv(&g).unwrap().len();
             assert_eq!(chunks > 1, max_binding_bytes.is_some(), "case {i}: {chunks} chunks");
             let what = format!("case {i}, {chunks} chunks, device widening {device_widening}");

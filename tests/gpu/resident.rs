@@ -50,6 +50,22 @@ fn chain_on_device(e: &Engine, x: &Array4<f32>) -> Array4<f32> {
     d.download().unwrap()
 }
 
+/// Bytes of the kernels and bias a host call of `x` uploads: the kernels of
+/// an RGB layer the GPU reads as four channels carry their zero rows.
+fn weight_bytes(e: &Engine, spec: &Conv2dSpec, x: &[usize], k: &Array4<f32>, bias: usize) -> u64 {
+    let (x, k) = (
+        [x[0], x[1], x[2], x[3]],
+        [k.shape()[0], k.shape()[1], k.shape()[2], k.shape()[3]],
+    );
+    let described = e.gpu().unwrap().describe_conv(&spec.resolve(x, k).unwrap());
+    let c = if described.contains("3 channels read as 4") {
+        4
+    } else {
+        k[2]
+    };
+    ((k[0] * k[1] * c * k[3] + bias) * 4) as u64
+}
+
 fn weights() -> (Array4<f32>, Array1<f32>, Array4<f32>) {
     let k1 = array([3, 3, 3, 8], 21);
     let b1 = Array1::from_iter((0..8).map(|i| i as f32 * 0.1 - 0.4));
@@ -268,7 +284,7 @@ fn pixel_calls_equal_f32_calls_and_upload_fewer_bytes() {
     let (want, f32_up) = uploaded(&|| e.conv2d_bias(&f, &k, &b, &conv).unwrap());
     let (got, u8_up) = uploaded(&|| e.conv2d_bias_pixels(&px, &k, &b, &conv).unwrap());
     assert_eq!(bits(&got), bits(&want));
-    let weights = (k.len() + b.len()) as u64 * 4;
+    let weights = weight_bytes(&e, &conv, f.shape(), &k, b.len());
     assert_eq!(f32_up, f.len() as u64 * 4 + weights);
     assert_eq!(u8_up, (f.len() as u64).next_multiple_of(4) + weights);
     let f16 = px16.mapv(f32::from);
@@ -355,7 +371,7 @@ fn chunked_pixel_calls_widen_each_chunk_on_the_device() {
         let (got, u8_up) = uploaded(&|| e.conv2d_bias_pixels(&px, &k, &b, &conv).unwrap());
         assert_eq!(bits(&got), bits(&want), "mapped {mapped}");
         // Each chunk's bytes, rounded up to whole words.
-        let weights = (k.len() + b.len()) as u64 * 4;
+        let weights = weight_bytes(&e, &conv, f.shape(), &k, b.len());
         let images = (f32_up - weights) / 4;
         assert!(
             (images..=images + 3 * chunks.len() as u64).contains(&(u8_up - weights)),
@@ -416,7 +432,8 @@ fn the_chain_workloads_run_on_the_gpu() {
         // chain; the images (u8 where this GPU widens on the device) and
         // the conv's output for the host ones.
         let pixels = 3 * 32 * 32 * 3;
-        let kernels = 3 * 3 * 3 * 16 * 4 + 4;
+        let c = if kernel.contains("3 channels read as 4") { 4 } else { 3 };
+        let kernels = 3 * 3 * c * 16 * 4 + 4;
         let conv_out = 4 * 3 * 32 * 32 * 16;
         let per_run = match w.name {
             "chain_seed_u8_resident" => pixels + kernels,

@@ -206,10 +206,7 @@ impl ConvKernel {
     /// hardware GPU, where a vector load is one transaction, and no
     /// software adapter, where the fourth channel is a third more work).
     pub fn pads_rgb(g: &Conv2dGeometry, dev: &conv_tiled::ConvDevice) -> bool {
-        g.c == 3
-            && g.groups == 1
-            && g.nc > conv_direct::DIRECT_MAX_NC
-            && dev.pad_rgb.unwrap_or(!dev.software)
+        g.c == 3 && g.groups == 1 && g.nc > conv_direct::DIRECT_MAX_NC && dev.pad_rgb.unwrap_or(!dev.software)
     }
 
     /// The table entry and pipeline constants.
