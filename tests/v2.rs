@@ -203,6 +203,36 @@ proptest! {
         }
     }
 
+    /// Depthwise 3 x 3 layers wide enough for the CPU's eight-pixel blocks,
+    /// with channels in whole vectors of every instruction set and rows in
+    /// the padding (top and bottom, row dilation), equal the reference; a
+    /// kernel holding inf gives NaN wherever a padded tap multiplies it, as
+    /// the reference does.
+    #[test]
+    fn depthwise_3x3_blocks_match_the_reference(
+        (m, h, w) in (1usize..3, 1usize..12, 8usize..40),
+        ch in prop::sample::select(vec![16usize, 32, 48]),
+        dh in 1usize..3,
+        padding in prop::sample::select(vec![Padding::Same, Padding::Valid, Padding::Symmetric(2, 1)]),
+        inf in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let spec = Conv2dSpec::new(padding).with_groups(ch).with_dilation(dh, 1);
+        let x = array([m, h, w, ch], seed);
+        let mut k = array([3, 3, 1, ch], !seed);
+        if inf {
+            k[[0, 1, 0, 5]] = f32::INFINITY;
+        }
+        if spec.resolve([m, h, w, ch], [3, 3, 1, ch]).is_err() {
+            return Ok(());
+        }
+        let want = run(&Engine::cpu_reference(), &x, &k, None, &spec);
+        for e in engines() {
+            let got = run(&e, &x, &k, None, &spec);
+            prop_assert!(close(&got, &want, 1e-4), "{} on {:?}", e.describe(), (m, h, w, ch, dh, padding));
+        }
+    }
+
     /// An argmax index points at its window's max, inside the window; the
     /// values equal plain max pooling bit for bit.
     #[test]
