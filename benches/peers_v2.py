@@ -13,6 +13,13 @@ before, 2 threads, best of N runs (as the shared scripts do).
       per workload: convpool's best time, the best peer, the ratio (above 1:
       convpool is faster), the memory-roofline fraction of the depthwise
       layer and the epilogue's cost over the plain cnn_conv3x3.
+  python peers_v2.py interleaved [--m M] [--rounds R] [--repeats N]
+      cnn_depthwise3x3 (batch M, default 2: the --quick batch) in one
+      process: convpool's Python package (its CPU engine) and PyTorch
+      (channels_last), alternating R rounds (default 10) of best-of-N
+      (default 100) each, so both see the same machine at the same time;
+      prints each round's ratio (above 1: convpool is faster) and the
+      median over the rounds. The Python call's own cost is in both.
 """
 import json
 import sys
@@ -170,7 +177,42 @@ def main_compare(argv):
         print(f"{name:24s} {c * 1e3:11.3f} {peer:>13s} {t * 1e3:8.3f} {t / c:5.2f}x  {note}")
 
 
+def main_interleaved(argv):
+    import torch
+    import torch.nn.functional as F
+
+    import convpool
+
+    def arg(name, default):
+        return int(argv[argv.index(name) + 1]) if name in argv else default
+
+    m, rounds, rep = arg("--m", 2), arg("--rounds", 10), arg("--repeats", 100)
+    torch.set_num_threads(THREADS)
+    h, w, c, nc, groups, _ = W["cnn_depthwise3x3"]
+    x, k, _ = data(m, h, w, c, nc, groups)
+    xt = torch.from_numpy(x).permute(0, 3, 1, 2)
+    wt = torch.from_numpy(k).permute(3, 2, 0, 1).contiguous()
+    want = F.conv2d(xt, wt, None, padding=1, groups=groups).permute(0, 2, 3, 1).numpy()
+    got = convpool.conv2d(x, k, padding="same", groups=groups, device="cpu")
+    assert np.allclose(got, want, atol=1e-4), "convpool and PyTorch disagree"
+
+    def ours():
+        return convpool.conv2d(x, k, padding="same", groups=groups, device="cpu")
+
+    def theirs():
+        with torch.no_grad():
+            return F.conv2d(xt, wt, None, padding=1, groups=groups).permute(0, 2, 3, 1).contiguous()
+
+    ratios = []
+    for r in range(rounds):
+        a, b = best(ours, rep), best(theirs, rep)
+        ratios.append(b / a)
+        print(f"round {r + 1}: convpool {a * 1e3:.3f} ms, torch_nhwc {b * 1e3:.3f} ms, {b / a:.2f}x")
+    print(f"median over {rounds} rounds: {sorted(ratios)[rounds // 2]:.2f}x")
+
+
 if __name__ == "__main__":
-    if len(sys.argv) < 3 or sys.argv[1] not in ("time", "compare"):
+    modes = {"time": main_time, "compare": main_compare, "interleaved": main_interleaved}
+    if len(sys.argv) < 2 or sys.argv[1] not in modes or (sys.argv[1] != "interleaved" and len(sys.argv) < 3):
         sys.exit(__doc__)
-    (main_time if sys.argv[1] == "time" else main_compare)(sys.argv[2:])
+    modes[sys.argv[1]](sys.argv[2:])

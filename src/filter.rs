@@ -316,7 +316,9 @@ impl Pipeline {
     /// download; Sobel's magnitude is the one step taken on the host); a
     /// batch too large for one device buffer, or any other GPU failure of
     /// that chain, runs call by call through the host instead, where large
-    /// inputs are chunked and the engine's CPU fallback applies.
+    /// inputs are chunked and the engine's CPU fallback applies (8- and
+    /// 16-bit samples still cross to the GPU as their own bytes there: the
+    /// first step is a pixel call).
     pub fn run(&self, engine: &Engine, batch: Array4<f32>) -> Result<Array4<f32>> {
         self.run_any(engine, batch.view())
     }
@@ -333,24 +335,18 @@ impl Pipeline {
 
     fn run_any<T: Pixel>(&self, engine: &Engine, batch: ArrayView4<T>) -> Result<Array4<f32>> {
         if engine.is_gpu() {
-            let on_device = engine
-                .upload_pixels(batch)
-                .and_then(|d| self.run_on(engine, Data::Device(d), true));
+            let on_device = self.run_on(engine, Data::Samples(batch), true);
             match on_device {
                 Err(Error::Gpu(_)) => {}
                 result => return result,
             }
         }
-        let host = match T::as_f32(batch.view()) {
-            Some(f) => CowArray::from(f),
-            None => CowArray::from(batch.mapv(T::to_f32)),
-        };
-        self.run_on(engine, Data::Host(host), false)
+        self.run_on(engine, Data::Samples(batch), false)
     }
 
     /// The pipeline with every step on the device (`resident`) or through
     /// the host.
-    fn run_on(&self, engine: &Engine, batch: Data<'_>, resident: bool) -> Result<Array4<f32>> {
+    fn run_on<T: Pixel>(&self, engine: &Engine, batch: Data<'_, T>, resident: bool) -> Result<Array4<f32>> {
         let spec = Conv2dSpec::new(self.padding).with_padding_mode(self.border);
         let mut x = batch;
         for k in &self.kernels {
@@ -392,7 +388,8 @@ impl Pipeline {
         }
         if let Some(pool) = &self.pool {
             x = match x {
-                x if !resident => Data::Host(engine.pool2d(x.view(), pool)?.into()),
+                Data::Samples(v) if !resident => Data::Host(engine.pool2d_pixels(v, pool)?.into()),
+                Data::Host(h) if !resident => Data::Host(engine.pool2d(&h, pool)?.into()),
                 x => Data::Device(engine.pool2d_resident(&x.into_device(engine)?, pool)?),
             };
         }
@@ -400,32 +397,27 @@ impl Pipeline {
     }
 }
 
-/// A batch between two steps of a pipeline: on the host (the caller's or a
-/// step's output) or on the device.
-enum Data<'a> {
+/// A batch between two steps of a pipeline: the caller's samples, on the
+/// host (a step's output) or on the device.
+enum Data<'a, T: Pixel> {
+    Samples(ArrayView4<'a, T>),
     Host(CowArray<'a, f32, Ix4>),
     Device(GpuArray),
 }
 
-impl Data<'_> {
+impl<T: Pixel> Data<'_, T> {
     /// Channels.
     fn channels(&self) -> usize {
         match self {
+            Data::Samples(v) => v.dim().3,
             Data::Host(h) => h.dim().3,
             Data::Device(d) => d.shape()[3],
         }
     }
 
-    /// The host data; a device array is never asked for it.
-    fn view(&self) -> ArrayView4<'_, f32> {
-        match self {
-            Data::Host(h) => h.view(),
-            Data::Device(_) => unreachable!("the host path keeps its data on the host"),
-        }
-    }
-
     fn into_host(self) -> Result<Array4<f32>> {
         match self {
+            Data::Samples(v) => Ok(T::as_f32(v.view()).map_or_else(|| v.mapv(T::to_f32), |f| f.to_owned())),
             Data::Host(h) => Ok(h.into_owned()),
             Data::Device(d) => d.download(),
         }
@@ -433,6 +425,7 @@ impl Data<'_> {
 
     fn into_device(self, engine: &Engine) -> Result<GpuArray> {
         match self {
+            Data::Samples(v) => engine.upload_pixels(v),
             Data::Host(h) => engine.upload(h.view()),
             Data::Device(d) => Ok(d),
         }
@@ -440,31 +433,30 @@ impl Data<'_> {
 }
 
 /// One convolution of a pipeline, on the device or through the host.
-fn conv<'a>(
+fn conv<'a, T: Pixel>(
     engine: &Engine,
-    x: Data<'a>,
+    x: Data<'a, T>,
     kernels: &Array4<f32>,
     spec: &Conv2dSpec,
     resident: bool,
-) -> Result<Data<'a>> {
-    if resident {
-        let d = x.into_device(engine)?;
-        Ok(Data::Device(engine.conv2d_resident(&d, kernels, spec)?))
-    } else {
-        Ok(Data::Host(engine.conv2d(x.view(), kernels, spec)?.into()))
-    }
+) -> Result<Data<'a, T>> {
+    Ok(match x {
+        Data::Samples(v) if !resident => Data::Host(engine.conv2d_pixels(v, kernels, spec)?.into()),
+        Data::Host(h) if !resident => Data::Host(engine.conv2d(&h, kernels, spec)?.into()),
+        x => Data::Device(engine.conv2d_resident(&x.into_device(engine)?, kernels, spec)?),
+    })
 }
 
 /// Filters every channel on its own with `(kh, kw, 1, k)` kernels, as one
 /// depthwise convolution (`groups = c`, channel multiplier `k`). Returns
 /// `(m, oh, ow, c * k)` with the `k` results of each channel adjacent.
-fn per_channel<'a>(
+fn per_channel<'a, T: Pixel>(
     engine: &Engine,
-    x: Data<'a>,
+    x: Data<'a, T>,
     kernels: &Array4<f32>,
     spec: &Conv2dSpec,
     resident: bool,
-) -> Result<Data<'a>> {
+) -> Result<Data<'a, T>> {
     let c = x.channels();
     let (kh, kw, _, k) = kernels.dim();
     // Output channel `ch * k + t` filters channel `ch` with kernel `t`.

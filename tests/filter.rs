@@ -369,6 +369,49 @@ fn sample_batches_equal_f32_batches_and_upload_fewer_bytes() {
             }
         }
     }
+    // A batch larger than one device buffer runs call by call from the
+    // host: the same bits, and the first step still uploads the samples
+    // (each chunk's rows with their halos), not f32 values.
+    if let Ok(small) = convpool::Engine::with_options(convpool::EngineOptions {
+        device: convpool::Device::Gpu,
+        gpu: convpool::GpuOptions {
+            // One image of samples or values per binding (a reflected
+            // border reads whole images), not two.
+            max_binding_bytes: Some(1088 << 10),
+            max_buffer_bytes: Some(1536 << 10),
+            // What a discrete GPU does (lavapipe widens host calls' samples
+            // on the host by default, sharing the host's memory).
+            device_widening: Some(true),
+            ..Default::default()
+        },
+        ..Default::default()
+    }) {
+        let g = small.gpu().unwrap();
+        let one = pipeline(vec![FilterKernel::Gaussian(5, 1.2)]);
+        let one = filter::Pipeline { pool: None, ..one };
+        for (im, bytes) in [(&gray, 1), (&deep, 2)] {
+            let samples = filter::stack_samples(&[im, im]).unwrap();
+            let values = 2 * im.pixels.len() as u64;
+            assert!(values * 4 > 1536 << 10);
+            let want = one.run(&small, filter::stack(&[im, im]).unwrap()).unwrap();
+            let before = g.transfer_bytes().0;
+            let got = one.run_samples(&small, &samples).unwrap();
+            let up = g.transfer_bytes().0 - before;
+            assert!(bits(&got) == bits(&want), "{bytes}-byte samples");
+            assert!(
+                up >= values * bytes && up < values * bytes * 5 / 4 + 4096,
+                "{up} for {values} samples"
+            );
+            // Pooled too, and Sobel's magnitude on the host mid-chain.
+            for p in [&sobel, &blur] {
+                let want = p.run(&small, filter::stack(&[im, im]).unwrap()).unwrap();
+                let got = p.run_samples(&small, &samples).unwrap();
+                assert!(bits(&got) == bits(&want), "{bytes}-byte samples");
+            }
+        }
+    } else {
+        assert!(!gpu_required);
+    }
     // Mixed depths do not make one batch of samples.
     let err = filter::stack_samples(&[&gray, &deep]).unwrap_err().to_string();
     assert!(err.contains("bit depth"), "{err}");

@@ -70,7 +70,7 @@ impl WithSimd for Band<'_> {
         let mut xs: Vec<Option<usize>> = Vec::with_capacity(g.kw);
         let row_elems = g.ow * c;
         // 3 x 3 windows on neighbouring columns share their inputs.
-        let unit_3x3 = g.kh == 3 && g.kw == 3 && g.sw == 1 && g.dw == 1 && c % S::LANES == 0;
+        let unit_3x3 = g.kh == 3 && g.kw == 3 && g.sw == 1 && g.dw == 1 && c.is_multiple_of(S::LANES);
         let mut r = 0usize;
         for n in p.n0..p.n1 {
             let image = &x[n * image_len..(n + 1) * image_len];
@@ -229,7 +229,7 @@ fn interior4<S: Simd>(s: S, src: &[f32], step: usize, k: &[f32], offs: &[usize],
 #[inline(always)]
 fn interior8_3x3<S: Simd>(s: S, rows: [Option<&[f32]>; 3], k: &[f32], out: &mut [MaybeUninit<f32>]) {
     let c = out.len() / 8;
-    assert!(c % S::LANES == 0 && k.len() >= 9 * c);
+    assert!(c.is_multiple_of(S::LANES) && k.len() >= 9 * c);
     assert!(rows.iter().flatten().all(|r| r.len() >= 10 * c));
     let (w, o) = (k.as_ptr(), out.as_mut_ptr().cast::<f32>());
     for cb in (0..c).step_by(S::LANES) {

@@ -17,6 +17,11 @@ pub struct GpuOptions {
     /// Use at most this many bytes per buffer binding (below the device's
     /// own limit), so tests can exercise chunking on small data.
     pub max_binding_bytes: Option<u64>,
+    /// Use at most this many bytes per buffer (below the device's own
+    /// limit, and never below the binding limit), so tests can exercise
+    /// what happens to an array larger than one device buffer: a
+    /// [`super::GpuArray`] refuses it, host calls chunk it.
+    pub max_buffer_bytes: Option<u64>,
     /// Use at most this many workgroups per dispatch dimension.
     pub max_workgroups_per_dim: Option<u32>,
     /// Only adapters whose name contains this text (case-insensitive); the
@@ -391,7 +396,11 @@ impl GpuContext {
             }),
             conv,
             idle: Mutex::new(Vec::new()),
-            max_buffer_bytes: limits.max_buffer_size,
+            max_buffer_bytes: options
+                .max_buffer_bytes
+                .unwrap_or(u64::MAX)
+                .min(limits.max_buffer_size)
+                .max(max_binding_bytes.max(16)),
             uploaded: AtomicU64::new(0),
             downloaded: AtomicU64::new(0),
             timeout,
