@@ -4,12 +4,13 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 
-use ndarray::{Array4, ArrayView1, ArrayView4, AsArray, CowArray, Ix1, Ix4};
+use ndarray::{Array4, ArrayView1, ArrayView4, AsArray, Ix1, Ix4};
 
 use crate::check;
 use crate::cpu::{fast, reference, Isa};
 use crate::epilogue::Activation;
 use crate::error::{Error, Result, Shape};
+use crate::gpu::pixels::widened;
 use crate::gpu::{GpuArray, GpuContext, GpuOptions, Pixel, PixelKind};
 use crate::shape::{Conv2dSpec, Pool2dSpec, PoolMode};
 
@@ -677,15 +678,6 @@ impl Engine {
             reference: d.reference,
             tolerance,
         })
-    }
-}
-
-/// `images` as f32: the view itself for f32, else widened on the host
-/// (exact: every u8 and u16 value is an f32).
-fn widened<T: Pixel>(images: ArrayView4<'_, T>) -> CowArray<'_, f32, Ix4> {
-    match T::as_f32(images) {
-        Some(f) => f.into(),
-        None => images.mapv(T::to_f32).into(),
     }
 }
 

@@ -14,6 +14,7 @@ use ndarray::{s, Array2, Array3, Array4, ArrayD, ArrayView4, Axis, CowArray, Ix4
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::gpu::pixels::widened;
 use crate::gpu::{GpuArray, Pixel};
 use crate::shape::{kernels_hwio, Conv2dSpec, Padding, PaddingMode, Pool2dSpec, PoolMode};
 
@@ -417,7 +418,7 @@ impl<T: Pixel> Data<'_, T> {
 
     fn into_host(self) -> Result<Array4<f32>> {
         match self {
-            Data::Samples(v) => Ok(T::as_f32(v.view()).map_or_else(|| v.mapv(T::to_f32), |f| f.to_owned())),
+            Data::Samples(v) => Ok(widened(v).into_owned()),
             Data::Host(h) => Ok(h.into_owned()),
             Data::Device(d) => d.download(),
         }

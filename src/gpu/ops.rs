@@ -80,6 +80,11 @@ fn pad_kernels(kernels: &[f32], pad: ChannelPad, nc: usize) -> Vec<f32> {
     out
 }
 
+/// Bytes of a convolution's kernels on the device.
+fn kernel_bytes(g: &Conv2dGeometry) -> u64 {
+    (g.kh * g.kw * g.group_c() * g.nc * 4) as u64
+}
+
 fn conv_problem(g: &Conv2dGeometry, kernel: ConvKernel) -> Problem {
     Problem {
         m: g.m,
@@ -136,17 +141,17 @@ impl GpuContext {
     /// with the channels appended.
     fn conv_as_run(&self, g: &Conv2dGeometry) -> (Conv2dGeometry, Option<ChannelPad>) {
         let pad = ChannelPad::RGB;
-        let padded = Conv2dGeometry {
-            c: pad.to as usize,
-            ..*g
-        };
-        // Kernels that fit one binding only as they are stay as they are.
-        let kernel_bytes = (padded.kh * padded.kw * padded.c * padded.nc * 4) as u64;
-        if ConvKernel::pads_rgb(g, &self.conv) && kernel_bytes <= self.max_binding_bytes {
-            (padded, Some(pad))
-        } else {
-            (*g, None)
+        if ConvKernel::pads_rgb(g, &self.conv) {
+            let padded = Conv2dGeometry {
+                c: pad.to as usize,
+                ..*g
+            };
+            // Kernels that fit one binding only as they are stay as they are.
+            if kernel_bytes(&padded) <= self.max_binding_bytes {
+                return (padded, Some(pad));
+            }
         }
+        (*g, None)
     }
 
     /// The chunks a pooling is split into on this device.
@@ -272,7 +277,7 @@ impl GpuContext {
         let (g, pad) = &self.conv_as_run(g);
         check_i32("conv2d rows", g.oh, g.sh, g.kh, g.dh, g.h + g.pads.top)?;
         check_i32("conv2d columns", g.ow, g.sw, g.kw, g.dw, g.w + g.pads.left)?;
-        let kernel_bytes = (g.kh * g.kw * g.group_c() * g.nc * 4) as u64;
+        let kernel_bytes = kernel_bytes(g);
         if kernel_bytes > self.max_binding_bytes {
             return Err(Error::Gpu(format!(
                 "kernels {:?} take {kernel_bytes} bytes, more than one GPU binding holds ({} bytes)",

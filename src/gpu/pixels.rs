@@ -3,7 +3,7 @@
 //! cross to the device as their own bytes and are widened to f32 there.
 
 use bytemuck::Pod;
-use ndarray::ArrayView4;
+use ndarray::{ArrayView4, CowArray, Ix4};
 
 /// The element type of an upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -98,5 +98,14 @@ impl<'a> HostData<'a> {
     pub fn values(&self, start: usize, len: usize) -> &'a [u8] {
         let b = self.kind.bytes();
         &self.bytes[start * b..(start + len) * b]
+    }
+}
+
+/// `images` as f32: the view itself for f32, else widened on the host
+/// (exact: every u8 and u16 value is an f32).
+pub(crate) fn widened<T: Pixel>(images: ArrayView4<'_, T>) -> CowArray<'_, f32, Ix4> {
+    match T::as_f32(images) {
+        Some(f) => f.into(),
+        None => images.mapv(T::to_f32).into(),
     }
 }

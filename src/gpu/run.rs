@@ -355,9 +355,7 @@ impl GpuContext {
             Source::Device(buf) if whole => Some((buf.clone(), src_len as u64 * 4)),
             Source::Device(buf) => {
                 let bytes = src_len as u64 * 4;
-                let slot = if widening.is_some() { &mut s.raw } else { &mut s.input };
-                let staged = slot.ensure(dev, bytes, cap, U::STORAGE | U::COPY_DST, "images").clone();
-                encoder.copy_buffer_to_buffer(buf, src_start as u64 * 4, &staged, 0, bytes);
+                let staged = self.stage(s, widening.is_some(), &mut encoder, buf, src_start as u64 * 4, bytes);
                 Some((staged, bytes))
             }
             Source::Host(data) => {
@@ -381,11 +379,7 @@ impl GpuContext {
                 if self.unified {
                     Some((up, up_bytes))
                 } else {
-                    let slot = if widening.is_some() { &mut s.raw } else { &mut s.input };
-                    let staged = slot
-                        .ensure(dev, up_bytes, cap, U::STORAGE | U::COPY_DST, "images")
-                        .clone();
-                    encoder.copy_buffer_to_buffer(&up, 0, &staged, 0, up_bytes);
+                    let staged = self.stage(s, widening.is_some(), &mut encoder, &up, 0, up_bytes);
                     Some((staged, up_bytes))
                 }
             }
@@ -551,6 +545,27 @@ impl GpuContext {
 }
 
 impl GpuContext {
+    /// Copies `bytes` of `src` from `offset` into the chunk's own device
+    /// buffer: the input slot, or with a pass ahead of the kernel
+    /// (`pre_pass`) the slot that pass reads.
+    fn stage(
+        &self,
+        s: &mut ChunkSlots,
+        pre_pass: bool,
+        encoder: &mut wgpu::CommandEncoder,
+        src: &wgpu::Buffer,
+        offset: u64,
+        bytes: u64,
+    ) -> wgpu::Buffer {
+        let slot = if pre_pass { &mut s.raw } else { &mut s.input };
+        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
+        let staged = slot
+            .ensure(&self.device, bytes, self.max_binding_bytes, usage, "images")
+            .clone();
+        encoder.copy_buffer_to_buffer(src, offset, &staged, 0, bytes);
+        staged
+    }
+
     /// Records one dispatch of `pipeline` over the bindings `entries` in a
     /// compute pass of its own, with the pass's start and end written into
     /// `stamps` (queries 0 and 1) when given.

@@ -200,13 +200,16 @@ impl ConvKernel {
 
     /// Whether RGB images are read as four channels (a zero fourth, and
     /// zero kernel rows for it), so the tiled kernel loads each pixel as
-    /// one vec4 instead of three values: three channels, no groups, enough
-    /// output channels for the tiled kernel, and a device that takes it
+    /// one vec4 instead of three values: three channels, no groups, a
+    /// layer the tiled kernel takes, and a device that takes it
     /// (forced by [`conv_tiled::ConvDevice::pad_rgb`]; by default every
     /// hardware GPU, where a vector load is one transaction, and no
     /// software adapter, where the fourth channel is a third more work).
     pub fn pads_rgb(g: &Conv2dGeometry, dev: &conv_tiled::ConvDevice) -> bool {
-        g.c == 3 && g.groups == 1 && g.nc > conv_direct::DIRECT_MAX_NC && dev.pad_rgb.unwrap_or(!dev.software)
+        g.c == 3
+            && g.groups == 1
+            && dev.pad_rgb.unwrap_or(!dev.software)
+            && matches!(ConvKernel::for_conv(g, dev), ConvKernel::Tiled(_))
     }
 
     /// The table entry and pipeline constants.
