@@ -90,9 +90,9 @@ impl WithSimd for Band<'_> {
                     // rows of a `same` layer take this path too).
                     if unit_3x3 && ox >= ox_lo && ox + 8 <= ox_hi {
                         let x0 = ox - g.pads.left;
-                        let rows = [0, 1, 2].map(|i| ys[i].map(|y| &image[(y * g.w + x0) * c..]));
-                        interior8_3x3(s, rows, k, &mut out_row[ox * c..(ox + 8) * c]);
-                        ox += 8;
+                        let rows = [ys[0], ys[1], ys[2]].map(|y| y.map(|y| &image[(y * g.w + x0) * c..]));
+                        runs8_3x3(s, rows, k, &mut out_row[ox * c..ox_hi * c]);
+                        ox = ox_hi;
                         continue;
                     }
                     if inner.contains(&ox) {
@@ -217,45 +217,71 @@ fn interior4<S: Simd>(s: S, src: &[f32], step: usize, k: &[f32], offs: &[usize],
     }
 }
 
-/// Eight neighbouring output pixels of a 3 x 3 window with unit stride and
-/// dilation along rows, every column inside the image: `rows[i]` starts at
-/// the first pixel's window in kernel row `i`, `None` for a row in the
-/// padding (its taps multiply zeros, so `0 * inf` still gives NaN). One
-/// vector of channels at a time, each of the ten input columns a row of
-/// windows covers is loaded once for the three taps that read it (eight
-/// windows need 30 loads for 72 multiply-adds instead of 72). The taps are
-/// summed in the order of [`interior`] and [`border`], so the results are
-/// the same bits.
+/// Neighbouring output pixels (at least eight) of a 3 x 3 window with unit
+/// stride and dilation along rows, every column inside the image, computed
+/// in runs of eight: `rows[i]` starts at the first pixel's window in kernel
+/// row `i`, `None` for a row in the padding (its taps multiply zeros, so
+/// `0 * inf` still gives NaN). Where the pixels are not a whole number of
+/// runs, the last run ends at the last pixel and recomputes a few of the
+/// run before it (the same bits).
+///
+/// The row is swept in strips of [`STRIP_RUNS`] runs, one vector of
+/// channels at a time: the nine weights of that vector stay in registers
+/// for the strip, and the strip's input (three rows of it) stays in the L1
+/// cache for the next vector of channels. Within a run each of the ten
+/// input columns a kernel row covers is loaded once and multiplied into the
+/// (up to) three outputs that read it (30 loads for 72 multiply-adds
+/// instead of 72); that visits each output's taps in the order of
+/// [`interior`] and [`border`], so the results are the same bits.
 #[inline(always)]
-fn interior8_3x3<S: Simd>(s: S, rows: [Option<&[f32]>; 3], k: &[f32], out: &mut [MaybeUninit<f32>]) {
-    let c = out.len() / 8;
-    assert!(c.is_multiple_of(S::LANES) && k.len() >= 9 * c);
-    assert!(rows.iter().flatten().all(|r| r.len() >= 10 * c));
+fn runs8_3x3<S: Simd>(s: S, rows: [Option<&[f32]>; 3], k: &[f32], out: &mut [MaybeUninit<f32>]) {
+    const RUN: usize = 8;
+    let c = k.len() / 9;
+    let pixels = out.len() / c;
+    assert!(c.is_multiple_of(S::LANES) && k.len() == 9 * c && out.len() == pixels * c && pixels >= RUN);
+    assert!(rows.iter().flatten().all(|r| r.len() >= (pixels + 2) * c));
+    let rows = rows.map(|r| r.map(<[f32]>::as_ptr));
     let (w, o) = (k.as_ptr(), out.as_mut_ptr().cast::<f32>());
-    for cb in (0..c).step_by(S::LANES) {
-        let mut acc = [s.zero(); 8];
-        for (i, row) in rows.iter().enumerate() {
-            // SAFETY: a load ends at 9 * c + cb + LANES <= row.len(), a
-            // weight at 8 * c + cb + LANES <= k.len() (asserted above).
-            unsafe {
-                let wi = [0, 1, 2].map(|j| s.load(w.add((i * 3 + j) * c + cb)));
-                let v: [S::F; 10] = match row {
-                    Some(r) => std::array::from_fn(|col| s.load(r.as_ptr().add(col * c + cb))),
-                    None => [s.zero(); 10],
-                };
-                for (p, a) in acc.iter_mut().enumerate() {
-                    for (j, &wj) in wi.iter().enumerate() {
-                        *a = s.mul_add(v[p + j], wj, *a);
+    let runs = pixels.div_ceil(RUN);
+    for strip in (0..runs).step_by(STRIP_RUNS) {
+        for cb in (0..c).step_by(S::LANES) {
+            // SAFETY: a weight ends at 8 * c + cb + LANES <= 9 * c = k.len().
+            let wv: [[S::F; 3]; 3] =
+                std::array::from_fn(|i| std::array::from_fn(|j| unsafe { s.load(w.add((i * 3 + j) * c + cb)) }));
+            for run in strip..(strip + STRIP_RUNS).min(runs) {
+                let first = (run * RUN).min(pixels - RUN) * c + cb;
+                let mut acc = [s.zero(); RUN];
+                for (row, wi) in rows.iter().zip(&wv) {
+                    for col in 0..RUN + 2 {
+                        let v = match row {
+                            // SAFETY: first + (RUN + 1) * c + LANES <=
+                            // (pixels + 2) * c <= the row's length
+                            // (asserted above).
+                            Some(r) => unsafe { s.load(r.add(first + col * c)) },
+                            None => s.zero(),
+                        };
+                        // Column `col` is tap `j` of output `col - j`.
+                        for (j, &wj) in wi.iter().enumerate() {
+                            if let Some(p) = col.checked_sub(j).filter(|&p| p < RUN) {
+                                acc[p] = s.mul_add(v, wj, acc[p]);
+                            }
+                        }
                     }
+                }
+                for (p, a) in acc.into_iter().enumerate() {
+                    // SAFETY: first + p * c + LANES <= pixels * c =
+                    // out.len().
+                    unsafe { s.store(o.add(first + p * c), a) };
                 }
             }
         }
-        for (p, a) in acc.into_iter().enumerate() {
-            // SAFETY: p * c + cb + LANES <= 8 * c = out.len().
-            unsafe { s.store(o.add(p * c + cb), a) };
-        }
     }
 }
+
+/// Runs of eight pixels per strip of [`runs8_3x3`]: 32 pixels of three
+/// rows of 32 channels are 12 KiB, which leaves most of an L1 cache for the
+/// output and the next rows' prefetches.
+const STRIP_RUNS: usize = 4;
 
 /// One output pixel with taps in the padding (`None` rows or columns):
 /// those taps multiply zeros.
