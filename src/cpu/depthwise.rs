@@ -278,9 +278,9 @@ fn runs8_3x3<S: Simd>(s: S, rows: [Option<&[f32]>; 3], k: &[f32], out: &mut [May
     }
 }
 
-/// Runs of eight pixels per strip of [`runs8_3x3`]: 32 pixels of three
-/// rows of 32 channels are 12 KiB, which leaves most of an L1 cache for the
-/// output and the next rows' prefetches.
+/// Runs of eight pixels per strip of [`runs8_3x3`]: a strip of 32-channel
+/// pixels reads 34 columns of three rows, about 13 KiB, which leaves the
+/// rest of a 32 KiB L1 cache for the output and the next rows.
 const STRIP_RUNS: usize = 4;
 
 /// One output pixel with taps in the padding (`None` rows or columns):

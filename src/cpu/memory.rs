@@ -19,15 +19,16 @@ use ndarray::{Array1, Array4};
 /// convolution; asking for transparent huge pages before the first touch
 /// makes that 512 times fewer faults.
 ///
-/// The result starts on a cache line (a vector store never straddles two
-/// where the channels are a multiple of a vector), within a line of half a
-/// page away from `input` modulo 4 KiB: where the
-/// two lay the same distance into their pages (the allocator often hands out
-/// such pairs), every store of an output row looks, by its low 12 address
-/// bits, like the loads of the input rows the kernel is reading, and the
-/// processor makes those loads wait for the stores (4K aliasing; see
-/// benches/RESULTS.md, "Design notes"). Up to a page of floats is allocated ahead of the
-/// result for this; they are zeroed and never read.
+/// The result starts on a cache line, so a vector store of a row whose
+/// channels are a multiple of a vector never straddles two lines. It also
+/// starts (within that line) half a page away from `input` modulo 4 KiB:
+/// where the two lay the same distance into their pages (the allocator
+/// often hands out such pairs), every store of an output row looks, by its
+/// low 12 address bits, like the loads of the input rows the kernel is
+/// reading, and the processor makes those loads wait for the stores (4K
+/// aliasing; see benches/RESULTS.md, "Design notes"). Up to a page of
+/// floats is allocated ahead of the result for this; they are zeroed and
+/// never read.
 pub(crate) fn output_uninit(shape: [usize; 4], input: *const f32) -> Array4<MaybeUninit<f32>> {
     const PAGE: usize = 4096;
     const LINE: usize = 64;
