@@ -12,6 +12,12 @@ use crate::shape::{Pool2dGeometry, PoolMode};
 /// The row path over the output `o` of `x`; `g.c` may be anything, but the
 /// span a row of windows covers must be compact (see `span_is_compact`).
 pub(super) fn pool(isa: Isa, x: &[f32], o: &mut [MaybeUninit<f32>], g: &Pool2dGeometry) {
+    pool_with(isa, x, o, g, true)
+}
+
+/// [`pool`], with the 2 x 2 pairs of [`pairs_2x2`] allowed or not (the
+/// tests compare the two).
+fn pool_with(isa: Isa, x: &[f32], o: &mut [MaybeUninit<f32>], g: &Pool2dGeometry, allow_pairs: bool) {
     let (_, ekw) = g.extent();
     let row_elems = g.ow * g.c;
     let rows = piece_rows(g.oh, row_elems * g.kh, g.m, TILE_FLOATS);
@@ -30,6 +36,7 @@ pub(super) fn pool(isa: Isa, x: &[f32], o: &mut [MaybeUninit<f32>], g: &Pool2dGe
         // One fold per window start (`(ow - 1) * sw + 1` columns).
         let mut wide = vec![0f32; if g.sw > 1 { (g.span_cols() + 1 - ekw) * g.c } else { 0 }];
         let mut work = PoolWork {
+            pairs: (allow_pairs && takes_pairs(g)).then(|| pair_lanes(g.c)),
             col_counts: &col_counts,
             column: &mut column,
             wide: &mut wide,
@@ -47,8 +54,26 @@ pub(super) fn pool(isa: Isa, x: &[f32], o: &mut [MaybeUninit<f32>], g: &Pool2dGe
     });
 }
 
+/// Whether every output row can be built by [`pairs_2x2`]: 2 x 2 windows
+/// at stride 2, undilated, wholly inside the image (no padding, no window
+/// past the edge), with fewer channels than a 16-lane vector and at least
+/// one block of `16 / c` pixels per row.
+fn takes_pairs(g: &Pool2dGeometry) -> bool {
+    let p = g.pads;
+    (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw) == (2, 2, 2, 2, 1, 1)
+        && !g.adaptive
+        && (p.top, p.bottom, p.left, p.right) == (0, 0, 0, 0)
+        && 2 * g.oh <= g.h
+        && 2 * g.ow <= g.w
+        && (1..16).contains(&g.c)
+        && 16 / g.c <= g.ow
+}
+
 /// The per-piece workspace of the pooling row path.
 struct PoolWork<'a> {
+    /// Rows go through [`pairs_2x2`] where the vectors are 16 lanes wide
+    /// (see [`takes_pairs`]), with these lanes ([`pair_lanes`]).
+    pairs: Option<PairLanes>,
     /// Columns that count for the divisor, per output column.
     col_counts: &'a [usize],
     /// The window's rows folded, with the padding columns around.
@@ -111,6 +136,13 @@ fn pool_row<S: Simd>(
     work: &mut PoolWork,
     out_row: &mut [MaybeUninit<f32>],
 ) {
+    if let Some(lanes) = work.pairs.as_ref().filter(|_| S::HAS_VECTORS && S::LANES == 16) {
+        let row_len = g.w * g.c;
+        let divisor = (g.divisor_rows(oy) * work.col_counts[0]) as f32;
+        let (r0, r1) = (&image[2 * oy * row_len..], &image[(2 * oy + 1) * row_len..]);
+        pairs_2x2(s, g.mode, [r0, r1], lanes, divisor, out_row);
+        return;
+    }
     let (column, wide) = (&mut *work.column, &mut *work.wide);
     let out_row = pool_row_with(s, image, g, oy, column, wide, out_row);
     match g.mode {
@@ -216,6 +248,90 @@ fn pool_row_with<'a, S: Simd>(
     // SAFETY: one window start per output pixel (`wide` holds
     // `(ow - 1) * sw + 1` of them), so every pixel was written.
     unsafe { super::memory::assume_written(out_row) }
+}
+
+/// Where [`pairs_2x2`] finds the values of a block's lanes, for `c`
+/// channels (made once per piece: they take divisions by `c`).
+#[derive(Clone, Copy)]
+struct PairLanes {
+    c: usize,
+    /// Lane e of a block is channel e % c of its pixel e / c, whose window
+    /// starts at folded float 2 * (e / c) * c + e % c of the block's two
+    /// vectors (2 * (16 / c) * c <= 32: every index is in them).
+    left: [u32; 16],
+    /// The window's right column, c floats on.
+    right: [u32; 16],
+}
+
+/// The lanes of [`PairLanes`] for `c` channels (`1 <= c < 16`).
+fn pair_lanes(c: usize) -> PairLanes {
+    let n = 16 / c * c;
+    let left: [u32; 16] = std::array::from_fn(|e| if e < n { (2 * (e / c) * c + e % c) as u32 } else { 0 });
+    let right = std::array::from_fn(|e| if e < n { left[e] + c as u32 } else { 0 });
+    PairLanes { c, left, right }
+}
+
+/// One output row of 2 x 2 windows at stride 2 (see [`takes_pairs`]) from
+/// its two input rows `rows` (each from its first pixel on), in blocks of
+/// `16 / c` output pixels: two vectors of each row folded lane by lane,
+/// then each pixel's left and right halves picked out of the folded pair by
+/// two permutations and folded. That is the row path's work in one pass,
+/// without its strided copy: the same folds in the same order (the rows,
+/// then the columns; the average summed from +0 and divided last), so the
+/// same bits. The last block moves back to end at the row's last pixel,
+/// recomputing a few (the same bits again); a block whose loads would run
+/// past the end of `rows` is computed one value at a time.
+#[inline(always)]
+fn pairs_2x2<S: Simd>(
+    s: S,
+    mode: PoolMode,
+    rows: [&[f32]; 2],
+    lanes: &PairLanes,
+    divisor: f32,
+    out: &mut [MaybeUninit<f32>],
+) {
+    let PairLanes { c, left, right } = *lanes;
+    let ow = out.len() / c;
+    let per_block = 16 / c;
+    let n = per_block * c;
+    let [r0, r1] = rows;
+    let len = r0.len().min(r1.len());
+    assert!(S::LANES == 16 && per_block >= 1 && ow >= per_block && out.len() == ow * c && len >= 2 * ow * c);
+    let o = out.as_mut_ptr().cast::<f32>();
+    for block in 0..ow.div_ceil(per_block) {
+        let px = (block * per_block).min(ow - per_block);
+        let at = 2 * px * c;
+        if at + 2 * S::LANES > len {
+            for (e, &l) in left[..n].iter().enumerate() {
+                let (l, r) = (at + l as usize, at + l as usize + c);
+                let v = match mode {
+                    PoolMode::Max => super::max_nan(super::max_nan(r0[l], r1[l]), super::max_nan(r0[r], r1[r])),
+                    PoolMode::Avg => ((0.0 + (r0[l] + r1[l])) + (r0[r] + r1[r])) / divisor,
+                };
+                out[px * c + e].write(v);
+            }
+            continue;
+        }
+        // SAFETY: at + 2 * LANES <= len, the length of both rows (checked
+        // just above), and px * c + n <= ow * c = out.len().
+        unsafe {
+            let (a, b) = (r0.as_ptr().add(at), r1.as_ptr().add(at));
+            let (a0, a1) = (s.load(a), s.load(a.add(S::LANES)));
+            let (b0, b1) = (s.load(b), s.load(b.add(S::LANES)));
+            let v = match mode {
+                PoolMode::Max => {
+                    let (v0, v1) = (s.max_nan(a0, b0), s.max_nan(a1, b1));
+                    s.max_nan(s.permute2(v0, v1, &left), s.permute2(v0, v1, &right))
+                }
+                PoolMode::Avg => {
+                    let (v0, v1) = (s.add(a0, b0), s.add(a1, b1));
+                    let sum = s.add(s.add(s.zero(), s.permute2(v0, v1, &left)), s.permute2(v0, v1, &right));
+                    s.div(sum, s.splat(divisor))
+                }
+            };
+            s.store_prefix(o.add(px * c), n, v);
+        }
+    }
 }
 
 /// The value [`fold`] starts from, which no fold changes: -inf for max
@@ -324,4 +440,73 @@ pub(super) fn fold_max(isa: Isa, dst: &mut [f32], src: &[f32]) {
         }
     }
     dispatch(isa, Op(dst, src))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shape::Pool2dSpec;
+
+    /// The 2 x 2 pairs give the row path's bits (NaN, infinities and signed
+    /// zeros included) for every channel count they take, rows of one block
+    /// and of a last block moved back, an odd width (its last column left
+    /// out) and a ceil-mode window past the edge (which must not take
+    /// them); and they match the reference.
+    #[test]
+    fn pairs_give_the_row_paths_bits() {
+        let specials = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, 1e-40, -3.5];
+        for c in 1..16 {
+            let block = 16 / c;
+            for w in [2 * block, 2 * block + 1, 2 * block + 6, 37] {
+                let shape = [2, 5, w, c];
+                let len: usize = shape.iter().product();
+                let x: Vec<f32> = (0..len)
+                    .map(|i| {
+                        let h = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+                        if h.is_multiple_of(11) {
+                            specials[(h / 11) as usize % specials.len()]
+                        } else {
+                            (h % 1000) as f32 / 37.0 - 13.0
+                        }
+                    })
+                    .collect();
+                let images = ndarray::ArrayView4::from_shape(shape, &x).unwrap();
+                for mode in [PoolMode::Max, PoolMode::Avg] {
+                    for ceil in [false, true] {
+                        let g = Pool2dSpec::new(mode, 2, 2)
+                            .with_stride(2, 2)
+                            .with_ceil_mode(ceil)
+                            .resolve(shape)
+                            .unwrap()
+                            .normalised();
+                        if ceil && w % 2 == 1 {
+                            assert!(!takes_pairs(&g), "c {c} w {w}: a window past the edge");
+                        }
+                        let want = crate::cpu::reference::pool2d(images, &g);
+                        for isa in Isa::available() {
+                            let run = |pairs: bool| {
+                                let mut o = vec![MaybeUninit::new(f32::NAN); g.m * g.oh * g.ow * g.c];
+                                pool_with(isa, &x, &mut o, &g, pairs);
+                                // SAFETY: every element was initialised above.
+                                o.into_iter().map(|v| unsafe { v.assume_init() }).collect::<Vec<f32>>()
+                            };
+                            let (got, rows) = (run(true), run(false));
+                            let case = format!("{isa} {mode:?} c {c} w {w} ceil {ceil}");
+                            for (i, ((&a, &b), &r)) in got.iter().zip(&rows).zip(&want).enumerate() {
+                                assert!(
+                                    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                                    "{case} at {i}: {a} vs {b}"
+                                );
+                                let close = (a - r).abs() <= 1e-5 * r.abs().max(1.0);
+                                assert!(
+                                    a == r || (a.is_nan() && r.is_nan()) || close,
+                                    "{case} at {i}: {a} vs reference {r}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -121,6 +121,12 @@ impl Simd for Avx512 {
     }
 
     #[inline(always)]
+    fn permute2(self, a: __m512, b: __m512, idx: &[u32; 16]) -> __m512 {
+        // SAFETY: see above; `idx` holds 16 indices.
+        unsafe { _mm512_permutex2var_ps(a, _mm512_loadu_si512(idx.as_ptr().cast()), b) }
+    }
+
+    #[inline(always)]
     fn max_nan(self, m: __m512, v: __m512) -> __m512 {
         // As the AVX2 build: max(v, m) keeps a NaN m; a NaN v is blended in.
         // SAFETY: see above.

@@ -254,6 +254,25 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
     /// # Safety
     /// `p .. p + n` must be writable; `v` holds one or two vectors.
     unsafe fn store_even(self, p: *mut f32, n: usize, v: &[Self::F]);
+    /// Lane `e` of the result is lane `idx[e]` of `a` followed by `b`
+    /// (`idx[e] < 2 * LANES`; only the first `LANES` indices count). One
+    /// instruction with AVX-512; elsewhere through memory (callers take it
+    /// only where it is one instruction, the other builds have it for the
+    /// tests and for completeness).
+    #[inline(always)]
+    fn permute2(self, a: Self::F, b: Self::F, idx: &[u32; 16]) -> Self::F {
+        let (x, y) = (self.to_array(a), self.to_array(b));
+        let v: [f32; 16] = std::array::from_fn(|e| {
+            let i = idx[e] as usize % (2 * Self::LANES);
+            if i < Self::LANES {
+                x[i]
+            } else {
+                y[i - Self::LANES]
+            }
+        });
+        // SAFETY: `v` holds 16 >= LANES floats.
+        unsafe { self.load(v.as_ptr()) }
+    }
     /// SPEC.md's max, lane by lane: `v` where `v > m` or `v` is NaN, else
     /// `m` (so a NaN in either stays).
     fn max_nan(self, m: Self::F, v: Self::F) -> Self::F;
@@ -348,6 +367,31 @@ mod tests {
         for isa in Isa::available() {
             for (i, [got, want]) in dispatch(isa, Max).into_iter().enumerate() {
                 assert_eq!(got, want, "{isa} lane {i}");
+            }
+        }
+    }
+
+    /// `permute2` picks lane `idx[e]` of the two vectors end to end, on
+    /// every instruction set (indices reaching into either vector).
+    #[test]
+    fn permute2_picks_from_both_vectors() {
+        struct Pick;
+        impl WithSimd for Pick {
+            type Output = Vec<[f32; 2]>;
+            #[inline(always)]
+            fn with_simd<S: Simd>(self, s: S) -> Self::Output {
+                let l = S::LANES;
+                let both: Vec<f32> = (0..2 * l).map(|i| 100.0 + i as f32).collect();
+                let idx: [u32; 16] = std::array::from_fn(|e| ((e * 7 + 3) % (2 * l)) as u32);
+                // SAFETY: 2 * LANES floats in `both`.
+                let (a, b) = unsafe { (s.load(both.as_ptr()), s.load(both.as_ptr().add(l))) };
+                let r = s.to_array(s.permute2(a, b, &idx));
+                (0..l).map(|e| [r[e], both[idx[e] as usize]]).collect()
+            }
+        }
+        for isa in Isa::available() {
+            for (e, [got, want]) in dispatch(isa, Pick).into_iter().enumerate() {
+                assert_eq!(got, want, "{isa} lane {e}");
             }
         }
     }
