@@ -1,7 +1,10 @@
 //! Pooling with few channels, a row at a time: each output row is built
 //! separably from its window rows with contiguous, vectorised folds, so
 //! there is no per-pixel bookkeeping. (With many channels `pool_nhwc`
-//! folds each pixel's window in registers instead.)
+//! folds each pixel's window in registers instead.) The commonest window,
+//! 2 x 2 at stride 2 inside the image, skips the row path's strided copy
+//! on AVX-512: each block of pixels is folded and picked out of its two
+//! input vectors by permutations (`pairs_2x2`), with the same bits.
 
 use std::mem::MaybeUninit;
 
