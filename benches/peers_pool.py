@@ -9,20 +9,13 @@ scripts time these two workloads one after the other, minutes apart.
 
   python peers_pool.py [--m M] [--rounds R] [--repeats N]
 """
+import os
 import sys
-import time
 
 import numpy as np
 
-
-def best(f, rep):
-    f()
-    ts = []
-    for _ in range(rep):
-        t = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - t)
-    return min(ts)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peers_v2 import best  # noqa: E402  (best of N, as every peer script)
 
 
 def main(argv):
