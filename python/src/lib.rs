@@ -14,8 +14,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use convpool::compat::SeedPadding;
 use convpool::shape::{images_nhwc, kernels_hwio};
 use convpool::{
-    Activation, Conv2dSpec, Device, Engine, EngineOptions, Error, Padding, PaddingMode, Pixel, Pool2dSpec, PoolMode,
-    Window,
+    Activation, Conv2dSpec, Device, Engine, EngineOptions, Error, Padding, PaddingMode, Pads, Pixel, Pool2dSpec,
+    PoolMode, Window,
 };
 use ndarray::{Array4, ArrayView1, ArrayView4, ArrayViewD, Axis, Ix1, Ix2, Ix3, Ix4};
 use numpy::{IntoPyArray, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn};
@@ -261,87 +261,96 @@ fn parsed<T: std::str::FromStr<Err = Error>>(obj: &Bound<'_, PyAny>, name: &str)
     text.to_cow()?.parse::<T>().map_err(py_err)
 }
 
-/// The keyword arguments of a convolution, as a spec.
+/// The keyword arguments of a convolution (`None` where not given), as a
+/// spec: padding `'valid'`, stride and dilation 1, `'zeros'` borders, one
+/// group and no activation unless given.
+#[derive(Default)]
 struct ConvArgs<'py> {
-    padding: Bound<'py, PyAny>,
-    stride: Bound<'py, PyAny>,
-    dilation: Bound<'py, PyAny>,
-    padding_mode: Bound<'py, PyAny>,
-    groups: Bound<'py, PyAny>,
+    padding: Option<Bound<'py, PyAny>>,
+    stride: Option<Bound<'py, PyAny>>,
+    dilation: Option<Bound<'py, PyAny>>,
+    padding_mode: Option<Bound<'py, PyAny>>,
+    groups: Option<Bound<'py, PyAny>>,
     activation: Option<Bound<'py, PyAny>>,
+}
+
+/// The value of a keyword, unless it was left out or given as `None`.
+fn given<'a, 'py>(arg: &'a Option<Bound<'py, PyAny>>) -> Option<&'a Bound<'py, PyAny>> {
+    arg.as_ref().filter(|v| !v.is_none())
+}
+
+/// A `pair` keyword, `(1, 1)` when not given.
+fn pair_or_one(name: &str, arg: &Option<Bound<'_, PyAny>>) -> PyResult<(usize, usize)> {
+    given(arg).map_or(Ok((1, 1)), |v| pair(name, v))
 }
 
 impl ConvArgs<'_> {
     fn spec(&self) -> PyResult<Conv2dSpec> {
-        let (sh, sw) = pair("stride", &self.stride)?;
-        let (dh, dw) = pair("dilation", &self.dilation)?;
-        let activation = match &self.activation {
-            Some(a) if !a.is_none() => Some(parsed::<Activation>(a, "activation")?),
-            _ => None,
-        };
-        Ok(Conv2dSpec::new(padding(&self.padding)?)
+        let (sh, sw) = pair_or_one("stride", &self.stride)?;
+        let (dh, dw) = pair_or_one("dilation", &self.dilation)?;
+        let activation = given(&self.activation)
+            .map(|a| parsed::<Activation>(a, "activation"))
+            .transpose()?;
+        let padding = given(&self.padding).map_or(Ok(Padding::Valid), padding)?;
+        let mode = given(&self.padding_mode).map_or(Ok(PaddingMode::Zeros), |m| parsed(m, "padding_mode"))?;
+        let groups = given(&self.groups).map_or(Ok(1), |g| whole("groups", g))?;
+        Ok(Conv2dSpec::new(padding)
             .with_stride(sh, sw)
             .with_dilation(dh, dw)
-            .with_padding_mode(parsed::<PaddingMode>(&self.padding_mode, "padding_mode")?)
-            .with_groups(whole("groups", &self.groups)?)
+            .with_padding_mode(mode)
+            .with_groups(groups)
             .with_activation(activation))
     }
 }
 
-/// The keyword arguments of a pooling, as a spec.
+/// The keyword arguments of a pooling (`None` where not given), as a spec:
+/// `'max'`, no padding, dilation 1 and the window as its stride unless
+/// given.
 struct PoolArgs<'py> {
     window: Option<Bound<'py, PyAny>>,
     output_size: Option<Bound<'py, PyAny>>,
     stride: Option<Bound<'py, PyAny>>,
-    padding: Bound<'py, PyAny>,
-    mode: Bound<'py, PyAny>,
+    padding: Option<Bound<'py, PyAny>>,
+    mode: Option<Bound<'py, PyAny>>,
     ceil_mode: bool,
     count_include_pad: bool,
-    dilation: Bound<'py, PyAny>,
+    dilation: Option<Bound<'py, PyAny>>,
 }
 
 impl PoolArgs<'_> {
     fn spec(&self) -> PyResult<Pool2dSpec> {
-        let mode = parsed::<PoolMode>(&self.mode, "mode")?;
-        let given = |o: &Option<Bound<'_, PyAny>>| o.as_ref().is_some_and(|v| !v.is_none());
-        let padding = padding(&self.padding)?;
-        let dilation = pair("dilation", &self.dilation)?;
-        let stride = if given(&self.stride) {
-            Some(pair("stride", self.stride.as_ref().expect("given"))?)
-        } else {
-            None
-        };
+        let mode = given(&self.mode).map_or(Ok(PoolMode::Max), |m| parsed(m, "mode"))?;
+        let padding = given(&self.padding).map_or(Ok(Padding::Valid), padding)?;
+        let dilation = pair_or_one("dilation", &self.dilation)?;
+        let stride = given(&self.stride).map(|v| pair("stride", v)).transpose()?;
         let window = match (given(&self.window), given(&self.output_size)) {
-            (true, true) => {
+            (Some(_), Some(_)) => {
                 return Err(PyValueError::new_err(
                     "output_size: adaptive pooling takes no window (give window or output_size, not both)",
                 ))
             }
-            (false, false) => {
+            (None, None) => {
                 return Err(PyValueError::new_err(
                     "window: give window=(kh, kw) or output_size=(oh, ow)",
                 ))
             }
-            (false, true) => {
-                let (oh, ow) = pair("output_size", self.output_size.as_ref().expect("given"))?;
+            (None, Some(size)) => {
+                let (oh, ow) = pair("output_size", size)?;
                 Window::Adaptive(oh, ow)
             }
-            (true, false) => {
-                let w = self.window.as_ref().expect("given");
-                match w.cast::<PyString>() {
-                    Ok(s) if s.to_cow()?.trim().eq_ignore_ascii_case("global") => Window::Global,
-                    Ok(s) => {
-                        return Err(PyValueError::new_err(format!(
-                            "window: expected (kh, kw), a number or 'global', got {:?}",
-                            s.to_cow()?
-                        )))
-                    }
-                    Err(_) => {
-                        let (kh, kw) = pair("window", w)?;
-                        Window::Fixed(kh, kw)
-                    }
+            (Some(w), None) => match w.cast::<PyString>() {
+                Ok(s) if s.to_cow()?.trim().eq_ignore_ascii_case("global") => Window::Global,
+                Ok(s) => {
+                    return Err(PyValueError::new_err(format!(
+                        "window: expected (kh, kw), a number or 'global', got {:?}",
+                        s.to_cow()?
+                    )))
                 }
-            }
+                Err(_) => {
+                    let (kh, kw) = pair("window", w)?;
+                    Window::Fixed(kh, kw)
+                }
+            },
         };
         if !matches!(window, Window::Fixed(..)) {
             // The global and adaptive windows fix their own placement: a
@@ -476,24 +485,19 @@ impl PyEngine {
                 "convpool internal error: integer images for the argmax",
             ));
         };
-        let xv = f.view();
-        if return_indices {
-            if spec.mode != PoolMode::Max {
-                return Err(PyValueError::new_err(format!(
-                    "return_indices: needs mode='max', got mode='{}'",
-                    spec.mode
-                )));
-            }
-            let (values, indices) = compute(py, || engine.max_pool2d_with_indices(images4(xv)?, spec))?;
-            let pair = PyTuple::new(
-                py,
-                [values.into_pyarray(py).into_any(), indices.into_pyarray(py).into_any()],
-            )?;
-            Ok(pair.into_any().unbind())
-        } else {
-            let out = compute(py, || engine.pool2d(images4(xv)?, spec))?;
-            Ok(out.into_pyarray(py).into_any().unbind())
+        if spec.mode != PoolMode::Max {
+            return Err(PyValueError::new_err(format!(
+                "return_indices: needs mode='max', got mode='{}'",
+                spec.mode
+            )));
         }
+        let xv = f.view();
+        let (values, indices) = compute(py, || engine.max_pool2d_with_indices(images4(xv)?, spec))?;
+        let pair = PyTuple::new(
+            py,
+            [values.into_pyarray(py).into_any(), indices.into_pyarray(py).into_any()],
+        )?;
+        Ok(pair.into_any().unbind())
     }
 }
 
@@ -554,7 +558,15 @@ impl PyEngine {
         bias: Option<Bound<'py, PyAny>>,
         activation: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        let spec = conv_args(py, padding, stride, dilation, padding_mode, groups, activation).spec()?;
+        let spec = ConvArgs {
+            padding,
+            stride,
+            dilation,
+            padding_mode,
+            groups,
+            activation,
+        }
+        .spec()?;
         let (x, k) = (self.images(images)?, as_f32("kernels", kernels)?);
         let b = match bias {
             Some(b) if !b.is_none() => Some(as_f32("bias", &b)?),
@@ -583,8 +595,7 @@ impl PyEngine {
         output_size: Option<Bound<'py, PyAny>>,
         return_indices: bool,
     ) -> PyResult<Py<PyAny>> {
-        let args = pool_args(
-            py,
+        let args = PoolArgs {
             window,
             output_size,
             stride,
@@ -593,7 +604,7 @@ impl PyEngine {
             ceil_mode,
             count_include_pad,
             dilation,
-        );
+        };
         let spec = args.spec()?;
         let x = if return_indices {
             Images::F32(as_f32("images", images)?)
@@ -726,7 +737,12 @@ impl PyEngine {
         padding: Option<Bound<'py, PyAny>>,
         stride: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Vec<f64>> {
-        let spec = conv_args(py, padding, stride, None, None, None, None).spec()?;
+        let spec = ConvArgs {
+            padding,
+            stride,
+            ..Default::default()
+        }
+        .spec()?;
         let x = as_f32("images", images)?;
         let k = as_f32("kernels", kernels)?;
         let (xv, kv) = (x.view(), k.view());
@@ -836,57 +852,20 @@ fn seed_spec(padding: Option<Bound<'_, PyAny>>, stride: Option<Bound<'_, PyAny>>
     Ok(Conv2dSpec::new(padding.into()).with_stride(sh, sw))
 }
 
-/// `v`, or the text `default` when the keyword was not given.
-fn or_text<'py>(py: Python<'py>, v: Option<Bound<'py, PyAny>>, default: &str) -> Bound<'py, PyAny> {
-    v.unwrap_or_else(|| PyString::new(py, default).into_any())
-}
-
-/// `v`, or the number 1 when the keyword was not given.
-fn or_one<'py>(py: Python<'py>, v: Option<Bound<'py, PyAny>>) -> Bound<'py, PyAny> {
-    v.unwrap_or_else(|| 1usize.into_pyobject(py).expect("an int").into_any())
-}
-
-fn conv_args<'py>(
+/// The plan of a convolution or pooling as the dict `convpool.dask` reads.
+fn plan<'py>(
     py: Python<'py>,
-    padding: Option<Bound<'py, PyAny>>,
-    stride: Option<Bound<'py, PyAny>>,
-    dilation: Option<Bound<'py, PyAny>>,
-    padding_mode: Option<Bound<'py, PyAny>>,
-    groups: Option<Bound<'py, PyAny>>,
-    activation: Option<Bound<'py, PyAny>>,
-) -> ConvArgs<'py> {
-    ConvArgs {
-        padding: or_text(py, padding, "valid"),
-        stride: or_one(py, stride),
-        dilation: or_one(py, dilation),
-        padding_mode: or_text(py, padding_mode, "zeros"),
-        groups: or_one(py, groups),
-        activation,
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn pool_args<'py>(
-    py: Python<'py>,
-    window: Option<Bound<'py, PyAny>>,
-    output_size: Option<Bound<'py, PyAny>>,
-    stride: Option<Bound<'py, PyAny>>,
-    padding: Option<Bound<'py, PyAny>>,
-    mode: Option<Bound<'py, PyAny>>,
-    ceil_mode: bool,
-    count_include_pad: bool,
-    dilation: Option<Bound<'py, PyAny>>,
-) -> PoolArgs<'py> {
-    PoolArgs {
-        window,
-        output_size,
-        stride,
-        padding: or_text(py, padding, "valid"),
-        mode: or_text(py, mode, "max"),
-        ceil_mode,
-        count_include_pad,
-        dilation: or_one(py, dilation),
-    }
+    pads: Pads,
+    output_shape: [usize; 4],
+    extent: (usize, usize),
+    stride: (usize, usize),
+) -> PyResult<Bound<'py, PyDict>> {
+    let plan = PyDict::new(py);
+    plan.set_item("pads", pads.tblr())?;
+    plan.set_item("output_shape", output_shape)?;
+    plan.set_item("extent", extent)?;
+    plan.set_item("stride", stride)?;
+    Ok(plan)
 }
 
 /// The pads and output shape a convolution would have, from the one
@@ -908,16 +887,19 @@ fn _conv_plan<'py>(
     groups: Option<Bound<'py, PyAny>>,
     activation: Option<Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let spec = conv_args(py, padding, stride, dilation, padding_mode, groups, activation).spec()?;
+    let spec = ConvArgs {
+        padding,
+        stride,
+        dilation,
+        padding_mode,
+        groups,
+        activation,
+    }
+    .spec()?;
     let nhwc = images_nhwc(&images_shape).map_err(py_err)?;
     let hwio = kernels_hwio(&kernels_shape).map_err(py_err)?;
     let g = spec.resolve(nhwc, hwio).map_err(py_err)?;
-    let plan = PyDict::new(py);
-    plan.set_item("pads", g.pads().tblr())?;
-    plan.set_item("output_shape", g.output_shape())?;
-    plan.set_item("extent", g.extent())?;
-    plan.set_item("stride", (g.sh(), g.sw()))?;
-    Ok(plan)
+    plan(py, g.pads(), g.output_shape(), g.extent(), (g.sh(), g.sw()))
 }
 
 /// The pads, output shape, window extent and stride of a pooling (see
@@ -939,8 +921,7 @@ fn _pool_plan<'py>(
     dilation: Option<Bound<'py, PyAny>>,
     output_size: Option<Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let spec = pool_args(
-        py,
+    let spec = PoolArgs {
         window,
         output_size,
         stride,
@@ -949,15 +930,11 @@ fn _pool_plan<'py>(
         ceil_mode,
         count_include_pad,
         dilation,
-    )
+    }
     .spec()?;
     let nhwc = images_nhwc(&images_shape).map_err(py_err)?;
     let g = spec.resolve(nhwc).map_err(py_err)?;
-    let plan = PyDict::new(py);
-    plan.set_item("pads", g.pads().tblr())?;
-    plan.set_item("output_shape", g.output_shape())?;
-    plan.set_item("extent", g.extent())?;
-    plan.set_item("stride", (g.sh(), g.sw()))?;
+    let plan = plan(py, g.pads(), g.output_shape(), g.extent(), (g.sh(), g.sw()))?;
     plan.set_item("adaptive", g.adaptive())?;
     Ok(plan)
 }
