@@ -31,6 +31,16 @@ Devices: the module-level functions run on one shared engine per device
 CPU). ``Engine(device=..., verify=...)`` builds your own. Every call releases
 the GIL; an engine may be used from several threads at once.
 
+Chains: ``upload(images)`` keeps a batch where its engine computes (GPU
+memory, or host memory on a CPU engine) as a ``DeviceArray``; ``conv2d`` and
+``pool2d`` on one return another, on the same engine, so a chain crosses the
+bus once each way. ``.download()`` (or ``numpy.asarray``) reads it back; the
+values are those of the same calls on numpy arrays, bit for bit::
+
+    x = convpool.upload(images, device="gpu")
+    x = convpool.conv2d(x, kernels, padding="same", activation="relu")
+    y = convpool.pool2d(x, window=2).download()
+
 Errors: bad arguments raise ``ValueError`` (wrong dtype or type:
 ``TypeError``) with a one-line message naming the argument and the shapes;
 a missing or failing GPU raises ``RuntimeError``.
@@ -46,9 +56,10 @@ import threading
 if "XDG_RUNTIME_DIR" not in os.environ and "NODEVICE_SELECT" not in os.environ:
     os.environ["NODEVICE_SELECT"] = "1"
 
-from ._convpool import Engine, __version__, devices  # noqa: E402
+from ._convpool import DeviceArray, Engine, __version__, devices  # noqa: E402
 
 __all__ = [
+    "DeviceArray",
     "Engine",
     "conv2d",
     "convolve",
@@ -61,6 +72,7 @@ __all__ = [
     "engine",
     "pool",
     "pool2d",
+    "upload",
     "__version__",
 ]
 
@@ -82,6 +94,22 @@ def engine(device=None):
         return found
 
 
+def _engine_for(images, device):
+    """The engine of a call: a ``DeviceArray``'s own unless ``device`` is
+    given, else the shared one for ``device``."""
+    if device is None and isinstance(images, DeviceArray):
+        return images.engine
+    return engine(device)
+
+
+def upload(images, device=None):
+    """``images`` (``(m, h, w, c)`` or ``(m, h, w)``) as a ``DeviceArray``
+    kept by the shared engine for ``device``: in GPU memory, or in host
+    memory where that engine is the CPU. ``conv2d`` and ``pool2d`` on it
+    return ``DeviceArray`` results on the same engine."""
+    return engine(device).upload(images)
+
+
 def conv2d(images, kernels, *, padding="valid", stride=(1, 1), dilation=(1, 1),
            padding_mode="zeros", groups=1, bias=None, activation=None, device=None):
     """2-D convolution (cross-correlation) of images with kernels.
@@ -99,8 +127,11 @@ def conv2d(images, kernels, *, padding="valid", stride=(1, 1), dilation=(1, 1),
     with ``(kh, kw, 1, c * k)`` kernels is depthwise). bias: ``(nc,)`` added
     to every output; activation: 'relu', 'relu6', 'leaky_relu[:alpha]',
     'sigmoid', 'tanh' or 'clip:lo:hi', applied after the bias.
+
+    A ``DeviceArray`` (see ``upload``) gives a ``DeviceArray`` ``(m, oh, ow,
+    nc)`` on its own engine (``device`` left as None).
     """
-    return engine(device).conv2d(
+    return _engine_for(images, device).conv2d(
         images, kernels, padding=padding, stride=stride, dilation=dilation,
         padding_mode=padding_mode, groups=groups, bias=bias, activation=activation)
 
@@ -120,8 +151,11 @@ def pool2d(images, *, window=None, stride=None, padding="valid", mode="max",
     ceil_mode: round the output size up (PyTorch/ONNX). output_size:
     ``(oh, ow)`` or ``n`` for adaptive pooling (PyTorch's windows), instead
     of a window; it takes no stride, padding, dilation or ceil_mode.
+
+    A ``DeviceArray`` gives a ``DeviceArray`` on its own engine (not with
+    ``return_indices``).
     """
-    return engine(device).pool2d(
+    return _engine_for(images, device).pool2d(
         images, window=window, stride=stride, padding=padding, mode=mode,
         ceil_mode=ceil_mode, count_include_pad=count_include_pad, dilation=dilation,
         output_size=output_size, return_indices=return_indices)

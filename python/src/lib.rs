@@ -14,8 +14,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use convpool::compat::SeedPadding;
 use convpool::shape::{images_nhwc, kernels_hwio};
 use convpool::{
-    Activation, Conv2dSpec, Device, Engine, EngineOptions, Error, Padding, PaddingMode, Pads, Pixel, Pool2dSpec,
-    PoolMode, Window,
+    Activation, Conv2dSpec, Device, Engine, EngineOptions, Error, GpuArray, Padding, PaddingMode, Pads, Pixel,
+    Pool2dSpec, PoolMode, Window,
 };
 use ndarray::{Array4, ArrayView1, ArrayView4, ArrayViewD, Axis, Ix1, Ix2, Ix3, Ix4};
 use numpy::{IntoPyArray, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn};
@@ -413,6 +413,157 @@ fn need_rank(name: &str, shape: &[usize], rank: usize, layout: &str) -> PyResult
     }
 }
 
+/// The bias argument as a vector, or a `ValueError` naming its shape.
+fn bias_view<'a>(b: Option<&'a F32<'_>>) -> PyResult<Option<ArrayView1<'a, f32>>> {
+    b.map(|b| {
+        let v = b.view();
+        let shape = v.shape().to_vec();
+        v.into_dimensionality::<Ix1>()
+            .map_err(|_| PyValueError::new_err(format!("bias: expected shape (nc,), got {}", shape_text(&shape))))
+    })
+    .transpose()
+}
+
+/// Where a [`PyDeviceArray`] keeps its values.
+enum Held {
+    /// In the memory of the engine's GPU.
+    Gpu(GpuArray),
+    /// In host memory, for an engine that computes on the CPU.
+    Host(Array4<f32>),
+}
+
+/// A float32 NHWC batch kept where its engine computes (`Engine.upload`,
+/// or the result of `conv2d` / `pool2d` on one): on a GPU, a chain of
+/// calls moves the batch over the bus once each way. numpy reads it through
+/// `__array__` (a download), so it also goes wherever an array does.
+#[pyclass(name = "DeviceArray", module = "convpool", frozen)]
+struct PyDeviceArray {
+    held: Held,
+    engine: Py<PyEngine>,
+}
+
+impl PyDeviceArray {
+    /// `held` as a Python object kept by `engine`.
+    fn wrap(engine: &Bound<'_, PyEngine>, held: Held) -> PyResult<Py<PyAny>> {
+        let array = PyDeviceArray {
+            held,
+            engine: engine.clone().unbind(),
+        };
+        Ok(Py::new(engine.py(), array)?.into_any())
+    }
+
+    /// The values, if `engine` is the one that keeps them.
+    fn owned_by(&self, engine: &Bound<'_, PyEngine>) -> PyResult<&Held> {
+        if self.engine.as_ptr() != engine.as_ptr() {
+            return Err(PyValueError::new_err(format!(
+                "images: this DeviceArray {} is kept by another engine ({}); use that engine, or upload \
+                 images.download() to this one",
+                shape_text(&self.dims()),
+                self.engine.get().engine.describe()
+            )));
+        }
+        Ok(&self.held)
+    }
+
+    fn dims(&self) -> [usize; 4] {
+        match &self.held {
+            Held::Gpu(a) => a.shape(),
+            Held::Host(a) => a.dim().into(),
+        }
+    }
+}
+
+#[pymethods]
+impl PyDeviceArray {
+    /// `(m, h, w, c)`.
+    #[getter]
+    fn shape(&self) -> (usize, usize, usize, usize) {
+        let [m, h, w, c] = self.dims();
+        (m, h, w, c)
+    }
+
+    /// Always 4: a batch is kept as NHWC.
+    #[getter]
+    fn ndim(&self) -> usize {
+        4
+    }
+
+    /// Always float32.
+    #[getter]
+    fn dtype<'py>(&self, py: Python<'py>) -> Bound<'py, numpy::PyArrayDescr> {
+        numpy::dtype::<f32>(py)
+    }
+
+    /// Elements in the batch.
+    #[getter]
+    fn size(&self) -> usize {
+        self.dims().iter().product()
+    }
+
+    /// Bytes the batch takes where it is kept.
+    #[getter]
+    fn nbytes(&self) -> usize {
+        self.size() * 4
+    }
+
+    /// `'gpu'` or `'cpu'`: where the batch is kept.
+    #[getter]
+    fn device(&self) -> &'static str {
+        match self.held {
+            Held::Gpu(_) => "gpu",
+            Held::Host(_) => "cpu",
+        }
+    }
+
+    /// The engine that keeps the batch (and runs the calls made on it).
+    #[getter]
+    fn engine(&self, py: Python<'_>) -> Py<PyEngine> {
+        self.engine.clone_ref(py)
+    }
+
+    /// A numpy copy of the batch, `(m, h, w, c)` float32.
+    fn download(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let out = match &self.held {
+            Held::Gpu(a) => compute(py, || a.download())?,
+            Held::Host(a) => a.clone(),
+        };
+        Ok(out.into_pyarray(py).into_any().unbind())
+    }
+
+    /// numpy's array protocol: a download (never a view, so `copy=False`
+    /// is refused), cast to `dtype` when one is given.
+    #[pyo3(signature = (dtype = None, copy = None))]
+    fn __array__<'py>(
+        &self,
+        py: Python<'py>,
+        dtype: Option<Bound<'py, PyAny>>,
+        copy: Option<bool>,
+    ) -> PyResult<Py<PyAny>> {
+        if copy == Some(false) {
+            return Err(PyValueError::new_err(
+                "copy: a DeviceArray is always copied to the host (copy=False cannot be honoured)",
+            ));
+        }
+        let out = self.download(py)?;
+        match given(&dtype) {
+            Some(d) => Ok(out.bind(py).call_method1("astype", (d,))?.unbind()),
+            None => Ok(out),
+        }
+    }
+
+    fn __len__(&self) -> usize {
+        self.dims()[0]
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "convpool.DeviceArray(shape={}, dtype=float32, device='{}')",
+            shape_text(&self.dims()),
+            self.device()
+        )
+    }
+}
+
 /// Runs 2-D convolutions and poolings on one device (see the package
 /// docstring). Safe to share between Python threads.
 #[pyclass(name = "Engine", module = "convpool", frozen)]
@@ -431,16 +582,7 @@ impl PyEngine {
     ) -> PyResult<(Array4<f32>, usize)> {
         let (xv, kv) = (x.view(), k.view());
         let rank = kv.ndim();
-        let bv = match b {
-            Some(b) => {
-                let v = b.view();
-                let shape = v.shape().to_vec();
-                Some(v.into_dimensionality::<Ix1>().map_err(|_| {
-                    PyValueError::new_err(format!("bias: expected shape (nc,), got {}", shape_text(&shape)))
-                })?)
-            }
-            None => None,
-        };
+        let bv = bias_view(b)?;
         let engine = &self.engine;
         let out = compute(py, || {
             let k4 = kernels4(kv)?;
@@ -541,13 +683,13 @@ impl PyEngine {
     }
 
     /// 2-D convolution (cross-correlation) of NHWC images with HWIO kernels;
-    /// see `convpool.conv2d`.
+    /// see `convpool.conv2d`. A `DeviceArray` in gives a `DeviceArray` out,
+    /// computed where it is kept.
     #[pyo3(signature = (images, kernels, *, padding = None, stride = None, dilation = None,
                         padding_mode = None, groups = None, bias = None, activation = None))]
     #[allow(clippy::too_many_arguments)]
     fn conv2d<'py>(
-        &self,
-        py: Python<'py>,
+        slf: &Bound<'py, Self>,
         images: &Bound<'py, PyAny>,
         kernels: &Bound<'py, PyAny>,
         padding: Option<Bound<'py, PyAny>>,
@@ -558,6 +700,8 @@ impl PyEngine {
         bias: Option<Bound<'py, PyAny>>,
         activation: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let me = slf.get();
         let spec = ConvArgs {
             padding,
             stride,
@@ -567,23 +711,36 @@ impl PyEngine {
             activation,
         }
         .spec()?;
-        let (x, k) = (self.images(images)?, as_f32("kernels", kernels)?);
-        let b = match bias {
-            Some(b) if !b.is_none() => Some(as_f32("bias", &b)?),
-            _ => None,
-        };
-        let (out, rank) = self.run_conv(py, &x, &k, b.as_ref(), &spec)?;
+        let k = as_f32("kernels", kernels)?;
+        let b = given(&bias).map(|b| as_f32("bias", b)).transpose()?;
+        if let Ok(held) = images.cast::<PyDeviceArray>() {
+            let held = held.get().owned_by(slf)?;
+            let (kv, bv) = (k.view(), bias_view(b.as_ref())?);
+            let engine = &me.engine;
+            let out = compute(py, || {
+                let k4 = kernels4(kv)?;
+                Ok(match (held, bv) {
+                    (Held::Gpu(x), Some(b)) => Held::Gpu(engine.conv2d_bias_resident(x, k4, b, &spec)?),
+                    (Held::Gpu(x), None) => Held::Gpu(engine.conv2d_resident(x, k4, &spec)?),
+                    (Held::Host(x), b) => Held::Host(conv_pixels(engine, x.view(), k4, b.as_ref(), &spec)?),
+                })
+            })?;
+            return PyDeviceArray::wrap(slf, out);
+        }
+        let x = me.images(images)?;
+        let (out, rank) = me.run_conv(py, &x, &k, b.as_ref(), &spec)?;
         Ok(conv_output(py, out, rank))
     }
 
-    /// 2-D max or average pooling of NHWC images; see `convpool.pool2d`.
+    /// 2-D max or average pooling of NHWC images; see `convpool.pool2d`. A
+    /// `DeviceArray` in gives a `DeviceArray` out (not with
+    /// `return_indices`).
     #[pyo3(signature = (images, *, window = None, stride = None, padding = None, mode = None,
                         ceil_mode = false, count_include_pad = false, dilation = None,
                         output_size = None, return_indices = false))]
     #[allow(clippy::too_many_arguments)]
     fn pool2d<'py>(
-        &self,
-        py: Python<'py>,
+        slf: &Bound<'py, Self>,
         images: &Bound<'py, PyAny>,
         window: Option<Bound<'py, PyAny>>,
         stride: Option<Bound<'py, PyAny>>,
@@ -595,7 +752,9 @@ impl PyEngine {
         output_size: Option<Bound<'py, PyAny>>,
         return_indices: bool,
     ) -> PyResult<Py<PyAny>> {
-        let args = PoolArgs {
+        let py = slf.py();
+        let me = slf.get();
+        let spec = PoolArgs {
             window,
             output_size,
             stride,
@@ -604,14 +763,51 @@ impl PyEngine {
             ceil_mode,
             count_include_pad,
             dilation,
-        };
-        let spec = args.spec()?;
+        }
+        .spec()?;
+        if let Ok(held) = images.cast::<PyDeviceArray>() {
+            if return_indices {
+                return Err(PyValueError::new_err(
+                    "return_indices: the argmax is not kept on the device; pass images.download()",
+                ));
+            }
+            let held = held.get().owned_by(slf)?;
+            let engine = &me.engine;
+            let out = compute(py, || {
+                Ok(match held {
+                    Held::Gpu(x) => Held::Gpu(engine.pool2d_resident(x, &spec)?),
+                    Held::Host(x) => Held::Host(engine.pool2d(x, &spec)?),
+                })
+            })?;
+            return PyDeviceArray::wrap(slf, out);
+        }
         let x = if return_indices {
             Images::F32(as_f32("images", images)?)
         } else {
-            self.images(images)?
+            me.images(images)?
         };
-        self.run_pool(py, &x, &spec, return_indices)
+        me.run_pool(py, &x, &spec, return_indices)
+    }
+
+    /// `upload(images)`: the images as a `DeviceArray`, kept where this
+    /// engine computes (GPU memory; host memory on a CPU engine), so that
+    /// `conv2d` and `pool2d` chain on it without a round trip through the
+    /// host. `(m, h, w)` images are kept as `(m, h, w, 1)`. On a GPU, uint8
+    /// and uint16 images cross as their own bytes and are widened there.
+    fn upload<'py>(slf: &Bound<'py, Self>, images: &Bound<'py, PyAny>) -> PyResult<Py<PyAny>> {
+        let me = slf.get();
+        let x = me.images(images)?;
+        let xv = x.view();
+        let engine = &me.engine;
+        let held = compute(slf.py(), || {
+            Ok(match xv {
+                ImagesView::F32(x) if engine.is_gpu() => Held::Gpu(engine.upload(images4(x)?)?),
+                ImagesView::F32(x) => Held::Host(images4(x)?.as_standard_layout().into_owned()),
+                ImagesView::U8(x) => Held::Gpu(engine.upload_pixels(images4(x)?)?),
+                ImagesView::U16(x) => Held::Gpu(engine.upload_pixels(images4(x)?)?),
+            })
+        })?;
+        PyDeviceArray::wrap(slf, held)
     }
 
     /// Task 0: valid convolution of grayscale images `(m, h, w)` with a
@@ -966,6 +1162,7 @@ fn devices(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
 #[pymodule]
 fn _convpool(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEngine>()?;
+    m.add_class::<PyDeviceArray>()?;
     m.add_function(wrap_pyfunction!(devices, m)?)?;
     m.add_function(wrap_pyfunction!(_conv_plan, m)?)?;
     m.add_function(wrap_pyfunction!(_pool_plan, m)?)?;
