@@ -13,7 +13,7 @@
 // time. Padded cells are read as 0 and still multiplied, so `0 * inf` in a
 // kernel gives NaN exactly as the formula of the CPU reference does.
 //
-// Staging (the host picks STAGES and KT, 8 or 16, per tiling within the
+// Staging (the host picks STAGES and KT, 8, 16 or 32, per tiling within the
 // device's workgroup memory; the workgroup arrays are sized by them). With
 // STAGES = 1 each slice is loaded straight into the tiles, then multiplied,
 // with a barrier after each. With STAGES = 2 the tiles are double-buffered

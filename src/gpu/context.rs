@@ -43,12 +43,13 @@ pub struct GpuOptions {
     /// device. `None` reads the environment variable `CONVPOOL_CONV_BLOCK`.
     pub conv_register_block: Option<u32>,
     /// The tiled conv kernel's staging as `(stages, kt)`: 1 or 2 workgroup
-    /// buffers per tile (2: double-buffered, one barrier per slice) and 8
-    /// or 16 reduction steps per slice, tried first on every tiling; one
+    /// buffers per tile (2: double-buffered, one barrier per slice) and 8,
+    /// 16 or 32 reduction steps per slice, tried first on every tiling; one
     /// that does not fit a tiling (the device's workgroup memory, the
     /// shader's staging registers) takes the next less pipelined. `None`
-    /// reads `CONVPOOL_CONV_STAGING` (`1x8`, `2x8`, `2x16`), else the most
-    /// pipelined that fits on a hardware GPU and `1x8` on a software one.
+    /// reads `CONVPOOL_CONV_STAGING` (`1x8`, `2x8`, `2x16`, `1x32`,
+    /// `2x32`), else the most pipelined of `2x16`, `2x8`, `1x8` that fits on
+    /// a hardware GPU and `1x8` on a software one.
     pub conv_staging: Option<(u32, u32)>,
     /// How long a call waits for the GPU to finish a chunk before it gives
     /// up with an error (the device may be hung or lost). `None` reads
@@ -191,7 +192,7 @@ fn conv_staging(options: &GpuOptions) -> Result<Option<Staging>> {
         Some(text) => Staging::parse(text).map(Some).ok_or_else(|| Error::InvalidArgument {
             arg,
             message: format!(
-                "staging {text:?}: the tiled conv kernel takes 1 or 2 stages of 8 or 16 steps (1x8, 2x8, 2x16)"
+                "staging {text:?}: the tiled conv kernel takes 1 or 2 stages of 8, 16 or 32 steps (1x8, 2x8, 2x16, 1x32, 2x32)"
             ),
         }),
     }

@@ -203,6 +203,8 @@ fn conv_tiles_fit_the_shader() {
                 Some(Staging { stages: 2, kt: 8 }),
                 Some(Staging { stages: 1, kt: 16 }),
                 Some(Staging::PREFERRED[0]),
+                Some(Staging { stages: 1, kt: 32 }),
+                Some(Staging { stages: 2, kt: 32 }),
             ] {
                 for (software, workgroup_bytes) in [
                     (false, 16 << 10),
@@ -239,7 +241,7 @@ fn conv_tiles_fit_the_shader() {
         }
     }
     // Every staging is taken somewhere.
-    assert_eq!(stagings.len(), 4, "{stagings:?}");
+    assert_eq!(stagings.len(), 6, "{stagings:?}");
     // With 48 KiB, the wide tiles are double-buffered 16-step slices; with
     // WebGPU's 16 KiB, the 128 x 128 tile stays single (18 KiB doubled).
     let wide = Conv2dSpec::default().resolve([8, 66, 66, 64], [3, 3, 64, 128]).unwrap();
@@ -261,7 +263,8 @@ fn conv_tiles_fit_the_shader() {
     assert_eq!(on(48 << 10).workgroup_bytes(), 34 << 10);
     assert_eq!(Staging::parse("2x16"), Some(Staging::PREFERRED[0]));
     assert_eq!(Staging::parse(" 1X8 "), Some(Staging::SINGLE));
-    for bad in ["", "2", "3x8", "2x4", "x", "2x16x1"] {
+    assert_eq!(Staging::parse("2x32"), Some(Staging { stages: 2, kt: 32 }));
+    for bad in ["", "2", "3x8", "2x4", "2x64", "1x24", "x", "2x16x1"] {
         assert_eq!(Staging::parse(bad), None, "{bad}");
     }
     // Wide layers get 8x8 blocks and narrow ones 4x4 unless forced.

@@ -11,7 +11,7 @@ use super::{Constants, ConvRules};
 pub struct Staging {
     /// 1: one buffer, two barriers per slice; 2: double-buffered, one.
     pub stages: u32,
-    /// Reduction steps per slice: 8 or 16.
+    /// Reduction steps per slice: 8, 16 or 32.
     pub kt: u32,
 }
 
@@ -32,14 +32,17 @@ impl Staging {
     ];
 
     /// Parses `stages x kt` as `CONVPOOL_CONV_STAGING` spells it: `1x8`,
-    /// `2x8` or `2x16` (and `1x16`).
+    /// `2x8`, `1x16`, `2x16`, `1x32` or `2x32`. The 32-step slices are
+    /// asked for only (no default takes them): they halve the barriers
+    /// again for twice the workgroup memory, which only a device run can
+    /// weigh.
     pub fn parse(text: &str) -> Option<Staging> {
         let (stages, kt) = text.trim().split_once(['x', 'X'])?;
         let s = Staging {
             stages: stages.trim().parse().ok()?,
             kt: kt.trim().parse().ok()?,
         };
-        (matches!(s.stages, 1 | 2) && matches!(s.kt, 8 | 16)).then_some(s)
+        (matches!(s.stages, 1 | 2) && matches!(s.kt, 8 | 16 | 32)).then_some(s)
     }
 }
 
