@@ -525,7 +525,7 @@ impl PyDeviceArray {
     fn download(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let out = match &self.held {
             Held::Gpu(a) => compute(py, || a.download())?,
-            Held::Host(a) => compute(py, || Ok(convpool::cpu::copy_images(a.view())))?,
+            Held::Host(a) => a.clone(),
         };
         Ok(out.into_pyarray(py).into_any().unbind())
     }
@@ -802,7 +802,7 @@ impl PyEngine {
         let held = compute(slf.py(), || {
             Ok(match xv {
                 ImagesView::F32(x) if engine.is_gpu() => Held::Gpu(engine.upload(images4(x)?)?),
-                ImagesView::F32(x) => Held::Host(convpool::cpu::copy_images(images4(x)?)),
+                ImagesView::F32(x) => Held::Host(images4(x)?.as_standard_layout().into_owned()),
                 ImagesView::U8(x) => Held::Gpu(engine.upload_pixels(images4(x)?)?),
                 ImagesView::U16(x) => Held::Gpu(engine.upload_pixels(images4(x)?)?),
             })

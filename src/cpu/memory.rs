@@ -53,21 +53,6 @@ pub(crate) fn output_uninit(shape: [usize; 4], input: *const f32) -> Array4<Mayb
     a
 }
 
-/// A copy of `a` in the memory [`output_uninit`] gives (huge pages, a
-/// cache line apart from `a`'s 4K alias), written in parallel: a batch kept
-/// on the host (the Python layer's arrays of a CPU engine) is copied in and
-/// out whole, and single-threaded copies into 4 KiB pages spend most of
-/// their time faulting the pages in.
-pub(crate) fn copy_of(a: ndarray::ArrayView4<f32>) -> Array4<f32> {
-    let shape: [usize; 4] = a.dim().into();
-    let mut out = output_uninit(shape, a.as_ptr());
-    ndarray::Zip::from(&mut out).and(&a).par_for_each(|o, &v| {
-        *o = MaybeUninit::new(v);
-    });
-    // SAFETY: the zip wrote every element.
-    unsafe { out.assume_init() }
-}
-
 /// Zero-fills `s` and returns it as initialised floats.
 pub(crate) fn zero_fill(s: &mut [MaybeUninit<f32>]) -> &mut [f32] {
     s.fill(MaybeUninit::new(0.0));
@@ -119,19 +104,6 @@ mod tests {
     /// its input modulo 4 KiB, whatever the allocator hands out, and is an
     /// ordinary contiguous array of the asked shape (the floats allocated
     /// ahead of it stay out of view).
-    /// A copy holds the values of its source, whatever the source's
-    /// strides, in standard layout.
-    #[test]
-    fn copies_hold_the_source() {
-        let a = Array4::from_shape_fn((3, 5, 7, 2), |(n, y, x, c)| (n * 1000 + y * 100 + x * 10 + c) as f32);
-        for view in [a.view(), a.slice(ndarray::s![.., ..;2, ..;-1, ..])] {
-            let copy = copy_of(view);
-            assert_eq!(copy, view);
-            assert!(copy.is_standard_layout());
-        }
-        assert_eq!(copy_of(Array4::<f32>::zeros((0, 3, 3, 1)).view()).dim(), (0, 3, 3, 1));
-    }
-
     #[test]
     fn outputs_start_half_a_page_from_the_input() {
         for skew in 0..16 {

@@ -27,15 +27,6 @@ pub(crate) mod simd;
 mod winograd;
 
 pub(crate) use memory::output_uninit;
-
-/// A copy of NHWC `images` in fresh memory, standard layout, written in
-/// parallel into huge pages where the system offers them: for batches kept
-/// on the host whole (the Python package's `DeviceArray` of a CPU engine),
-/// where a plain copy into fresh 4 KiB pages spends most of its time
-/// faulting them in.
-pub fn copy_images(images: ndarray::ArrayView4<f32>) -> ndarray::Array4<f32> {
-    memory::copy_of(images)
-}
 pub use simd::Isa;
 
 use crate::error::{Error, Result};
