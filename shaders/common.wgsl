@@ -31,7 +31,7 @@ struct ConvParams {
     tiles_n: u32,    // tiles across one group's output channels
     act_a: f32,      // the activation's numbers (alpha; clip's lo)
     act_b: f32,      // (clip's hi)
-    _pad1: u32,
+    limit: f32,      // Winograd: inputs past this magnitude take direct sums
 }
 
 struct WidenParams {

@@ -9,6 +9,8 @@ mod common;
 mod numerics;
 #[path = "gpu/resident.rs"]
 mod resident;
+#[path = "gpu/winograd.rs"]
+mod winograd;
 
 use common::{array, gpu_engine, gpu_engine_with, hostile, padding_strategy};
 use convpool::{Activation, Conv2dSpec, Engine, Error, GpuOptions, Padding, PaddingMode, Pool2dSpec, PoolMode};

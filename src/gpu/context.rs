@@ -78,6 +78,15 @@ pub struct GpuOptions {
     /// GPU and not on a software adapter (where the fourth channel is a
     /// third more arithmetic and a load costs the same either way).
     pub conv_pad_rgb: Option<bool>,
+    /// Run 3x3, stride-1, undilated convolutions without groups, with
+    /// channels and kernels in multiples of four, through Winograd F(2x2,
+    /// 3x3) (2.25x fewer multiply-adds, results within SPEC.md's tolerance
+    /// rather than the implicit GEMM's sums; inputs the transforms cannot
+    /// take exactly, infinities, NaN or magnitudes near the top of the f32
+    /// range, fall back to direct sums per workgroup, and kernels holding
+    /// them to the implicit GEMM). Off by default until a device run shows
+    /// it wins. `None` reads `CONVPOOL_CONV_WINOGRAD` (`on` or `off`).
+    pub conv_winograd: Option<bool>,
 }
 
 /// How long a call waits for one chunk on the GPU by default: far past any
@@ -140,6 +149,24 @@ fn conv_pad_rgb(options: &GpuOptions) -> Result<Option<bool>> {
             )),
         },
         _ => Ok(None),
+    }
+}
+
+/// Whether Winograd is asked for in `options` or `CONVPOOL_CONV_WINOGRAD`.
+fn conv_winograd(options: &GpuOptions) -> Result<bool> {
+    if let Some(on) = options.conv_winograd {
+        return Ok(on);
+    }
+    match std::env::var("CONVPOOL_CONV_WINOGRAD") {
+        Ok(text) if !text.trim().is_empty() => match text.trim().to_ascii_lowercase().as_str() {
+            "on" | "1" => Ok(true),
+            "off" | "0" => Ok(false),
+            _ => Err(Error::invalid(
+                "CONVPOOL_CONV_WINOGRAD",
+                format!("expected on or off, got {text:?}"),
+            )),
+        },
+        _ => Ok(false),
     }
 }
 
@@ -303,6 +330,7 @@ impl GpuContext {
         let conv_register_block = register_block(options)?;
         let conv_staging = conv_staging(options)?;
         let pad_rgb = conv_pad_rgb(options)?;
+        let winograd = conv_winograd(options)?;
         let timeout = timeout(options)?;
         let (instance, backends) = instance();
         let filter = options
@@ -382,6 +410,7 @@ impl GpuContext {
             staging: conv_staging,
             workgroup_bytes: limits.max_compute_workgroup_storage_size as u64,
             pad_rgb,
+            winograd,
         };
         let pipelines = Pipelines::new(&device);
         Ok(Arc::new(GpuContext {

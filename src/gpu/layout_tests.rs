@@ -35,6 +35,9 @@ fn wgsl_layout(file: &str, name: &str) -> (Vec<(String, u32)>, u32) {
 
 /// Rust fields as (name, offset); padding arrays expand to one entry per word.
 macro_rules! rust_layout {
+    ($t:ty, [$($f:ident),*]) => {
+        vec![$((stringify!($f).to_string(), offset_of!($t, $f) as u32)),*]
+    };
     ($t:ty, [$($f:ident),*], $pad:ident, $pad_words:expr, $first_pad:expr) => {{
         let mut v = vec![$((stringify!($f).to_string(), offset_of!($t, $f) as u32)),*];
         for i in 0..$pad_words {
@@ -51,11 +54,8 @@ fn conv_params_match_the_shader() {
         ConvParams,
         [
             batch, h, w, c, band_h, in_row0, out_row0, oh_chunk, ow, nc, kh, kw, sh, sw, dh, dw, pad_top, pad_left,
-            m_total, k_total, tiles_m, row_pitch, gc, gnc, tiles_n, act_a, act_b
-        ],
-        _pad,
-        1,
-        1
+            m_total, k_total, tiles_m, row_pitch, gc, gnc, tiles_n, act_a, act_b, limit
+        ]
     );
     assert_eq!(rust, wgsl);
     assert_eq!(size_of::<ConvParams>() as u32, span);
@@ -144,7 +144,12 @@ fn wgsl_const(file: &str, name: &str) -> u32 {
 /// Bytes of the workgroup variables of conv2d.wgsl with `constants`, as
 /// naga sizes them once the pipeline constants are applied.
 fn conv_workgroup_bytes(constants: &super::kernels::Constants) -> u64 {
-    let module = parse("conv2d.wgsl");
+    workgroup_bytes("conv2d.wgsl", constants)
+}
+
+/// Bytes of the workgroup variables of `file` with `constants`.
+fn workgroup_bytes(file: &str, constants: &super::kernels::Constants) -> u64 {
+    let module = parse(file);
     let info = naga::valid::Validator::new(
         naga::valid::ValidationFlags::all(),
         naga::valid::Capabilities::default(),
@@ -218,6 +223,7 @@ fn conv_tiles_fit_the_shader() {
                         staging,
                         workgroup_bytes,
                         pad_rgb: None,
+                        winograd: false,
                     };
                     let t = ConvTiling::for_conv(&g, &dev);
                     assert!(t.fits(workgroup_bytes), "nc {nc}: {t:?}");
@@ -291,4 +297,48 @@ fn conv_tiles_fit_the_shader() {
     // 128 x 128 tiles past 64 channels: half as many pixels with 256.
     assert_eq!(block([1, 128, groups / 2, 4], 256), 8);
     assert_eq!(block([1, 127, groups / 2, 4], 256), 4);
+}
+
+/// The Winograd kernel's workgroup memory is what the host counts, and its
+/// tile constants are the host's.
+#[test]
+fn winograd_fits_the_shader() {
+    use super::kernels::conv_winograd::{ConvWinograd, CHANNELS, TILES, WORKGROUP_BYTES};
+    use super::kernels::ConvRules;
+    let g = Conv2dSpec::default().resolve([1, 8, 8, 8], [3, 3, 8, 8]).unwrap();
+    let rules = ConvRules::of(&g, true);
+    assert_eq!(
+        workgroup_bytes("conv2d_winograd.wgsl", &ConvWinograd.constants(rules)),
+        WORKGROUP_BYTES
+    );
+    assert_eq!(wgsl_const("conv2d_winograd.wgsl", "TT"), TILES);
+    assert_eq!(wgsl_const("conv2d_winograd.wgsl", "TN"), CHANNELS);
+    assert!(ConvWinograd::fits(&g, 32 << 10));
+    assert!(!ConvWinograd::fits(&g, 16 << 10), "declares just over 16 KiB");
+    for (x, k, spec) in [
+        ([1, 8, 8, 6], [3, 3, 6, 8], Conv2dSpec::default()),
+        ([1, 8, 8, 8], [3, 3, 8, 6], Conv2dSpec::default()),
+        ([1, 8, 8, 8], [3, 3, 8, 4], Conv2dSpec::default()),
+        ([1, 8, 8, 8], [1, 1, 8, 8], Conv2dSpec::default()),
+        ([1, 8, 8, 8], [3, 3, 8, 8], Conv2dSpec::default().with_stride(2, 2)),
+        (
+            [1, 8, 8, 8],
+            [3, 3, 8, 8],
+            Conv2dSpec {
+                dilation: (2, 2),
+                ..Default::default()
+            },
+        ),
+        (
+            [1, 8, 8, 8],
+            [3, 3, 4, 8],
+            Conv2dSpec {
+                groups: 2,
+                ..Default::default()
+            },
+        ),
+    ] {
+        let g = spec.resolve(x, k).unwrap();
+        assert!(!ConvWinograd::fits(&g, 48 << 10), "{x:?} {k:?}");
+    }
 }

@@ -13,6 +13,8 @@ use crate::shape::{Conv2dGeometry, PaddingMode, Pool2dGeometry, PoolMode};
 use super::chunk::{plan, Chunk, ChunkLimits, Problem};
 use super::context::GpuContext;
 use super::kernels::conv_direct::DIRECT_WG;
+use super::kernels::conv_tiled::ConvTiling;
+use super::kernels::conv_winograd::{self, ConvWinograd};
 use super::kernels::pool::{pool_lanes, Pool, POOL_WG};
 use super::kernels::pool_argmax::PoolArgmax;
 use super::kernels::pool_tiled::PoolTiling;
@@ -100,10 +102,14 @@ fn conv_problem(g: &Conv2dGeometry, kernel: ConvKernel) -> Problem {
         units_per_group: match kernel {
             ConvKernel::Tiled(t) => t.tile_m() as usize,
             ConvKernel::Direct(_) => DIRECT_WG as usize,
+            ConvKernel::Winograd(_) => conv_winograd::TILES as usize,
         },
+        // Winograd: tiles of two rows, counted per row (an overestimate
+        // for odd rows, which keeps the dispatch within the limit).
         units_per_out_row: match kernel {
             ConvKernel::Direct(d) => d.units(g.ow, g.nc),
             ConvKernel::Tiled(_) => g.ow,
+            ConvKernel::Winograd(_) => g.ow.div_ceil(2),
         },
         mode: g.padding_mode,
         whole: false,
@@ -191,6 +197,14 @@ impl GpuContext {
         };
         match self.conv_kernel(&g) {
             ConvKernel::Direct(_) => "direct".to_string(),
+            ConvKernel::Winograd(_) => format!(
+                "winograd F(2x2, 3x3) {} tiles x {} channels ({} of {} bytes of workgroup memory{padded}; \
+                 the tiled kernel for kernels holding inf or NaN)",
+                conv_winograd::TILES,
+                conv_winograd::CHANNELS,
+                conv_winograd::WORKGROUP_BYTES,
+                self.conv.workgroup_bytes
+            ),
             ConvKernel::Tiled(t) => format!(
                 "tiled {}x{} block {} staging {} ({} of {} bytes of workgroup memory{padded})",
                 t.tile_m(),
@@ -277,7 +291,19 @@ impl GpuContext {
         let (g, pad) = &self.conv_as_run(g);
         check_i32("conv2d rows", g.oh, g.sh, g.kh, g.dh, g.h + g.pads.top)?;
         check_i32("conv2d columns", g.ow, g.sw, g.kw, g.dw, g.w + g.pads.left)?;
-        let kernel_bytes = kernel_bytes(g);
+        // Winograd takes finite kernels only (its transforms would spread
+        // an infinity to outputs whose windows do not hold it).
+        let (kernel, limit) = match self.conv_kernel(g) {
+            ConvKernel::Winograd(w) => match conv_winograd::input_limit(kernels, g.c) {
+                Some(limit) => (ConvKernel::Winograd(w), limit),
+                None => (ConvKernel::Tiled(ConvTiling::for_conv(g, &self.conv)), 0.0),
+            },
+            k => (k, 0.0),
+        };
+        let kernel_bytes = match kernel {
+            ConvKernel::Winograd(_) => conv_winograd::kernel_len(g.c, g.nc) as u64 * 4,
+            _ => kernel_bytes(g),
+        };
         if kernel_bytes > self.max_binding_bytes {
             return Err(Error::Gpu(format!(
                 "kernels {:?} take {kernel_bytes} bytes, more than one GPU binding holds ({} bytes)",
@@ -285,14 +311,15 @@ impl GpuContext {
                 self.max_binding_bytes
             )));
         }
-        let kernel = self.conv_kernel(g);
         let tiles_n = match kernel {
             ConvKernel::Tiled(t) => t.tiles_n(g),
             ConvKernel::Direct(_) => 1,
+            ConvKernel::Winograd(_) => ConvWinograd::tiles_n(g),
         };
         let groups_z = match kernel {
             ConvKernel::Tiled(_) => tiles_n.saturating_mul(g.groups),
             ConvKernel::Direct(_) => 1,
+            ConvKernel::Winograd(_) => tiles_n,
         };
         if groups_z > self.max_groups_per_dim as usize {
             return Err(Error::Gpu(format!(
@@ -323,6 +350,7 @@ impl GpuContext {
             tiles_n: tiles_n as u32,
             act_a,
             act_b,
+            limit,
             ..Default::default()
         };
         let max_dim = self.max_groups_per_dim;
@@ -333,6 +361,7 @@ impl GpuContext {
                 let m_total = match kernel {
                     ConvKernel::Direct(d) => d.units(pixels, g.nc),
                     ConvKernel::Tiled(_) => pixels,
+                    ConvKernel::Winograd(_) => ConvWinograd::tiles(ch.batch, ch.out_rows, g.ow),
                 };
                 let tiles_m = m_total.div_ceil(problem.units_per_group);
                 let (x, y) = fold(tiles_m as u64, max_dim)?;
@@ -359,9 +388,13 @@ impl GpuContext {
             input: PixelKind::F32,
             // The layout always binds a bias; without one the shader reads none.
             weights: Some((
-                match pad {
-                    Some(pad) => Cow::Owned(pad_kernels(kernels, *pad, g.nc)),
-                    None => Cow::Borrowed(kernels),
+                match (pad, kernel) {
+                    (Some(pad), ConvKernel::Winograd(_)) => {
+                        Cow::Owned(conv_winograd::kernel_data(&pad_kernels(kernels, *pad, g.nc), g.c, g.nc))
+                    }
+                    (None, ConvKernel::Winograd(_)) => Cow::Owned(conv_winograd::kernel_data(kernels, g.c, g.nc)),
+                    (Some(pad), _) => Cow::Owned(pad_kernels(kernels, *pad, g.nc)),
+                    (None, _) => Cow::Borrowed(kernels),
                 },
                 bias.unwrap_or(&[0.0]),
             )),

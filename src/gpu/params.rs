@@ -64,8 +64,9 @@ pub struct ConvParams {
     pub act_a: f32,
     /// The activation's second number.
     pub act_b: f32,
-    /// Padding to a multiple of 16 bytes.
-    pub _pad: [u32; 1],
+    /// Winograd kernel: the input magnitude past which a workgroup takes
+    /// direct sums ([`super::kernels::conv_winograd::input_limit`]).
+    pub limit: f32,
 }
 
 /// Mirrors `PoolParams` in `shaders/common.wgsl`.

@@ -67,6 +67,9 @@ pub struct ConvDevice {
     /// RGB images read as four channels, forced on or off (see
     /// [`super::ConvKernel::pads_rgb`]).
     pub pad_rgb: Option<bool>,
+    /// Winograd F(2x2, 3x3) asked for, for the layers it takes
+    /// ([`super::conv_winograd::ConvWinograd::fits`]).
+    pub winograd: bool,
 }
 
 impl ConvDevice {
@@ -79,6 +82,7 @@ impl ConvDevice {
         staging: None,
         workgroup_bytes: 16 << 10,
         pad_rgb: None,
+        winograd: false,
     };
 }
 

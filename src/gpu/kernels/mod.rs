@@ -5,6 +5,7 @@
 
 pub(crate) mod conv_direct;
 pub(crate) mod conv_tiled;
+pub(crate) mod conv_winograd;
 pub(crate) mod pool;
 pub(crate) mod pool_argmax;
 pub(crate) mod pool_tiled;
@@ -32,6 +33,8 @@ pub enum Family {
     ConvTiled,
     /// [`conv_direct`].
     ConvDirect,
+    /// [`conv_winograd`].
+    ConvWinograd,
     /// [`pool`].
     Pool,
     /// [`pool_tiled`].
@@ -43,7 +46,7 @@ pub enum Family {
 }
 
 /// The shader files; `Family::shader` indexes it.
-pub const SHADERS: [Shader; 5] = [
+pub const SHADERS: [Shader; 6] = [
     Shader {
         label: "conv2d",
         source: concat!(
@@ -86,6 +89,14 @@ pub const SHADERS: [Shader; 5] = [
         ),
         trusted: false,
     },
+    Shader {
+        label: "conv2d_winograd",
+        source: concat!(
+            include_str!("../../../shaders/common.wgsl"),
+            include_str!("../../../shaders/conv2d_winograd.wgsl")
+        ),
+        trusted: true,
+    },
 ];
 
 /// A shader as the device gets it: `shaders/common.wgsl` (params structs,
@@ -110,6 +121,7 @@ impl Family {
             Family::Pool | Family::PoolTiled => 2,
             Family::PoolArgmax => 3,
             Family::Widen => 4,
+            Family::ConvWinograd => 5,
         }
     }
 
@@ -126,6 +138,7 @@ impl Family {
         match self {
             Family::ConvTiled => "conv2d",
             Family::ConvDirect => "conv2d_direct",
+            Family::ConvWinograd => "conv2d_winograd",
             Family::Pool => "pool2d",
             Family::PoolTiled => "pool2d_tiled",
             Family::PoolArgmax => "pool2d_argmax",
@@ -136,7 +149,7 @@ impl Family {
     /// Bind-group layout.
     pub fn bindings(self) -> Bindings {
         match self {
-            Family::ConvTiled | Family::ConvDirect => Bindings::Conv,
+            Family::ConvTiled | Family::ConvDirect | Family::ConvWinograd => Bindings::Conv,
             // Params, input, output: the pooling layout.
             Family::Pool | Family::PoolTiled | Family::PoolArgmax | Family::Widen => Bindings::Pool,
         }
@@ -182,6 +195,8 @@ pub enum ConvKernel {
     Tiled(conv_tiled::ConvTiling),
     /// The direct kernel.
     Direct(conv_direct::ConvDirect),
+    /// Winograd F(2x2, 3x3), where asked for and the shape fits.
+    Winograd(conv_winograd::ConvWinograd),
 }
 
 impl ConvKernel {
@@ -189,7 +204,10 @@ impl ConvKernel {
     /// [`conv_tiled::ConvTiling::for_conv`]).
     pub fn for_conv(g: &Conv2dGeometry, dev: &conv_tiled::ConvDevice) -> Self {
         use conv_direct::{ConvDirect, DIRECT_MAX_NC};
-        if g.nc <= DIRECT_MAX_NC {
+        use conv_winograd::ConvWinograd;
+        if dev.winograd && ConvWinograd::fits(g, dev.workgroup_bytes) {
+            ConvKernel::Winograd(ConvWinograd)
+        } else if g.nc <= DIRECT_MAX_NC {
             ConvKernel::Direct(ConvDirect { per_output: false })
         } else if g.groups > 1 && g.group_c() <= DIRECT_MAX_NC {
             ConvKernel::Direct(ConvDirect { per_output: true })
@@ -217,6 +235,7 @@ impl ConvKernel {
         match self {
             ConvKernel::Tiled(t) => (Family::ConvTiled, t.constants(rules)),
             ConvKernel::Direct(d) => (Family::ConvDirect, d.constants(rules)),
+            ConvKernel::Winograd(w) => (Family::ConvWinograd, w.constants(rules)),
         }
     }
 }
