@@ -2,11 +2,11 @@
 # On a lent NVIDIA device machine (../shared/device/README.md): the shared
 # script first (convpool's GPU benchmark and cuDNN's on the same workloads),
 # then convpool again with the other kernel choices (4x4 conv register
-# blocks, the conv kernel's staging, tiled pooling, host-widened u8 calls)
-# on the workloads they change, so that one device session settles those
+# blocks, the conv kernel's staging, Winograd, tiled pooling, host-widened
+# u8 calls) on the workloads they change, so that one device session settles those
 # defaults (each conv workload with 8x8 and with 4x4 blocks forced and with
-# each staging, overlapping pooling with the tiled kernel, the chain suite
-# with u8 widened on the host). Prepare as that
+# each staging, the 3x3 layers with Winograd, overlapping pooling with the
+# tiled kernel, the chain suite with u8 widened on the host). Prepare as that
 # README says, plus:
 #
 #   cp benches/device-bench.sh benches/cudnn_v2.py .devrun/
@@ -50,6 +50,9 @@ alt staging2x8 CONVPOOL_CONV_STAGING=2x8 -- "${conv[@]}"
 alt staging2x16 CONVPOOL_CONV_STAGING=2x16 -- "${conv[@]}"
 alt staging1x32 CONVPOOL_CONV_STAGING=1x32 -- "${conv[@]}"
 alt staging2x32 CONVPOOL_CONV_STAGING=2x32 -- "${conv[@]}"
+# Winograd F(2x2, 3x3) on the 3x3 layers (asked for only: on lavapipe it
+# beats the implicit GEMM; this run says whether it does on the card).
+alt winograd CONVPOOL_CONV_WINOGRAD=on -- --workload cnn_conv3x3_b64 --workload cnn_conv3x3 --workload cnn_conv3x3_bias_relu
 # Every staging once more in verify mode (the GPU result against the CPU
 # reference, SPEC's tolerance) on a cnn_conv3x3 batch and a ragged RGB one,
 # since the bench does not check values: 2x32 fits only a device with more
@@ -72,6 +75,9 @@ PY
       --padding same --stride 2 --device gpu --verify --out "$out/v_y.npy" >>"$out/verify-$s.log" 2>&1
     echo "verify staging $s: exit $a, $?"
   done
+  CONVPOOL_CONV_WINOGRAD=on timeout 60 ./.devrun/convpool conv --images "$out/v_x.npy" --kernels "$out/v_k.npy" \
+    --padding same --device gpu --verify --out "$out/v_y.npy" >"$out/verify-winograd.log" 2>&1
+  echo "verify winograd: exit $?"
   rm -f "$out"/v_*.npy
 fi
 # RGB layers (the stem, the seed's colour images) read as four channels, a

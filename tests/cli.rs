@@ -671,3 +671,51 @@ fn rgb_padding_on_the_gpu_changes_no_output_bit() {
     assert!(err.contains("CONVPOOL_CONV_RGB"), "{err}");
     assert!(!file("d.npy").exists());
 }
+
+/// `CONVPOOL_CONV_WINOGRAD=on` runs a 3x3 layer through Winograd on the GPU:
+/// `--verify` holds it to the reference (SPEC.md's tolerance); any value
+/// but on/off/1/0 is refused, naming the variable, with no output file.
+#[test]
+fn winograd_on_the_gpu_from_the_command_line() {
+    let d = tmp();
+    let file = |name: &str| p(d.path(), name);
+    let x = Array::from_shape_fn((2, 13, 10, 8), |(n, y, x, c)| {
+        ((n * 31 + y * 7 + x * 3 + c) % 17) as f32 * 0.125 - 1.0
+    });
+    write_npy(file("x.npy"), &x).unwrap();
+    let k = Array::from_shape_fn((3, 3, 8, 12), |(i, j, c, k)| {
+        ((i * 5 + j * 3 + c + k) % 7) as f32 * 0.25 - 0.75
+    });
+    write_npy(file("k.npy"), &k).unwrap();
+    let gpu_required = std::env::var("CONVPOOL_REQUIRE_GPU").is_ok_and(|v| v == "1");
+    let go = |winograd: &str, out: &str| {
+        let (i, o, k) = (file("x.npy"), file(out), file("k.npy"));
+        let r = bin()
+            .args(["conv", "--images", s(&i), "--kernels", s(&k), "--padding", "same"])
+            .args(["--device", "gpu", "--verify", "--out", s(&o)])
+            .env("CONVPOOL_CONV_WINOGRAD", winograd)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&r.stderr).to_string();
+        if !r.status.success() {
+            return Err(err);
+        }
+        Ok(read_npy::<_, ArrayD<f32>>(&o).unwrap())
+    };
+    let plain = match go("off", "a.npy") {
+        Ok(y) => y,
+        Err(err) => {
+            assert!(!gpu_required && err.contains("no GPU adapter"), "{err}");
+            return;
+        }
+    };
+    let fast = go("on", "b.npy").unwrap();
+    assert_eq!(fast.shape(), plain.shape());
+    assert!(fast
+        .iter()
+        .zip(plain.iter())
+        .all(|(a, b)| (a - b).abs() <= 1e-4 * (1.0 + b.abs())));
+    let err = go("yes", "c.npy").unwrap_err();
+    assert!(err.contains("CONVPOOL_CONV_WINOGRAD"), "{err}");
+    assert!(!file("c.npy").exists());
+}

@@ -180,9 +180,16 @@ impl GpuContext {
         plan(problem, &limits(CHUNK_CAP_BYTES))
     }
 
-    /// The conv kernel (and the tiled one's specialisation) on this context.
+    /// The conv kernel (and the tiled one's specialisation) on this
+    /// context: Winograd only where its transformed kernels (25/9 the
+    /// plain ones) fit one binding.
     fn conv_kernel(&self, g: &Conv2dGeometry) -> ConvKernel {
-        ConvKernel::for_conv(g, &self.conv)
+        match ConvKernel::for_conv(g, &self.conv) {
+            ConvKernel::Winograd(_) if conv_winograd::kernel_len(g.c, g.nc) as u64 * 4 > self.max_binding_bytes => {
+                ConvKernel::Tiled(ConvTiling::for_conv(g, &self.conv))
+            }
+            k => k,
+        }
     }
 
     /// Which kernel a convolution runs with on this device, in words: the

@@ -75,6 +75,15 @@ fn conv_cases() -> Vec<ConvCase> {
             None,
         ),
         ("direct, per pixel (nc <= 4)", [2, 9, 8, 3], [3, 3, 3, 2], same, None),
+        // Asked for by name (GpuOptions::conv_winograd).
+        ("winograd", [2, 9, 8, 8], [3, 3, 8, 12], same, None),
+        (
+            "winograd, replicate border",
+            [1, 10, 7, 4],
+            [3, 3, 4, 8],
+            same.with_padding_mode(PaddingMode::Replicate),
+            None,
+        ),
         (
             "direct, per output (depthwise)",
             [2, 9, 8, 6],
@@ -101,6 +110,7 @@ fn check_conv(data: fn([usize; 4], u64) -> Array4<f32>, what: &str) {
     for (name, xs, ks, spec, block) in conv_cases() {
         let Some(e) = engine(GpuOptions {
             conv_register_block: block,
+            conv_winograd: Some(name.starts_with("winograd")),
             ..Default::default()
         }) else {
             return;

@@ -220,3 +220,24 @@ fn winograd_resident_equals_the_host_call_bit_for_bit() {
     let d = e.conv2d_bias_resident(&d, &k, &bias, &spec).unwrap();
     assert_eq!(d.download().unwrap().mapv(f32::to_bits), host.mapv(f32::to_bits));
 }
+
+/// Transformed kernels take 25/9 the plain ones' bytes: a layer whose plain
+/// kernels fit a binding and whose transformed ones do not runs on the
+/// implicit GEMM rather than failing.
+#[test]
+fn winograd_kernels_past_a_binding_take_the_implicit_gemm() {
+    let Some(e) = winograd(Some(4096)) else { return };
+    let (xs, ks, spec) = ([1, 8, 8, 8], [3, 3, 8, 8], Conv2dSpec::new(Padding::Same));
+    let g = spec.resolve(xs, ks).unwrap();
+    let d = e.gpu().unwrap().describe_conv(&g);
+    assert!(d.starts_with("tiled"), "{d}");
+    let (x, k) = (array(xs, 13), array(ks, 14));
+    let want = Engine::cpu_reference().conv2d(&x, &k, &spec).unwrap();
+    assert_close(&e.conv2d(&x, &k, &spec).unwrap(), &want, ks, "tiled instead");
+    // With room for them, the same layer takes Winograd.
+    let roomy = winograd(Some(8192)).unwrap();
+    assert_eq!(
+        takes_winograd(&roomy, xs, ks, &spec),
+        roomy.gpu().unwrap().max_workgroup_bytes() >= 16904
+    );
+}
