@@ -38,6 +38,15 @@ fn kernels() -> Array4<f32> {
     Array::from_shape_fn((3, 3, 3, 4), |(i, j, c, k)| ((i * 3 + j + c * 2 + k) % 5) as f32 - 2.0)
 }
 
+/// Runs `cmd`: the `.npy` it wrote to `out`, or its stderr when it failed.
+fn npy_or_stderr(cmd: &mut Command, out: &Path) -> Result<ArrayD<f32>, String> {
+    let r = cmd.output().unwrap();
+    if !r.status.success() {
+        return Err(String::from_utf8_lossy(&r.stderr).to_string());
+    }
+    Ok(read_npy::<_, ArrayD<f32>>(out).unwrap())
+}
+
 /// A bad input: non-zero exit, exactly one error line naming `needle`, no output file.
 fn assert_refused(out: &Output, needle: &str, out_file: &Path) {
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -644,17 +653,11 @@ fn rgb_padding_on_the_gpu_changes_no_output_bit() {
     let gpu_required = std::env::var("CONVPOOL_REQUIRE_GPU").is_ok_and(|v| v == "1");
     let go = |input: &str, rgb: &str, out: &str| {
         let (i, o, k) = (file(input), file(out), file("k.npy"));
-        let r = bin()
-            .args(["conv", "--images", s(&i), "--kernels", s(&k), "--padding", "same"])
+        let mut cmd = bin();
+        cmd.args(["conv", "--images", s(&i), "--kernels", s(&k), "--padding", "same"])
             .args(["--padding-mode", "reflect", "--device", "gpu", "--out", s(&o)])
-            .env("CONVPOOL_CONV_RGB", rgb)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&r.stderr).to_string();
-        if !r.status.success() {
-            return Err(err);
-        }
-        Ok(read_npy::<_, ArrayD<f32>>(&o).unwrap())
+            .env("CONVPOOL_CONV_RGB", rgb);
+        npy_or_stderr(&mut cmd, &o)
     };
     for input in ["u8.npy", "f32.npy"] {
         let want = match go(input, "scalar", "a.npy") {
@@ -690,17 +693,11 @@ fn winograd_on_the_gpu_from_the_command_line() {
     let gpu_required = std::env::var("CONVPOOL_REQUIRE_GPU").is_ok_and(|v| v == "1");
     let go = |winograd: &str, out: &str| {
         let (i, o, k) = (file("x.npy"), file(out), file("k.npy"));
-        let r = bin()
-            .args(["conv", "--images", s(&i), "--kernels", s(&k), "--padding", "same"])
+        let mut cmd = bin();
+        cmd.args(["conv", "--images", s(&i), "--kernels", s(&k), "--padding", "same"])
             .args(["--device", "gpu", "--verify", "--out", s(&o)])
-            .env("CONVPOOL_CONV_WINOGRAD", winograd)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&r.stderr).to_string();
-        if !r.status.success() {
-            return Err(err);
-        }
-        Ok(read_npy::<_, ArrayD<f32>>(&o).unwrap())
+            .env("CONVPOOL_CONV_WINOGRAD", winograd);
+        npy_or_stderr(&mut cmd, &o)
     };
     let plain = match go("off", "a.npy") {
         Ok(y) => y,
