@@ -298,8 +298,9 @@ impl GpuContext {
         let (g, pad) = &self.conv_as_run(g);
         check_i32("conv2d rows", g.oh, g.sh, g.kh, g.dh, g.h + g.pads.top)?;
         check_i32("conv2d columns", g.ow, g.sw, g.kw, g.dw, g.w + g.pads.left)?;
-        // Winograd takes finite kernels only (its transforms would spread
-        // an infinity to outputs whose windows do not hold it).
+        // Winograd takes finite kernels whose transforms stay finite (its
+        // transforms would spread an infinity to outputs whose windows do
+        // not hold it).
         let (kernel, limit) = match self.conv_kernel(g) {
             ConvKernel::Winograd(w) => match conv_winograd::input_limit(kernels, g.c) {
                 Some(limit) => (ConvKernel::Winograd(w), limit),

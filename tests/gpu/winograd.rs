@@ -204,6 +204,32 @@ fn winograd_keeps_nan_and_infinities_where_the_reference_has_them() {
     }
 }
 
+/// A finite kernel near the top of the f32 range transforms past it (U is
+/// up to 2.25x the kernel): zero and tiny inputs against it must give the
+/// reference's zeros and finite sums, not 0 x inf.
+#[test]
+fn winograd_takes_kernels_near_the_f32_limit() {
+    let Some(e) = winograd(None) else { return };
+    let (xs, ks, spec) = ([1, 6, 6, 4], [3, 3, 4, 8], Conv2dSpec::new(Padding::Same));
+    if !takes_winograd(&e, xs, ks, &spec) {
+        return;
+    }
+    let mut k = array(ks, 15);
+    k[[0, 0, 0, 0]] = 3e38;
+    k[[0, 1, 0, 0]] = 3e38;
+    k[[0, 2, 0, 0]] = 3e38;
+    let reference = Engine::cpu_reference();
+    for (what, scale) in [("zeros", 0.0f32), ("tiny", 1e-30)] {
+        let x = array(xs, 16).mapv(|v| v * scale);
+        let got = e.conv2d(&x, &k, &spec).unwrap();
+        let want = reference.conv2d(&x, &k, &spec).unwrap();
+        for (g, w) in got.iter().zip(want.iter()) {
+            assert!(w.is_finite(), "{what}: the reference has {w}");
+            assert!((g - w).abs() <= 1e-4 * w.abs().max(1e-30), "{what}: {g} against {w}");
+        }
+    }
+}
+
 /// A resident conv runs the same kernel on the same bytes as a host call.
 #[test]
 fn winograd_resident_equals_the_host_call_bit_for_bit() {

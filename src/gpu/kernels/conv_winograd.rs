@@ -85,14 +85,16 @@ pub fn kernel_len(c: usize, nc: usize) -> usize {
 }
 
 /// The largest input magnitude the transforms take for these kernels
-/// (`p.limit`), or `None` for kernels holding an infinity or NaN, which
-/// the implicit GEMM takes instead: the transforms' sums stay within a
+/// (`p.limit`), or `None` for kernels the implicit GEMM takes instead:
+/// those holding an infinity or NaN, and those whose transform could
+/// overflow (`|U| <= 2.25 max|w|`; an infinite U times a zero input would
+/// be NaN where the reference has 0). The transforms' sums stay within a
 /// small factor (below 1e3) of `max|x| * max|w| * c`, which must stay far
 /// from `f32::MAX`.
 pub fn input_limit(k: &[f32], c: usize) -> Option<f32> {
     let mut max = 0f32;
     for &v in k {
-        if !v.is_finite() {
+        if !v.is_finite() || v.abs() > f32::MAX / 4.0 {
             return None;
         }
         max = max.max(v.abs());
@@ -126,6 +128,8 @@ mod tests {
     fn limits() {
         assert_eq!(input_limit(&[1.0, f32::NAN], 4), None);
         assert_eq!(input_limit(&[f32::INFINITY], 4), None);
+        assert_eq!(input_limit(&[1.0, -f32::MAX / 3.0], 4), None);
+        assert!(input_limit(&[f32::MAX / 4.0], 4).is_some());
         assert_eq!(input_limit(&[0.0; 9], 4), Some(f32::MAX));
         let l = input_limit(&[2.0, -4.0], 64).unwrap() as f64;
         assert!((l - f32::MAX as f64 / (4.0 * 64.0 * 1e3)).abs() < l * 1e-6, "{l}");
