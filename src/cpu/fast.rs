@@ -617,6 +617,32 @@ mod tests {
         }
     }
 
+    /// A finite weight near the top of the f32 range transforms past it:
+    /// zero and tiny images against it keep the reference's finite values
+    /// (an infinite transformed weight times a zero would be NaN).
+    #[test]
+    fn winograd_leaves_weights_near_the_f32_limit_to_the_nhwc_kernel() {
+        let g = Conv2dSpec::new(Padding::Same)
+            .resolve([1, 8, 8, 16], [3, 3, 16, 16])
+            .unwrap();
+        let mut k = array([3, 3, 16, 16], 4);
+        for j in 0..3 {
+            k[[0, j, 0, 0]] = 3e38;
+        }
+        for isa in Isa::available() {
+            for scale in [0.0f32, 1e-30] {
+                let x = array([1, 8, 8, 16], 3).mapv(|v| v * scale);
+                let want = crate::cpu::reference::conv2d(x.view(), k.view(), &g);
+                let got = conv2d_with(Strategy::Winograd, isa, x.view(), k.view(), &g);
+                let tolerance = check::conv_tolerance(g.reduction_len(), check::max_abs_finite(want.view()));
+                for (&a, &b) in got.iter().zip(&want) {
+                    assert!(b.is_finite(), "the reference has {b}");
+                    assert!((a - b).abs() as f64 <= tolerance, "{isa}, x {scale}: {a} vs {b}");
+                }
+            }
+        }
+    }
+
     /// The vectorised max fold keeps SPEC.md's NaN-propagating max lane by
     /// lane, bit for bit: NaN on either side, infinities, signed zeros.
     #[test]

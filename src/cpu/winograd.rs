@@ -53,11 +53,15 @@ pub(super) fn fits(isa: Isa, g: &Conv2dGeometry) -> bool {
 }
 
 /// Whether the values allow the transforms (see the module docs): every
-/// input and weight finite, and `max|x| * max|w| * c` far below `f32::MAX`
-/// (the transformed products stay within a small factor of the NHWC sums).
+/// input and weight finite, `max|x| * max|w| * c` far below `f32::MAX`
+/// (the transformed products stay within a small factor of the NHWC sums),
+/// and the weights' transform finite (`|U| <= 2.25 max|w|`: an infinite U
+/// times a zero input would be NaN where the reference has 0).
 pub(super) fn usable(isa: Isa, x: &[f32], k: &[f32], g: &Conv2dGeometry) -> bool {
     match (dispatch(isa, MaxAbsFinite(x)), dispatch(isa, MaxAbsFinite(k))) {
-        (Some(mx), Some(mk)) => (mx as f64) * (mk as f64) * (g.c as f64) * 1e3 < f32::MAX as f64,
+        (Some(mx), Some(mk)) => {
+            mk <= f32::MAX / 4.0 && (mx as f64) * (mk as f64) * (g.c as f64) * 1e3 < f32::MAX as f64
+        }
         _ => false,
     }
 }
