@@ -61,7 +61,7 @@ struct PoolParams {
     pad_bottom: u32,
     pad_left: u32,
     pad_right: u32,
-    mode: u32,              // 0 max, 1 avg
+    mode: u32,              // 0 max, 1 avg (the kernels read it as AVG)
     count_include_pad: u32, // 0 or 1
     total: u32,             // batch * oh_chunk * ow * c
     row_pitch: u32,         // invocations per row of the folded dispatch

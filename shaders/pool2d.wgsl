@@ -7,7 +7,13 @@
 // Max: a padded cell never wins, NaN beats every number (tested on the bits,
 // so no compiler assumption about NaN can remove the test), a window with no
 // real cell gives -inf. Avg: the sum divided by the real cells of the window,
-// or with `count_include_pad` by the cells inside the padded input.
+// or with `count_include_pad` by the cells inside the padded input. An f32
+// sum of values near f32::MAX can overflow where their mean does not: the
+// lanes whose sum came out infinite or NaN fold their window again with
+// every value scaled by 2^-64 (exact down to 2^-62; no f32 sum of at most
+// 2^32 such values overflows) and scale the mean back by 2^64, which gives
+// what an f32 of unbounded range would. A window holding an infinity or
+// NaN gives the same infinity or NaN either way.
 //
 // Adaptive pooling (`adaptive`): output row i pools rows floor(i * h / oh)
 // .. ceil((i + 1) * h / oh), likewise columns, no padding; the host sends
@@ -23,6 +29,10 @@
 override WG: u32 = 256u;
 // c % 4 == 0: four channels per invocation.
 override VEC: bool = false;
+// Average pooling (else max): a constant, so a max pipeline carries none of
+// the average's code (a software adapter runs a branch it cannot prove
+// uniform for every invocation).
+override AVG: bool = false;
 
 
 // Channels `i..i + 4` (VEC) or channel `i` alone (in .x).
@@ -81,8 +91,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             }
         }
         var r = best;
-        if (p.mode != 0u) {
-            r = sum / f32((ys.y - ys.x) * (xs.y - xs.x));
+        if (AVG) {
+            let divisor = (ys.y - ys.x) * (xs.y - xs.x);
+            r = mean(sum, divisor);
+            let over = !finite(sum);
+            if (any(over)) {
+                let scaled = sum_adaptive(n, ys, xs, ch, bitcast<f32>(DOWN_BITS));
+                r = select(r, mean(scaled, divisor) * bitcast<f32>(UP_BITS), over);
+            }
         }
         store(idx, r);
         return;
@@ -104,18 +120,69 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
     }
     var result = best;
-    if (p.mode != 0u) {
+    if (AVG) {
         let rows = counted(y0, p.kh, p.dh, p.h, p.pad_top, p.pad_bottom);
         let cols = counted(x0, p.kw, p.dw, p.w, p.pad_left, p.pad_right);
         let divisor = rows * cols;
-        if (divisor == 0u) {
-            // 0 / 0: a dilated window whose taps all miss the image.
-            result = vec4<f32>(bitcast<f32>(NAN_BITS));
-        } else {
-            result = sum / f32(divisor);
+        result = mean(sum, divisor);
+        let over = !finite(sum);
+        if (any(over)) {
+            let scaled = sum_window(n, y0, x0, ch, bitcast<f32>(DOWN_BITS));
+            result = select(result, mean(scaled, divisor) * bitcast<f32>(UP_BITS), over);
         }
     }
     store(idx, result);
+}
+
+// 2^-64 and 2^64, for the redo of an overflowed average.
+const DOWN_BITS: u32 = 0x1f800000u;
+const UP_BITS: u32 = 0x5f800000u;
+
+// Lanes neither infinite nor NaN.
+fn finite(v: vec4<f32>) -> vec4<bool> {
+    return abs(v) <= vec4<f32>(bitcast<f32>(0x7f7fffffu));
+}
+
+// `sum` over `divisor` cells; 0 / 0 (a dilated window whose taps all miss
+// the image) is NaN.
+fn mean(sum: vec4<f32>, divisor: u32) -> vec4<f32> {
+    if (divisor == 0u) {
+        return vec4<f32>(bitcast<f32>(NAN_BITS));
+    }
+    return sum / f32(divisor);
+}
+
+// The redo of an overflowed average: the sum of the adaptive window's
+// values, each times `scale` (the loop of `main`'s adaptive branch).
+fn sum_adaptive(n: u32, ys: vec2<u32>, xs: vec2<u32>, ch: u32, scale: f32) -> vec4<f32> {
+    var sum = vec4<f32>(0.0);
+    for (var y = ys.x; y < ys.y; y++) {
+        let row = (n * p.band_h + y - p.in_row0) * p.w;
+        for (var x = xs.x; x < xs.y; x++) {
+            sum = sum + load((row + x) * p.c + ch) * scale;
+        }
+    }
+    return sum;
+}
+
+// Likewise for the fixed window whose first tap is at (y0, x0) (the loop
+// of `main`).
+fn sum_window(n: u32, y0: i32, x0: i32, ch: u32, scale: f32) -> vec4<f32> {
+    var sum = vec4<f32>(0.0);
+    for (var i = 0u; i < p.kh; i++) {
+        let y = y0 + i32(i * p.dh);
+        if (y < 0 || y >= i32(p.h)) {
+            continue;
+        }
+        let row = (n * p.band_h + (u32(y) - p.in_row0)) * p.w;
+        for (var j = 0u; j < p.kw; j++) {
+            let x = x0 + i32(j * p.dw);
+            if (x >= 0 && x < i32(p.w)) {
+                sum = sum + load((row + u32(x)) * p.c + ch) * scale;
+            }
+        }
+    }
+    return sum;
 }
 
 // Output `idx` (and with VEC the three after it).
@@ -183,7 +250,7 @@ fn tiled(
     let iw = (TW - 1u) * p.sw + ekw;
     let y_base = i32((ty * TH + p.out_row0) * p.sh) - i32(p.pad_top);
     let x_base = i32(tx * TW * p.sw) - i32(p.pad_left);
-    let neutral = select(vec4<f32>(bitcast<f32>(NEG_INF_BITS)), vec4<f32>(0.0), p.mode != 0u);
+    let neutral = select(vec4<f32>(bitcast<f32>(NEG_INF_BITS)), vec4<f32>(0.0), AVG);
     for (var e = lid; e < ih * iw * CT; e += WG_T) {
         let u = e % CT;
         let t = e / CT;
@@ -219,15 +286,16 @@ fn tiled(
         }
     }
     var result = best;
-    if (p.mode != 0u) {
+    if (AVG) {
         let oy = oy_chunk + p.out_row0;
         let rows = counted(i32(oy * p.sh) - i32(p.pad_top), p.kh, p.dh, p.h, p.pad_top, p.pad_bottom);
         let cols = counted(i32(ox * p.sw) - i32(p.pad_left), p.kw, p.dw, p.w, p.pad_left, p.pad_right);
         let divisor = rows * cols;
-        if (divisor == 0u) {
-            result = vec4<f32>(bitcast<f32>(NAN_BITS));
-        } else {
-            result = sum / f32(divisor);
+        result = mean(sum, divisor);
+        let over = !finite(sum);
+        if (any(over)) {
+            let scaled = sum_tile(ly, lx, u, iw, bitcast<f32>(DOWN_BITS));
+            result = select(result, mean(scaled, divisor) * bitcast<f32>(UP_BITS), over);
         }
     }
     let at = ((n * p.oh_chunk + oy_chunk) * p.ow + ox) * p.c + gu * select(1u, 4u, VEC);
@@ -237,4 +305,17 @@ fn tiled(
         out[at + 2u] = result.z;
         out[at + 3u] = result.w;
     }
+}
+
+// The redo of an overflowed average in `tiled`: the sum of the window of
+// tile pixel (ly, lx), channel unit u, each value times `scale`.
+fn sum_tile(ly: u32, lx: u32, u: u32, iw: u32, scale: f32) -> vec4<f32> {
+    var sum = vec4<f32>(0.0);
+    for (var i = 0u; i < p.kh; i++) {
+        let r = ly * p.sh + i * p.dh;
+        for (var j = 0u; j < p.kw; j++) {
+            sum = sum + tile[(r * iw + lx * p.sw + j * p.dw) * CT + u] * scale;
+        }
+    }
+    return sum;
 }

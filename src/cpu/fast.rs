@@ -676,6 +676,49 @@ mod tests {
         }
     }
 
+    /// Averages of values near `f32::MAX`: the f32 sums overflow where the
+    /// mean does not, and every kernel (vectors by pixel, rows, explicit
+    /// windows) still gives the reference's mean; an infinity or NaN in a
+    /// window still gives the reference's infinity or NaN.
+    #[test]
+    fn averages_of_values_near_the_f32_limit_match_the_reference() {
+        for c in [3, 16, 32] {
+            let shape = [2, 7, 9, c];
+            let mut x = array(shape, 6).mapv(|v| if v > -0.5 { 3e38 } else { -1e38 });
+            x[[0, 2, 3, 1]] = f32::INFINITY;
+            x[[1, 4, 4, 2]] = f32::NAN;
+            for (k, s, padding, include_pad) in [
+                (2, 2, Padding::Valid, false),
+                (3, 1, Padding::Symmetric(1, 1), false),
+                (3, 2, Padding::Same, true),
+                (9, 9, Padding::Valid, false),
+            ] {
+                let g = crate::Pool2dSpec::new(PoolMode::Avg, k.min(7), k)
+                    .with_stride(s, s)
+                    .with_padding(padding)
+                    .with_count_include_pad(include_pad)
+                    .resolve(shape)
+                    .unwrap();
+                let want = crate::cpu::reference::pool2d(x.view(), &g);
+                let tolerance = 1e-4 * check::max_abs_finite(want.view()).max(1.0);
+                for isa in Isa::available() {
+                    let got = pool2d(isa, x.view(), &g);
+                    let mut finite = 0;
+                    for (&a, &b) in got.iter().zip(&want) {
+                        assert_eq!(a.is_nan(), b.is_nan(), "{isa}, c {c}, k {k}: {a} vs {b}");
+                        if b.is_finite() {
+                            finite += 1;
+                            assert!((a - b).abs() as f64 <= tolerance, "{isa}, c {c}, k {k}: {a} vs {b}");
+                        } else {
+                            assert!(a.is_nan() || a == b, "{isa}, c {c}, k {k}: {a} vs {b}");
+                        }
+                    }
+                    assert!(finite > 0 && want.iter().any(|v| v.abs() > 1e38));
+                }
+            }
+        }
+    }
+
     /// Max pooling of rows wide enough for the vector folds, with NaN,
     /// infinities and signed zeros in the image.
     #[test]

@@ -59,6 +59,7 @@ pub(super) fn pool(isa: Isa, x: &[f32], o: &mut [MaybeUninit<f32>], g: &Pool2dGe
                     image,
                     g,
                     ys: &ys,
+                    oy,
                     rows_counted: g.divisor_rows(oy),
                     columns: &columns,
                     out_row,
@@ -73,6 +74,7 @@ pub(super) fn pool(isa: Isa, x: &[f32], o: &mut [MaybeUninit<f32>], g: &Pool2dGe
 struct Row<'a> {
     image: &'a [f32],
     g: &'a Pool2dGeometry,
+    oy: usize,
     ys: &'a [usize],
     rows_counted: usize,
     columns: &'a Columns,
@@ -87,6 +89,7 @@ impl WithSimd for Row<'_> {
         let Row {
             image,
             g,
+            oy,
             ys,
             rows_counted,
             columns,
@@ -118,6 +121,9 @@ impl WithSimd for Row<'_> {
             for (ch, out) in px.iter_mut().enumerate().skip(ch) {
                 *out = window.fold_scalar(ch);
             }
+        }
+        if g.mode == PoolMode::Avg && super::pool_windows::any_non_finite(out_row) {
+            super::pool_windows::redo_overflowed_averages(image, g, oy, out_row);
         }
     }
 }

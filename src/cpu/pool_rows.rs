@@ -120,6 +120,13 @@ fn pool_piece<S: Simd>(
         let image_dst = &mut dst[i * band * row_elems..(i + 1) * band * row_elems];
         for (r, out_row) in image_dst.chunks_mut(row_elems).enumerate() {
             pool_row(s, image, g, p.oy0 + r, work, out_row);
+            if g.mode == PoolMode::Avg {
+                // SAFETY: `pool_row` writes every element of its row.
+                let out_row = unsafe { super::memory::assume_written(out_row) };
+                if super::pool_windows::any_non_finite(out_row) {
+                    super::pool_windows::redo_overflowed_averages(image, g, p.oy0 + r, out_row);
+                }
+            }
         }
     }
 }

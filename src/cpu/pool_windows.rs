@@ -3,7 +3,8 @@
 //! adaptive pooling (every output has its own window) and the argmax of max
 //! pooling (fixed or adaptive windows). Windows come from
 //! [`Pool2dGeometry::window_rows`] / [`Pool2dGeometry::window_cols`], the
-//! same as the reference's.
+//! same as the reference's. Also the f64 redo of the averages the vector
+//! kernels' f32 sums overflow.
 
 use std::mem::MaybeUninit;
 
@@ -56,6 +57,38 @@ pub(super) fn pool(x: &[f32], o: &mut [MaybeUninit<f32>], g: &Pool2dGeometry) {
             }
         }
     });
+}
+
+/// Whether an f32 average row holds an infinity or NaN, which an f32 sum
+/// of values near `f32::MAX` can give where the mean is finite. Branch-free
+/// and inlined into the vector kernels, so it runs at their width on a row
+/// still in the L1 cache.
+#[inline(always)]
+pub(super) fn any_non_finite(row: &[f32]) -> bool {
+    row.iter().fold(false, |bad, v| bad | !v.is_finite())
+}
+
+/// Redoes with [`pool`]'s f64 sum the averages of output row `oy` of
+/// `image` that an f32 sum left infinite or NaN. A window holding an
+/// infinity or NaN gives the same infinity or NaN either way, so only the
+/// overflowed ones change.
+#[cold]
+pub(super) fn redo_overflowed_averages(image: &[f32], g: &Pool2dGeometry, oy: usize, row: &mut [f32]) {
+    let c = g.c;
+    let ys: Vec<usize> = g.window_rows(oy).collect();
+    for (i, v) in row.iter_mut().enumerate() {
+        if v.is_finite() {
+            continue;
+        }
+        let (ox, ch) = (i / c, i % c);
+        let mut sum = 0f64;
+        for &y in &ys {
+            for xx in g.window_cols(ox) {
+                sum += image[(y * g.w + xx) * c + ch] as f64;
+            }
+        }
+        *v = (sum / g.divisor(oy, ox)) as f32;
+    }
 }
 
 /// The argmax of max pooling, `y * w + x` per output cell, -1 for a window

@@ -476,11 +476,14 @@ impl GpuContext {
             }
         }
         // Four channels per invocation where they make whole vec4s.
-        let vec = !argmax && pool_lanes(g.c) == 4;
+        let variant = Pool {
+            vec: !argmax && pool_lanes(g.c) == 4,
+            avg: g.mode == PoolMode::Avg,
+        };
         let kernel = match self.pool_tiling(g) {
             _ if argmax => PoolKernel::Argmax(PoolArgmax),
-            Some(t) => PoolKernel::Tiled(t, vec),
-            None => PoolKernel::Plain(Pool { vec }),
+            Some(t) => PoolKernel::Tiled(t, variant),
+            None => PoolKernel::Plain(variant),
         };
         let tiling = match kernel {
             PoolKernel::Tiled(t, _) => Some(t),
@@ -513,7 +516,7 @@ impl GpuContext {
             ..Default::default()
         };
         let max_dim = self.max_groups_per_dim;
-        let lanes = if vec { 4 } else { 1 };
+        let lanes = if variant.vec { 4 } else { 1 };
         let steps = chunks
             .iter()
             .map(|ch| {

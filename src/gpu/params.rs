@@ -111,7 +111,8 @@ pub struct PoolParams {
     pub pad_left: u32,
     /// Columns of padding on the right.
     pub pad_right: u32,
-    /// 0 max, 1 avg.
+    /// 0 max, 1 avg (the kernels take it as their `AVG` pipeline constant;
+    /// kept here so a call's params say all of it).
     pub mode: u32,
     /// 0 or 1.
     pub count_include_pad: u32,

@@ -186,3 +186,14 @@ fn nan_infinities_and_extremes_through_every_pool_kernel() {
 fn subnormals_through_every_pool_kernel() {
     check_pool(subnormals, "subnormals");
 }
+
+/// Values near `f32::MAX` of both signs: f32 sums of a window overflow
+/// where its mean does not, and every pool kernel still gives the
+/// reference's mean (verify mode holds it to SPEC.md's tolerance).
+#[test]
+fn averages_near_the_f32_limit_through_every_pool_kernel() {
+    check_pool(
+        |s, seed| array(s, seed).mapv(|v| if v > -0.5 { 3e38 } else { -1e38 }),
+        "near f32::MAX",
+    );
+}

@@ -245,8 +245,8 @@ impl ConvKernel {
 pub enum PoolKernel {
     /// One invocation per output value or vec4.
     Plain(pool::Pool),
-    /// Staged tiles; `bool`: vec4 channels.
-    Tiled(pool_tiled::PoolTiling, bool),
+    /// Staged tiles, of the variant given.
+    Tiled(pool_tiled::PoolTiling, pool::Pool),
     /// The argmax.
     Argmax(pool_argmax::PoolArgmax),
 }
@@ -256,7 +256,7 @@ impl PoolKernel {
     pub fn pipeline(&self) -> (Family, Constants) {
         match self {
             PoolKernel::Plain(k) => (Family::Pool, k.constants()),
-            PoolKernel::Tiled(t, vec) => (Family::PoolTiled, t.constants(*vec)),
+            PoolKernel::Tiled(t, v) => (Family::PoolTiled, t.constants(*v)),
             PoolKernel::Argmax(k) => (Family::PoolArgmax, k.constants()),
         }
     }

@@ -16,16 +16,22 @@ pub fn pool_lanes(c: usize) -> usize {
     }
 }
 
-/// The pooling kernel's variant.
+/// The pooling kernel's variant (of either entry point).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pool {
     /// Four channels per invocation (the channel count is a multiple of 4).
     pub vec: bool,
+    /// Average pooling, else max.
+    pub avg: bool,
 }
 
 impl Pool {
     /// The pipeline constants.
     pub fn constants(&self) -> Constants {
-        vec![("WG", POOL_WG), ("VEC", u32::from(self.vec))]
+        vec![
+            ("WG", POOL_WG),
+            ("VEC", u32::from(self.vec)),
+            ("AVG", u32::from(self.avg)),
+        ]
     }
 }

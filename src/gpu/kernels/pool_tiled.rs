@@ -4,7 +4,7 @@
 
 use crate::shape::Pool2dGeometry;
 
-use super::pool::pool_lanes;
+use super::pool::{pool_lanes, Pool};
 use super::Constants;
 
 /// The tile of the tiled pooling kernel: `th x tw` output pixels x `ct`
@@ -62,11 +62,12 @@ impl PoolTiling {
         best.map(|(_, _, t)| t)
     }
 
-    /// The pipeline constants; `vec` as for [`super::pool::Pool`].
-    pub fn constants(&self, vec: bool) -> Constants {
+    /// The pipeline constants for the variant `v`.
+    pub fn constants(&self, v: Pool) -> Constants {
         vec![
             ("WG_T", self.tw * self.th * self.ct),
-            ("VEC", u32::from(vec)),
+            ("VEC", u32::from(v.vec)),
+            ("AVG", u32::from(v.avg)),
             ("TW", self.tw),
             ("TH", self.th),
             ("CT", self.ct),
