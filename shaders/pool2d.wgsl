@@ -77,61 +77,43 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let y0 = i32(oy * p.sh) - i32(p.pad_top);
     let x0 = i32(ox * p.sw) - i32(p.pad_left);
 
-    var best = vec4<f32>(bitcast<f32>(NEG_INF_BITS));
-    var sum = vec4<f32>(0.0);
     if (p.adaptive != 0u) {
         let ys = adaptive_window(oy, p.h, p.oh);
         let xs = adaptive_window(ox, p.w, p.ow);
-        for (var y = ys.x; y < ys.y; y++) {
-            let row = (n * p.band_h + y - p.in_row0) * p.w;
-            for (var x = xs.x; x < xs.y; x++) {
-                let v = load((row + x) * p.c + ch);
-                best = select(best, v, !is_nan(best) & (is_nan(v) | v > best));
-                sum = sum + v;
-            }
-        }
-        var r = best;
+        let f = fold_adaptive(n, ys, xs, ch, 1.0);
+        var r = f.best;
         if (AVG) {
             let divisor = (ys.y - ys.x) * (xs.y - xs.x);
-            r = mean(sum, divisor);
-            let over = !finite(sum);
+            r = mean(f.sum, divisor);
+            let over = !finite(f.sum);
             if (any(over)) {
-                let scaled = sum_adaptive(n, ys, xs, ch, bitcast<f32>(DOWN_BITS));
+                let scaled = fold_adaptive(n, ys, xs, ch, bitcast<f32>(DOWN_BITS)).sum;
                 r = select(r, mean(scaled, divisor) * bitcast<f32>(UP_BITS), over);
             }
         }
         store(idx, r);
         return;
     }
-    for (var i = 0u; i < p.kh; i++) {
-        let y = y0 + i32(i * p.dh);
-        if (y < 0 || y >= i32(p.h)) {
-            continue;
-        }
-        let row = (n * p.band_h + (u32(y) - p.in_row0)) * p.w;
-        for (var j = 0u; j < p.kw; j++) {
-            let x = x0 + i32(j * p.dw);
-            if (x < 0 || x >= i32(p.w)) {
-                continue;
-            }
-            let v = load((row + u32(x)) * p.c + ch);
-            best = select(best, v, !is_nan(best) & (is_nan(v) | v > best));
-            sum = sum + v;
-        }
-    }
-    var result = best;
+    let f = fold_window(n, y0, x0, ch, 1.0);
+    var result = f.best;
     if (AVG) {
         let rows = counted(y0, p.kh, p.dh, p.h, p.pad_top, p.pad_bottom);
         let cols = counted(x0, p.kw, p.dw, p.w, p.pad_left, p.pad_right);
         let divisor = rows * cols;
-        result = mean(sum, divisor);
-        let over = !finite(sum);
+        result = mean(f.sum, divisor);
+        let over = !finite(f.sum);
         if (any(over)) {
-            let scaled = sum_window(n, y0, x0, ch, bitcast<f32>(DOWN_BITS));
+            let scaled = fold_window(n, y0, x0, ch, bitcast<f32>(DOWN_BITS)).sum;
             result = select(result, mean(scaled, divisor) * bitcast<f32>(UP_BITS), over);
         }
     }
     store(idx, result);
+}
+
+// The max and the sum (of each value times `scale`) of a window.
+struct Fold {
+    best: vec4<f32>,
+    sum: vec4<f32>,
 }
 
 // 2^-64 and 2^64, for the redo of an overflowed average.
@@ -152,23 +134,24 @@ fn mean(sum: vec4<f32>, divisor: u32) -> vec4<f32> {
     return sum / f32(divisor);
 }
 
-// The redo of an overflowed average: the sum of the adaptive window's
-// values, each times `scale` (the loop of `main`'s adaptive branch).
-fn sum_adaptive(n: u32, ys: vec2<u32>, xs: vec2<u32>, ch: u32, scale: f32) -> vec4<f32> {
-    var sum = vec4<f32>(0.0);
+// The adaptive window rows ys.x..ys.y, columns xs.x..xs.y of image `n`.
+fn fold_adaptive(n: u32, ys: vec2<u32>, xs: vec2<u32>, ch: u32, scale: f32) -> Fold {
+    var f = Fold(vec4<f32>(bitcast<f32>(NEG_INF_BITS)), vec4<f32>(0.0));
     for (var y = ys.x; y < ys.y; y++) {
         let row = (n * p.band_h + y - p.in_row0) * p.w;
         for (var x = xs.x; x < xs.y; x++) {
-            sum = sum + load((row + x) * p.c + ch) * scale;
+            let v = load((row + x) * p.c + ch);
+            f.best = select(f.best, v, !is_nan(f.best) & (is_nan(v) | v > f.best));
+            f.sum = f.sum + v * scale;
         }
     }
-    return sum;
+    return f;
 }
 
-// Likewise for the fixed window whose first tap is at (y0, x0) (the loop
-// of `main`).
-fn sum_window(n: u32, y0: i32, x0: i32, ch: u32, scale: f32) -> vec4<f32> {
-    var sum = vec4<f32>(0.0);
+// The fixed window whose first tap is at (y0, x0) of image `n` (taps
+// outside the image skipped).
+fn fold_window(n: u32, y0: i32, x0: i32, ch: u32, scale: f32) -> Fold {
+    var f = Fold(vec4<f32>(bitcast<f32>(NEG_INF_BITS)), vec4<f32>(0.0));
     for (var i = 0u; i < p.kh; i++) {
         let y = y0 + i32(i * p.dh);
         if (y < 0 || y >= i32(p.h)) {
@@ -177,12 +160,15 @@ fn sum_window(n: u32, y0: i32, x0: i32, ch: u32, scale: f32) -> vec4<f32> {
         let row = (n * p.band_h + (u32(y) - p.in_row0)) * p.w;
         for (var j = 0u; j < p.kw; j++) {
             let x = x0 + i32(j * p.dw);
-            if (x >= 0 && x < i32(p.w)) {
-                sum = sum + load((row + u32(x)) * p.c + ch) * scale;
+            if (x < 0 || x >= i32(p.w)) {
+                continue;
             }
+            let v = load((row + u32(x)) * p.c + ch);
+            f.best = select(f.best, v, !is_nan(f.best) & (is_nan(v) | v > f.best));
+            f.sum = f.sum + v * scale;
         }
     }
-    return sum;
+    return f;
 }
 
 // Output `idx` (and with VEC the three after it).
@@ -275,26 +261,17 @@ fn tiled(
     if (gu >= units || ox >= p.ow || oy_chunk >= p.oh_chunk) {
         return;
     }
-    var best = vec4<f32>(bitcast<f32>(NEG_INF_BITS));
-    var sum = vec4<f32>(0.0);
-    for (var i = 0u; i < p.kh; i++) {
-        let r = ly * p.sh + i * p.dh;
-        for (var j = 0u; j < p.kw; j++) {
-            let v = tile[(r * iw + lx * p.sw + j * p.dw) * CT + u];
-            best = select(best, v, !is_nan(best) & (is_nan(v) | v > best));
-            sum = sum + v;
-        }
-    }
-    var result = best;
+    let f = fold_tile(ly, lx, u, iw, 1.0);
+    var result = f.best;
     if (AVG) {
         let oy = oy_chunk + p.out_row0;
         let rows = counted(i32(oy * p.sh) - i32(p.pad_top), p.kh, p.dh, p.h, p.pad_top, p.pad_bottom);
         let cols = counted(i32(ox * p.sw) - i32(p.pad_left), p.kw, p.dw, p.w, p.pad_left, p.pad_right);
         let divisor = rows * cols;
-        result = mean(sum, divisor);
-        let over = !finite(sum);
+        result = mean(f.sum, divisor);
+        let over = !finite(f.sum);
         if (any(over)) {
-            let scaled = sum_tile(ly, lx, u, iw, bitcast<f32>(DOWN_BITS));
+            let scaled = fold_tile(ly, lx, u, iw, bitcast<f32>(DOWN_BITS)).sum;
             result = select(result, mean(scaled, divisor) * bitcast<f32>(UP_BITS), over);
         }
     }
@@ -307,15 +284,17 @@ fn tiled(
     }
 }
 
-// The redo of an overflowed average in `tiled`: the sum of the window of
-// tile pixel (ly, lx), channel unit u, each value times `scale`.
-fn sum_tile(ly: u32, lx: u32, u: u32, iw: u32, scale: f32) -> vec4<f32> {
-    var sum = vec4<f32>(0.0);
+// The window of tile pixel (ly, lx), channel unit u, from the staged tile
+// (`iw` cells wide).
+fn fold_tile(ly: u32, lx: u32, u: u32, iw: u32, scale: f32) -> Fold {
+    var f = Fold(vec4<f32>(bitcast<f32>(NEG_INF_BITS)), vec4<f32>(0.0));
     for (var i = 0u; i < p.kh; i++) {
         let r = ly * p.sh + i * p.dh;
         for (var j = 0u; j < p.kw; j++) {
-            sum = sum + tile[(r * iw + lx * p.sw + j * p.dw) * CT + u] * scale;
+            let v = tile[(r * iw + lx * p.sw + j * p.dw) * CT + u];
+            f.best = select(f.best, v, !is_nan(f.best) & (is_nan(v) | v > f.best));
+            f.sum = f.sum + v * scale;
         }
     }
-    return sum;
+    return f;
 }
